@@ -1,0 +1,67 @@
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import type { TranscriptMessage } from '../common/agent-run-types';
+import { TRANSCRIPT_UNAVAILABLE } from '../common/constants';
+
+/** A stored conversation: the system prompt and every message so far. */
+export interface Transcript {
+  systemPrompt: string;
+  messages: TranscriptMessage[];
+}
+
+/**
+ * Keeps each run's conversation next to the worker, so a model activity's input carries only the
+ * new messages and the history does not grow with the transcript on every call. The workflow keeps
+ * the authoritative copy (every message is in its history anyway) and resends it whole when a
+ * worker does not have it: another machine, or a store that was wiped.
+ */
+export class TranscriptStore {
+  constructor(private readonly directory: string) {}
+
+  /**
+   * Returns the transcript cut to `baseLength` messages with `append` added. A longer stored
+   * transcript is what a crashed attempt left behind and is cut back; a shorter one cannot be
+   * repaired here and fails with `TranscriptUnavailable`, so the workflow resends it whole.
+   */
+  async extend(
+    key: string,
+    baseLength: number,
+    append: TranscriptMessage[],
+    full?: Transcript,
+  ): Promise<Transcript> {
+    const stored = full ?? (await this.load(key));
+    if (stored === undefined || stored.messages.length < baseLength) {
+      throw ApplicationFailure.nonRetryable(
+        `transcript ${key} has ${stored?.messages.length ?? 0} of ${baseLength} messages on this worker`,
+        TRANSCRIPT_UNAVAILABLE,
+      );
+    }
+    return {
+      systemPrompt: stored.systemPrompt,
+      messages: [...stored.messages.slice(0, baseLength), ...append],
+    };
+  }
+
+  /** Writes atomically, so a worker killed mid-write leaves the previous transcript intact. */
+  async save(key: string, transcript: Transcript): Promise<void> {
+    const file = this.fileFor(key);
+    await mkdir(path.dirname(file), { recursive: true });
+    const temporary = `${file}.${process.pid}.tmp`;
+    await writeFile(temporary, JSON.stringify(transcript));
+    await rename(temporary, file);
+  }
+
+  private async load(key: string): Promise<Transcript | undefined> {
+    try {
+      return JSON.parse(await readFile(this.fileFor(key), 'utf8')) as Transcript;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  private fileFor(key: string): string {
+    return path.join(this.directory, `${key.replace(/[^A-Za-z0-9_.-]/g, '_')}.json`);
+  }
+}

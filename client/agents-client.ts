@@ -1,0 +1,268 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  type Client,
+  type WorkflowHandle,
+  type WorkflowHandleWithFirstExecutionRunId,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
+import {
+  agentNameSchema,
+  agentRunInputSchema,
+  describeZodError,
+  type AgentRunInput,
+  type AgentRunInputDraft,
+} from '../common/agent-input';
+import {
+  AGENT_STATES,
+  type AgentRunResult,
+  type AgentState,
+  type AgentStatus,
+  type IterationRecord,
+} from '../common/agent-run-types';
+import { REPLACE_GRACE_S, TASK_QUEUE, WORKFLOW_ID_PREFIX, WORKFLOW_TYPE } from '../common/constants';
+import { iterationsQuery, statusQuery, stopSignal, type IterationsQueryArgs } from '../common/messages';
+import {
+  agentIterationKey,
+  agentNameKey,
+  agentStateKey,
+  agentTemplateKey,
+} from '../common/search-attributes';
+import type { agentRun } from '../workflows';
+import { AgentsError } from './errors';
+
+/** Workflow ID of the agent called `name`. */
+export function workflowIdFor(name: string): string {
+  return `${WORKFLOW_ID_PREFIX}${name}`;
+}
+
+/** One run as the visibility store lists it. */
+export interface AgentListing {
+  name: string;
+  workflowId: string;
+  runId: string;
+  /** Temporal's status of the execution: RUNNING, COMPLETED, TERMINATED, … */
+  executionStatus: string;
+  state: string | undefined;
+  iteration: number | undefined;
+  template: string | undefined;
+  startTime: Date;
+  closeTime: Date | undefined;
+}
+
+/** Validates a run's input the way the client does before start: bad input never reaches Temporal. */
+export function validateRunInput(draft: AgentRunInputDraft): AgentRunInput {
+  const parsed = agentRunInputSchema.safeParse(draft);
+  if (!parsed.success) {
+    throw new AgentsError('invalid_argument', `Invalid run input: ${describeZodError(parsed.error)}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * The typed client of agent runs, used by the CLI and tests. Every method speaks the public
+ * contract (workflow IDs, signals, queries, search attributes), so the same can be done with the
+ * `temporal` CLI or the Web UI.
+ */
+export class AgentsClient {
+  constructor(private readonly client: Client) {}
+
+  /**
+   * Starts a run. A run already going under the same name is an error, unless `replace` is set:
+   * then it is stopped (terminated when it does not end within the grace period) and the new run
+   * starts under the same workflow ID, the old history kept.
+   */
+  async start(
+    draft: AgentRunInputDraft,
+    options: { replace?: boolean } = {},
+  ): Promise<WorkflowHandleWithFirstExecutionRunId<typeof agentRun>> {
+    const input = validateRunInput(draft);
+    const workflowId = workflowIdFor(input.name);
+    if (options.replace === true) await this.endOpenRun(workflowId);
+    try {
+      return await this.client.workflow.start<typeof agentRun>(WORKFLOW_TYPE, {
+        workflowId,
+        taskQueue: TASK_QUEUE,
+        args: [input],
+        workflowIdConflictPolicy: 'FAIL',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+        typedSearchAttributes: [
+          { key: agentNameKey, value: input.name },
+          { key: agentTemplateKey, value: input.template.name },
+          { key: agentStateKey, value: 'running' },
+          { key: agentIterationKey, value: 0 },
+        ],
+        staticSummary: `agent ${input.name} · template ${input.template.name}`,
+        staticDetails: [
+          `**Template:** ${input.template.name} (${input.template.source})`,
+          `**Args:** ${input.args === '' ? '(none)' : input.args}`,
+          `**Model:** ${input.model.provider} · **Interval:** ${input.intervalS}s · **Max iterations:** ${input.maxIterations ?? 'none'}`,
+        ].join('\n'),
+      });
+    } catch (error) {
+      if (error instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new AgentsError(
+          'already_running',
+          `Agent '${input.name}' is already running (workflow ${workflowId}): stop it with \`agents stop ${input.name}\` or start with --replace`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+  }
+
+  private async endOpenRun(workflowId: string): Promise<void> {
+    const handle = this.client.workflow.getHandle(workflowId);
+    if (!(await this.isOpen(handle))) return;
+    await handle.signal(stopSignal, { reason: 'replaced by a new run' });
+    const deadline = Date.now() + REPLACE_GRACE_S * 1000;
+    while (Date.now() < deadline) {
+      if (!(await this.isOpen(handle))) return;
+      await sleep(200);
+    }
+    await handle.terminate('replaced by a new run (did not stop within the grace period)');
+  }
+
+  private async isOpen(handle: WorkflowHandle): Promise<boolean> {
+    try {
+      return (await handle.describe()).status.name === 'RUNNING';
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return false;
+      throw error;
+    }
+  }
+
+  /** The handle of the latest run of `name`, failing with a clear error when there is none. */
+  async handleFor(name: string): Promise<WorkflowHandle<typeof agentRun>> {
+    const parsed = agentNameSchema.safeParse(name);
+    if (!parsed.success) {
+      throw new AgentsError(
+        'invalid_argument',
+        `Invalid agent name '${name}': ${describeZodError(parsed.error)}`,
+      );
+    }
+    const handle = this.client.workflow.getHandle<typeof agentRun>(workflowIdFor(name));
+    try {
+      await handle.describe();
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) {
+        throw new AgentsError('not_found', `No agent named '${name}' (see \`agents list\`)`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    return handle;
+  }
+
+  /** Asks a running agent to stop; false when it was not running. */
+  async stop(name: string, reason = 'stopped from the CLI'): Promise<boolean> {
+    const handle = await this.handleFor(name);
+    if (!(await this.isOpen(handle))) return false;
+    await handle.signal(stopSignal, { reason });
+    return true;
+  }
+
+  /** Asks every running agent to stop; returns their names. */
+  async stopAll(reason = 'stopped from the CLI'): Promise<string[]> {
+    const running = await this.list({ runningOnly: true });
+    await Promise.all(
+      running.map((run) => this.client.workflow.getHandle(run.workflowId).signal(stopSignal, { reason })),
+    );
+    return running.map((run) => run.name);
+  }
+
+  /** Lists runs from the visibility store, newest first, optionally by `AgentState`. */
+  async list(options: { state?: string; runningOnly?: boolean } = {}): Promise<AgentListing[]> {
+    const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
+    if (options.state !== undefined) {
+      if (!(AGENT_STATES as readonly string[]).includes(options.state)) {
+        throw new AgentsError(
+          'invalid_argument',
+          `Unknown state '${options.state}'. Accepted: ${AGENT_STATES.join(', ')}`,
+        );
+      }
+      clauses.push(`${agentStateKey.name} = '${options.state}'`);
+    }
+    if (options.runningOnly === true) clauses.push(`ExecutionStatus = 'Running'`);
+    const listings: AgentListing[] = [];
+    for await (const execution of this.client.workflow.list({ query: clauses.join(' AND ') })) {
+      const attributes = execution.typedSearchAttributes;
+      listings.push({
+        name: attributes.get(agentNameKey) ?? execution.workflowId.slice(WORKFLOW_ID_PREFIX.length),
+        workflowId: execution.workflowId,
+        runId: execution.runId,
+        executionStatus: execution.status.name,
+        state: attributes.get(agentStateKey),
+        iteration: attributes.get(agentIterationKey),
+        template: attributes.get(agentTemplateKey),
+        startTime: execution.startTime,
+        closeTime: execution.closeTime,
+      });
+    }
+    return listings;
+  }
+
+  /** The `status` query of the latest run of `name`. */
+  async status(name: string): Promise<AgentStatus> {
+    return (await this.handleFor(name)).query(statusQuery);
+  }
+
+  /** The `iterations` query of the latest run of `name`. */
+  async iterations(name: string, args: IterationsQueryArgs = {}): Promise<IterationRecord[]> {
+    return (await this.handleFor(name)).query(iterationsQuery, args);
+  }
+
+  /**
+   * Follows a run until it ends: each new iteration record and each change of state is reported
+   * as it happens, then the result is returned.
+   */
+  async watch(
+    name: string,
+    listener: { onRecord?: (record: IterationRecord) => void; onState?: (state: AgentState) => void },
+    pollMs = 300,
+  ): Promise<AgentRunResult> {
+    const handle = await this.handleFor(name);
+    const resultPromise = handle.result();
+    let finished = false;
+    resultPromise.then(
+      () => (finished = true),
+      () => (finished = true),
+    );
+    let nextIteration = 1;
+    let lastState: AgentState | undefined;
+    const report = (status: AgentStatus, records: IterationRecord[]) => {
+      for (const record of records) listener.onRecord?.(record);
+      const last = records.at(-1);
+      if (last !== undefined) nextIteration = last.iteration + 1;
+      if (status.state !== lastState) listener.onState?.(status.state);
+      lastState = status.state;
+    };
+    while (!finished) {
+      const [status, records] = await Promise.all([
+        handle.query(statusQuery),
+        handle.query(iterationsQuery, { from: nextIteration }),
+      ]);
+      report(status, records);
+      await Promise.race([sleep(pollMs), resultPromise.catch(() => undefined)]);
+    }
+    // The last records may have landed together with the result: one more look, best effort.
+    const final = await Promise.all([
+      handle.query(statusQuery),
+      handle.query(iterationsQuery, { from: nextIteration }),
+    ]).catch(() => undefined);
+    if (final !== undefined) report(...final);
+    return resultPromise;
+  }
+
+  /** True when at least one worker polls the `agents` task queue for workflow tasks. */
+  async hasWorker(): Promise<boolean> {
+    const response = await this.client.workflowService.describeTaskQueue({
+      namespace: this.client.options.namespace,
+      taskQueue: { name: TASK_QUEUE, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
+      taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    });
+    return (response.pollers ?? []).length > 0;
+  }
+}

@@ -1,0 +1,85 @@
+import { parseArgs } from 'node:util';
+import { COMMANDS, type CommandContext } from './commands';
+import { loadConfig } from './config';
+import { AgentsError } from './errors';
+
+type CommandName = keyof typeof COMMANDS;
+
+function usage(): string {
+  return [
+    'agents: autonomous LLM agents as durable Temporal workflows',
+    '',
+    'Usage: agents <command> [options]   (--verbose adds stack traces to errors)',
+    '',
+    ...Object.values(COMMANDS).map((command) => `  agents ${command.usage}\n      ${command.help}`),
+    '',
+    'Environment: AGENTS_HOME (default ~/.durable-agents); TEMPORAL_ADDRESS to use a cluster instead of the',
+    'embedded dev server (with TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* as Temporal reads them);',
+    'TEMPORAL_CLI, AGENTS_TEMPORAL_PORT, AGENTS_UI_PORT for the embedded server.',
+  ].join('\n');
+}
+
+function isCommand(name: string): name is CommandName {
+  return Object.hasOwn(COMMANDS, name);
+}
+
+/** Runs the CLI; resolves to the exit code. Failures print one line (a stack trace with --verbose). */
+export async function main(argv: string[]): Promise<number> {
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  const verbose = argv.includes('--verbose');
+  const rest = argv.filter((argument) => argument !== '--verbose');
+  const [name, ...commandArguments] = rest;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    print(usage());
+    return name === undefined ? 2 : 0;
+  }
+  try {
+    if (!isCommand(name)) {
+      throw new AgentsError(
+        'invalid_argument',
+        `Unknown command '${name}'. Commands: ${Object.keys(COMMANDS).join(', ')}`,
+      );
+    }
+    const command = COMMANDS[name];
+    if (commandArguments.includes('--help') || commandArguments.includes('-h')) {
+      print(`Usage: agents ${command.usage}\n${command.help}`);
+      return 0;
+    }
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: commandArguments,
+        options: command.options,
+        allowPositionals: true,
+        strict: true,
+      });
+    } catch (error) {
+      const reason = (error as Error).message.split('. ')[0];
+      throw new AgentsError('invalid_argument', `${reason}. Usage: agents ${command.usage}`);
+    }
+    const context: CommandContext = {
+      positionals: parsed.positionals,
+      values: parsed.values as CommandContext['values'],
+      config: loadConfig(),
+      print,
+    };
+    await command.run(context);
+    return 0;
+  } catch (error) {
+    if (verbose) console.error(error);
+    const message =
+      error instanceof AgentsError ? error.message : `${(error as Error).name}: ${(error as Error).message}`;
+    process.stderr.write(`agents: ${message.split('\n')[0]}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      console.error(error);
+      process.exit(1);
+    },
+  );
+}

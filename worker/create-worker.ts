@@ -1,0 +1,68 @@
+import path from 'node:path';
+import { NativeConnection, Worker, type NativeConnectionOptions } from '@temporalio/worker';
+import { createActivities, type ActivityDependencies } from '../activities';
+import { ScriptedModel } from '../activities/scripted-model';
+import { TranscriptStore } from '../activities/transcript-store';
+import type { ModelProviders } from '../activities/model-provider';
+import { TASK_QUEUE } from '../common/constants';
+import { loadWorkflowBundle } from './workflow-bundle';
+
+/** Every model provider this worker offers. */
+export function createModelProviders(): ModelProviders {
+  return new Map([['scripted', new ScriptedModel()]]);
+}
+
+/** The real dependencies of the activities, rooted in `$AGENTS_HOME`. */
+export function createActivityDependencies(home: string): ActivityDependencies {
+  return {
+    models: createModelProviders(),
+    transcripts: new TranscriptStore(path.join(home, 'transcripts')),
+  };
+}
+
+export interface AgentsWorkerOptions {
+  connectionOptions: NativeConnectionOptions;
+  namespace: string;
+  home: string;
+  identity?: string;
+  /** Overrides the activities' dependencies (tests). */
+  dependencies?: ActivityDependencies;
+}
+
+/** A worker of task queue `agents` with its own connection, to run and then close. */
+export interface AgentsWorker {
+  worker: Worker;
+  connection: NativeConnection;
+  /** Runs until `worker.shutdown()`, then closes the connection. */
+  run(): Promise<void>;
+}
+
+/** Creates the agents worker: the `agentRun` workflow and its activities on task queue `agents`. */
+export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<AgentsWorker> {
+  const connection = await NativeConnection.connect(options.connectionOptions);
+  try {
+    const worker = await Worker.create({
+      connection,
+      namespace: options.namespace,
+      taskQueue: TASK_QUEUE,
+      workflowBundle: await loadWorkflowBundle(path.join(options.home, 'cache')),
+      activities: createActivities(options.dependencies ?? createActivityDependencies(options.home)),
+      shutdownGraceTime: '5s',
+      ...(options.identity === undefined ? {} : { identity: options.identity }),
+    });
+    return {
+      worker,
+      connection,
+      async run() {
+        try {
+          await worker.run();
+        } finally {
+          await connection.close();
+        }
+      },
+    };
+  } catch (error) {
+    await connection.close();
+    throw error;
+  }
+}

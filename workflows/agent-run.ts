@@ -1,0 +1,265 @@
+import * as wf from '@temporalio/workflow';
+import type { AgentActivities, ModelTurnInput, ModelTurnResult } from '../activities';
+import type { AgentRunInput } from '../common/agent-input';
+import type {
+  AgentRunResult,
+  AgentState,
+  AgentStatus,
+  ExitReason,
+  IterationRecord,
+  RunUsage,
+  TranscriptMessage,
+} from '../common/agent-run-types';
+import {
+  MODEL_HEARTBEAT_TIMEOUT_S,
+  MODEL_START_TO_CLOSE_TIMEOUT_S,
+  TRANSCRIPT_UNAVAILABLE,
+} from '../common/constants';
+import {
+  iterationsQuery,
+  iterationsQueryArgsSchema,
+  permissionPayloadSchema,
+  permissionSignal,
+  resumePayloadSchema,
+  resumeSignal,
+  statusQuery,
+  stopPayloadSchema,
+  stopSignal,
+} from '../common/messages';
+import { agentIterationKey, agentStateKey } from '../common/search-attributes';
+import { renderCurrentDetails } from './current-details';
+import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
+import { buildIterationPrompt, buildSystemPrompt } from './prompts';
+
+/** What a run hands to its next execution on continue-as-new: plain JSON. */
+export interface CarriedState {
+  iteration: number;
+  modelCalls: number;
+  records: IterationRecord[];
+  usage: RunUsage;
+  transcript: TranscriptMessage[];
+  lastError: string | null;
+  ignoredSignals: number;
+  startedAt: string;
+}
+
+/**
+ * One autonomous agent: iteration after iteration of the task program until it is stopped or a
+ * limit ends it. Every model call is an activity, every pause a durable timer, every decision a
+ * signal; the history is the run's complete, replayable story.
+ */
+export async function agentRun(input: AgentRunInput, carried?: CarriedState): Promise<AgentRunResult> {
+  const info = wf.workflowInfo();
+  const run: CarriedState = carried ?? {
+    iteration: 0,
+    modelCalls: 0,
+    records: [],
+    usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 },
+    transcript: [],
+    lastError: null,
+    ignoredSignals: 0,
+    startedAt: new Date().toISOString(),
+  };
+  const systemPrompt = buildSystemPrompt(input.template.content);
+  // The conversation's key outlives continue-as-new and is new for every replacement run.
+  const transcriptKey = `${info.workflowId}-${info.firstExecutionRunId}`;
+
+  let state: AgentState = 'running';
+  let published: { state: AgentState; iteration: number } | undefined;
+  let stopReason: string | null = null;
+  let exitReason: ExitReason | null = null;
+  let turnScope: wf.CancellationScope | undefined;
+  let updatedAt = run.startedAt;
+
+  function publish(next: AgentState): void {
+    state = next;
+    updatedAt = new Date().toISOString();
+    if (published?.state !== state || published.iteration !== run.iteration) {
+      wf.upsertSearchAttributes([
+        { key: agentStateKey, value: state },
+        { key: agentIterationKey, value: run.iteration },
+      ]);
+      published = { state, iteration: run.iteration };
+    }
+    wf.setCurrentDetails(
+      renderCurrentDetails({
+        state,
+        iteration: run.iteration,
+        maxIterations: input.maxIterations,
+        lastSummary: run.records.at(-1)?.summary,
+        inputTokens: run.usage.inputTokens,
+        outputTokens: run.usage.outputTokens,
+        costUsd: run.usage.costUsd,
+        lastError: run.lastError,
+      }),
+    );
+  }
+
+  function ignoreSignal(signal: string, reason: string): void {
+    run.ignoredSignals += 1;
+    wf.log.warn('Signal ignored', { signal, reason });
+  }
+
+  wf.setHandler(stopSignal, (payload: unknown) => {
+    const parsed = stopPayloadSchema.safeParse(payload ?? {});
+    if (!parsed.success) return ignoreSignal('stop', parsed.error.message);
+    if (stopReason !== null) return;
+    stopReason = parsed.data.reason ?? 'stop requested';
+    wf.log.info('Stop requested', { reason: stopReason });
+    if (state === 'running') publish('stopping');
+    // A stop during a model turn ends the turn now rather than when the model finishes.
+    turnScope?.cancel();
+  });
+  wf.setHandler(permissionSignal, (payload: unknown) => {
+    const parsed = permissionPayloadSchema.safeParse(payload);
+    if (!parsed.success) return ignoreSignal('permission', parsed.error.message);
+    ignoreSignal('permission', `no pending request ${parsed.data.requestId}`);
+  });
+  wf.setHandler(resumeSignal, (payload: unknown) => {
+    const parsed = resumePayloadSchema.safeParse(payload ?? {});
+    if (!parsed.success) return ignoreSignal('resume', parsed.error.message);
+    ignoreSignal('resume', 'the run is not paused');
+  });
+  wf.setHandler(statusQuery, (): AgentStatus => ({
+    name: input.name,
+    template: input.template.name,
+    state,
+    iteration: run.iteration,
+    maxIterations: input.maxIterations ?? null,
+    pendingPermissions: [],
+    usage: { ...run.usage },
+    lastError: run.lastError,
+    exitReason,
+    stopReason,
+    ignoredSignals: run.ignoredSignals,
+    startedAt: run.startedAt,
+    updatedAt,
+  }));
+  wf.setHandler(iterationsQuery, (args?: unknown) => {
+    const parsed = iterationsQueryArgsSchema.safeParse(args ?? {});
+    if (!parsed.success) throw new Error(`invalid iterations query arguments: ${parsed.error.message}`);
+    const { from = 1, limit = run.records.length } = parsed.data;
+    return run.records.filter((record) => record.iteration >= from).slice(0, limit);
+  });
+
+  /** Calls the model with only the new messages; resends the whole conversation if the worker lacks it. */
+  async function callModel(prompt: string): Promise<ModelTurnResult> {
+    const { modelTurn } = wf.proxyActivities<AgentActivities>({
+      startToCloseTimeout: `${MODEL_START_TO_CLOSE_TIMEOUT_S}s`,
+      heartbeatTimeout: `${MODEL_HEARTBEAT_TIMEOUT_S}s`,
+      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
+      summary: `model turn ${run.iteration}`,
+    });
+    const append: TranscriptMessage[] = [{ role: 'user', content: prompt }];
+    const turn: ModelTurnInput = {
+      model: input.model,
+      transcriptKey,
+      baseLength: run.transcript.length,
+      append,
+      callIndex: run.modelCalls,
+    };
+    if (run.transcript.length === 0) turn.full = { systemPrompt, messages: [] };
+    let result: ModelTurnResult;
+    try {
+      result = await modelTurn(turn);
+    } catch (error) {
+      if (failureType(error) !== TRANSCRIPT_UNAVAILABLE) throw error;
+      result = await modelTurn({ ...turn, full: { systemPrompt, messages: run.transcript } });
+    }
+    run.transcript.push(...append, { role: 'assistant', content: result.text });
+    run.modelCalls += 1;
+    return result;
+  }
+
+  async function runIteration(): Promise<IterationRecord> {
+    run.iteration += 1;
+    publish('running');
+    const startedAtMs = Date.now();
+    let text = '';
+    let status: IterationRecord['status'] = 'ok';
+    let error: string | undefined;
+    let usage: ModelTurnResult = { text: '', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0 };
+    turnScope = new wf.CancellationScope();
+    try {
+      usage = await turnScope.run(() => callModel(buildIterationPrompt(run.iteration, input.args)));
+      text = usage.text;
+    } catch (failure) {
+      if (wf.isCancellation(failure) && stopReason !== null) {
+        text = `[Stopped during the model turn: ${stopReason}]`;
+      } else if (wf.isCancellation(failure)) {
+        throw failure;
+      } else {
+        status = 'error';
+        error = failureMessage(failure);
+        text += errorMarker(error);
+        run.lastError = shortenError(error);
+      }
+    } finally {
+      turnScope = undefined;
+    }
+    const record = buildIterationRecord({
+      iteration: run.iteration,
+      startedAtMs,
+      endedAtMs: Date.now(),
+      text,
+      status,
+      tokensIn: usage.usage.inputTokens,
+      tokensOut: usage.usage.outputTokens,
+      costUsd: usage.costUsd,
+      error,
+    });
+    run.records.push(record);
+    run.usage.inputTokens += record.tokensIn;
+    run.usage.outputTokens += record.tokensOut;
+    run.usage.costUsd += record.costUsd;
+    wf.log.info('Iteration recorded', { iteration: record.iteration, status: record.status });
+    return record;
+  }
+
+  function reachedMaxIterations(): boolean {
+    return input.maxIterations !== undefined && run.iteration >= input.maxIterations;
+  }
+
+  async function loop(): Promise<ExitReason> {
+    for (;;) {
+      if (stopReason !== null) return 'stopped';
+      if (reachedMaxIterations()) return 'max_iterations';
+      if (wf.workflowInfo().continueAsNewSuggested) {
+        await wf.condition(wf.allHandlersFinished);
+        return wf.continueAsNew<typeof agentRun>(input, run);
+      }
+      const record = await runIteration();
+      // A stop that came during the iteration still lets it be recorded, then ends the run.
+      if (stopReason !== null) return 'stopped';
+      if (reachedMaxIterations()) return 'max_iterations';
+      const pauseS = record.status === 'error' ? input.guards.errorBackoffS : input.intervalS;
+      if (pauseS > 0) {
+        publish('sleeping');
+        await wf.condition(() => stopReason !== null, pauseS * 1000);
+      }
+    }
+  }
+
+  publish('running');
+  try {
+    exitReason = await loop();
+  } catch (error) {
+    if (wf.isCancellation(error)) publish('stopped');
+    throw error;
+  }
+  publish('stopped');
+  await wf.condition(wf.allHandlersFinished);
+  return { exitReason, iterations: run.iteration, usage: run.usage };
+}
+
+/** The innermost message of a failure: an activity failure wraps the error the activity threw. */
+function failureMessage(failure: unknown): string {
+  if (failure instanceof wf.ActivityFailure && failure.cause) return failure.cause.message;
+  return failure instanceof Error ? failure.message : String(failure);
+}
+
+/** The `type` of the ApplicationFailure behind an activity failure, if any. */
+function failureType(failure: unknown): string | undefined {
+  const cause = failure instanceof wf.ActivityFailure ? failure.cause : failure;
+  return cause instanceof wf.ApplicationFailure ? (cause.type ?? undefined) : undefined;
+}

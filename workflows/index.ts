@@ -1,0 +1,2 @@
+/** Entry point of the workflow bundle: every workflow type the agents worker registers. */
+export { agentRun } from './agent-run';

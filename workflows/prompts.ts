@@ -1,0 +1,23 @@
+/**
+ * The words the agent is given: pure functions, shared by the workflow and the in-process baseline
+ * of the benchmark, and tested directly.
+ */
+
+/** Wraps the task program so the model runs it and closes each iteration with a short summary. */
+export function buildSystemPrompt(templateContent: string): string {
+  return [
+    'You are an autonomous agent carrying out the task program below, one iteration at a time.',
+    'Follow it faithfully and on your own. At the end of every iteration, write a 1-2 sentence',
+    'summary of what you did and what you will do next.',
+    '',
+    '=== TASK PROGRAM ===',
+    templateContent,
+    '=== END PROGRAM ===',
+  ].join('\n');
+}
+
+/** The user message that opens an iteration: the args go with the first one only. */
+export function buildIterationPrompt(iteration: number, args: string): string {
+  if (iteration > 1) return 'Continue to the next iteration of the program.';
+  return args.trim() === '' ? 'Begin the program.' : `Begin the program. Args: ${args}`;
+}
