@@ -165,9 +165,11 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     } catch (error) {
       if (failureType(error) !== TRANSCRIPT_UNAVAILABLE) throw error;
       result = await modelTurn({ ...turn, full: { systemPrompt, messages: run.transcript } });
+    } finally {
+      // A failed call counts too, so a scripted model moves on to its next turn.
+      run.modelCalls += 1;
     }
     run.transcript.push(...append, { role: 'assistant', content: result.text });
-    run.modelCalls += 1;
     return result;
   }
 
@@ -181,7 +183,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     let usage: ModelTurnResult = { text: '', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0 };
     turnScope = new wf.CancellationScope();
     try {
-      usage = await turnScope.run(() => callModel(buildIterationPrompt(run.iteration, input.args)));
+      usage = await turnScope.run(() => callModel(buildIterationPrompt(run.transcript.length > 0, input.args)));
       text = usage.text;
     } catch (failure) {
       if (wf.isCancellation(failure) && stopReason !== null) {

@@ -16,8 +16,12 @@ export function buildSystemPrompt(templateContent: string): string {
   ].join('\n');
 }
 
-/** The user message that opens an iteration: the args go with the first one only. */
-export function buildIterationPrompt(iteration: number, args: string): string {
-  if (iteration > 1) return 'Continue to the next iteration of the program.';
+/**
+ * The user message that opens an iteration. The program begins, with its args, until the model has
+ * answered once: an iteration whose model call failed leaves no trace in the conversation, so the
+ * next one begins again rather than continuing a conversation the model never saw.
+ */
+export function buildIterationPrompt(conversationStarted: boolean, args: string): string {
+  if (conversationStarted) return 'Continue to the next iteration of the program.';
   return args.trim() === '' ? 'Begin the program.' : `Begin the program. Args: ${args}`;
 }

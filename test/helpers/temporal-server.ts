@@ -1,0 +1,98 @@
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import type { AgentsConfig, EmbeddedTemporal } from '../../client/config';
+import { startDevServer } from '../../client/embedded-server';
+import { findTemporalBinary } from '../../client/temporal-binary';
+
+/** A port nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  await once(server, 'close');
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+/** A real Temporal dev server of its own, on free ports, with its own `$AGENTS_HOME`. */
+export interface TestTemporal {
+  home: string;
+  config: AgentsConfig & { temporal: EmbeddedTemporal };
+  client: Client;
+  connection: Connection;
+  /** Environment for a child `agents` process that should reuse this server. */
+  environment: NodeJS.ProcessEnv;
+  /** Stops the server process (SIGKILL when `crash`) without removing its files. */
+  stopServer(options?: { crash?: boolean }): Promise<void>;
+  /** Starts the server again on the same database and ports. */
+  restartServer(): Promise<void>;
+  close(): Promise<void>;
+}
+
+let runtimeInstalled = false;
+
+/** Keeps the SDK's logging out of the test output, where failures are often the point; errors still show. */
+export function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  runtimeInstalled = true;
+}
+
+/**
+ * Starts `temporal server start-dev` through the same code the CLI uses for the embedded default,
+ * persisting to a temporary `$AGENTS_HOME/temporal.db`.
+ */
+export async function startTestTemporal(): Promise<TestTemporal> {
+  quietRuntime();
+  const home = await mkdtemp(path.join(os.tmpdir(), 'agents-test-'));
+  const port = await freePort();
+  const uiPort = await freePort();
+  const temporal: EmbeddedTemporal = {
+    kind: 'embedded',
+    address: `127.0.0.1:${port}`,
+    port,
+    uiPort,
+    namespace: 'default',
+    binary: process.env.TEMPORAL_CLI,
+  };
+  const config = { home, temporal };
+  const binary = findTemporalBinary(home, temporal.binary);
+  let server: ChildProcess = await startDevServer({ binary, server: temporal, home, mode: 'foreground' });
+  const connection = await Connection.connect({ address: temporal.address });
+  const client = new Client({ connection, namespace: temporal.namespace });
+  const stopServer = async (options: { crash?: boolean } = {}) => {
+    if (server.exitCode !== null || server.signalCode !== null) return;
+    server.kill(options.crash === true ? 'SIGKILL' : 'SIGTERM');
+    await once(server, 'exit');
+  };
+  return {
+    home,
+    config,
+    client,
+    connection,
+    environment: {
+      ...process.env,
+      AGENTS_HOME: home,
+      AGENTS_TEMPORAL_PORT: String(port),
+      AGENTS_UI_PORT: String(uiPort),
+      TEMPORAL_ADDRESS: '',
+    },
+    stopServer,
+    async restartServer() {
+      server = await startDevServer({ binary, server: temporal, home, mode: 'foreground' });
+    },
+    async close() {
+      await connection.close();
+      await stopServer();
+      await rm(home, { recursive: true, force: true });
+    },
+  };
+}
