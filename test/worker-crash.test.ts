@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { temporal as proto } from '@temporalio/proto';
+import { AgentsClient } from '../client/agents-client';
+import { startCli } from './helpers/cli';
+import { scheduledModelTurns } from './helpers/history';
+import { scriptedRun, uniqueName } from './helpers/run-input';
+import { startTestTemporal, type TestTemporal } from './helpers/temporal-server';
+import { waitFor } from './helpers/wait';
+
+let temporal: TestTemporal;
+let agents: AgentsClient;
+const workers: ChildProcess[] = [];
+let otherMachineHome: string;
+
+async function startWorkerProcess(home: string): Promise<ChildProcess> {
+  const child = await startCli(['worker'], { ...temporal.environment, AGENTS_HOME: home }, /Worker polling/);
+  workers.push(child);
+  return child;
+}
+
+describe('a worker killed during a model call', () => {
+  before(async () => {
+    temporal = await startTestTemporal();
+    agents = new AgentsClient(temporal.client);
+    otherMachineHome = await mkdtemp(path.join(os.tmpdir(), 'agents-other-machine-'));
+  });
+
+  after(async () => {
+    for (const worker of workers) if (worker.exitCode === null) worker.kill('SIGKILL');
+    await temporal?.close();
+    await rm(otherMachineHome, { recursive: true, force: true });
+  });
+
+  it('is replaced by a new worker and the run completes with every iteration recorded once', async () => {
+    const first = await startWorkerProcess(temporal.home);
+    const name = uniqueName('crash');
+    const handle = await agents.start(
+      scriptedRun(name, [{ text: 'one' }, { text: 'two', delayMs: 3000 }, { text: 'three' }], {
+        maxIterations: 3,
+      }),
+    );
+    await waitFor('the second model turn to be running', async () => {
+      const description = await handle.describe();
+      const turn = description.raw.pendingActivities?.[0];
+      const started = turn?.state === proto.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED;
+      return started && (await agents.status(name)).iteration === 2;
+    });
+
+    first.kill('SIGKILL');
+    await once(first, 'exit');
+    // The replacement runs on "another machine": a home without the first worker's conversation store.
+    await startWorkerProcess(otherMachineHome);
+
+    const result = await waitFor('the run to complete', () => handle.result(), 90_000);
+    assert.equal(result.exitReason, 'max_iterations');
+    assert.equal(result.iterations, 3);
+
+    const records = await agents.iterations(name);
+    assert.deepEqual(
+      records.map((record) => [record.iteration, record.status, record.summary]),
+      [
+        [1, 'ok', 'one'],
+        [2, 'ok', 'two'],
+        [3, 'ok', 'three'],
+      ],
+    );
+
+    const events = (await handle.fetchHistory()).events ?? [];
+    const completedTurns = events.filter((event) => event.activityTaskCompletedEventAttributes != null);
+    assert.equal(completedTurns.length, 3, 'each model turn completed exactly once');
+    const retriedAfterHeartbeatTimeout = events.some(
+      (event) =>
+        (event.activityTaskStartedEventAttributes?.attempt ?? 0) >= 2 &&
+        event.activityTaskStartedEventAttributes?.lastFailure?.timeoutFailureInfo?.timeoutType ===
+          proto.api.enums.v1.TimeoutType.TIMEOUT_TYPE_HEARTBEAT,
+    );
+    assert.ok(retriedAfterHeartbeatTimeout, 'the killed call was retried after its heartbeat timed out');
+    // The new worker lacked the conversation, so the workflow sent it whole once, then only deltas again.
+    const turns = await scheduledModelTurns(handle);
+    assert.deepEqual(
+      turns.map((turn) => turn.input.full?.messages.length),
+      [0, undefined, 2, undefined],
+    );
+  });
+});
