@@ -30,10 +30,9 @@ export function parseModelOption(value: string): ModelSpec {
     try {
       json = JSON.parse(readFileSync(file, 'utf8'));
     } catch (error) {
-      throw new AgentsError(
-        'unknown_model',
-        `Cannot read the model script '${file}': ${(error as Error).message}`,
-      );
+      // JSON.parse quotes the file, newlines included: keep the message to one line.
+      const reason = error instanceof SyntaxError ? 'not valid JSON' : (error as Error).message;
+      throw new AgentsError('unknown_model', `Cannot read the model script '${file}': ${reason}`);
     }
     const parsed = scriptFileSchema.safeParse(json);
     if (!parsed.success) {

@@ -50,7 +50,7 @@ export function loadTemplate(nameOrPath: string, home: string): TemplateRef {
   ];
   for (const [folder, source] of candidates) {
     const file = path.join(folder, `${nameOrPath}.md`);
-    if (!nameOrPath.includes('/') && existsSync(file)) {
+    if (!nameOrPath.includes('/') && existsSync(file) && statSync(file).isFile()) {
       return { name: nameOrPath, source, content: readFileSync(file, 'utf8') };
     }
   }

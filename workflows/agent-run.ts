@@ -183,7 +183,9 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     let usage: ModelTurnResult = { text: '', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0 };
     turnScope = new wf.CancellationScope();
     try {
-      usage = await turnScope.run(() => callModel(buildIterationPrompt(run.transcript.length > 0, input.args)));
+      usage = await turnScope.run(() =>
+        callModel(buildIterationPrompt(run.transcript.length > 0, input.args)),
+      );
       text = usage.text;
     } catch (failure) {
       if (wf.isCancellation(failure) && stopReason !== null) {

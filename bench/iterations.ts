@@ -1,0 +1,353 @@
+/**
+ * Benchmark: what durability costs per iteration of an agent run.
+ *
+ * The durable path is the real thing: a Temporal dev server, an in-process agents worker, and runs
+ * started with `AgentsClient.start`, whose scripted model answers at once (`delayMs: 0`) and whose
+ * interval is 0, so every millisecond between two iterations is orchestration: the workflow task,
+ * scheduling the model activity, the activity with its transcript file, its completion, the next
+ * workflow task. It is read from the iteration records the `iterations` query returns: the gap
+ * between consecutive records' `startedAt` (workflow time, millisecond precision), and for the
+ * first iteration its own duration.
+ *
+ * The baseline is the same iteration without Temporal, in this process: the same prompt builder,
+ * the same `ScriptedModel` with the same script, the transcript kept in memory and the same record
+ * builder. It is the floor the durable loop could reach, so the ratio between them is the price of
+ * durability alone, not of the model (which a real agent would wait for in both cases).
+ *
+ * Scenario A is one run of `--iterations` (default 100); scenario B is `--runs` (default 50)
+ * concurrent runs of `--concurrent-iterations` (default 20). The same options can be given as
+ * BENCH_ITERATIONS, BENCH_CONCURRENT_ITERATIONS and BENCH_RUNS; argv wins over the environment.
+ */
+import { execFile } from 'node:child_process';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { parseArgs, promisify } from 'node:util';
+import { z } from 'zod';
+import { ScriptedModel } from '../activities/scripted-model';
+import { AgentsClient, validateRunInput } from '../client/agents-client';
+import { findTemporalBinary } from '../client/temporal-binary';
+import type { AgentRunInput, ScriptedTurn } from '../common/agent-input';
+import type { IterationRecord, TranscriptMessage } from '../common/agent-run-types';
+import { iterationsQuery } from '../common/messages';
+import { buildIterationRecord } from '../workflows/iteration-record';
+import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
+import { scriptedRun, uniqueName } from '../test/helpers/run-input';
+import { startTestTemporal, type TestTemporal } from '../test/helpers/temporal-server';
+import { startWorker, type RunningWorker } from '../test/helpers/worker';
+
+/** What the model says: a few turns with text and usage, played in a cycle, never waiting. */
+const BENCH_TURNS: Array<Partial<ScriptedTurn>> = [
+  {
+    text: 'Read the task program and listed the files to look at. Next: inspect the first file.',
+    usage: { inputTokens: 420, outputTokens: 38 },
+    costUsd: 0.0012,
+    delayMs: 0,
+  },
+  {
+    text: 'Inspected the file and noted two small issues. Next: fix the first issue.',
+    usage: { inputTokens: 510, outputTokens: 31 },
+    costUsd: 0.0014,
+    delayMs: 0,
+  },
+  {
+    text: 'Fixed the issue and checked the result. Next: move on to the second issue.',
+    usage: { inputTokens: 590, outputTokens: 29 },
+    costUsd: 0.0016,
+    delayMs: 0,
+  },
+];
+
+/** Iterations of the warm-up run, which pays for the first workflow task and connection setup. */
+const WARM_UP_ITERATIONS = 3;
+
+const countSchema = (name: string, maximum: number) =>
+  z.coerce
+    .number({ error: `${name} must be a number` })
+    .int(`${name} must be a whole number`)
+    .min(1, `${name} must be at least 1`)
+    .max(maximum, `${name} must be at most ${maximum}`);
+
+const benchOptionsSchema = z.object({
+  // The `iterations` query returns at most 10,000 records at once.
+  iterations: countSchema('--iterations (BENCH_ITERATIONS)', 10_000).default(100),
+  concurrentIterations: countSchema('--concurrent-iterations (BENCH_CONCURRENT_ITERATIONS)', 10_000).default(
+    20,
+  ),
+  runs: countSchema('--runs (BENCH_RUNS)', 1000).default(50),
+});
+type BenchOptions = z.infer<typeof benchOptionsSchema>;
+
+/** Reads the options from argv, falling back on the environment, then on the defaults. */
+function parseOptions(argv: string[], environment: NodeJS.ProcessEnv): BenchOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        iterations: { type: 'string' },
+        'concurrent-iterations': { type: 'string' },
+        runs: { type: 'string' },
+        verbose: { type: 'boolean' },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    throw new Error(
+      `${(error as Error).message.split('. ')[0]}. Accepted: --iterations M --concurrent-iterations M2 --runs N [--verbose]`,
+    );
+  }
+  const parsed = benchOptionsSchema.safeParse({
+    iterations: values.iterations ?? environment.BENCH_ITERATIONS,
+    concurrentIterations: values['concurrent-iterations'] ?? environment.BENCH_CONCURRENT_ITERATIONS,
+    runs: values.runs ?? environment.BENCH_RUNS,
+  });
+  if (!parsed.success) {
+    throw new Error(`Invalid options: ${parsed.error.issues.map((issue) => issue.message).join('; ')}`);
+  }
+  return parsed.data;
+}
+
+/** Per-iteration times of one path of one scenario, and its throughput. */
+interface PathFigures {
+  iterationMs: number[];
+  totalIterations: number;
+  wallClockS: number;
+}
+
+/** A scenario's run input: the bench script, back to back, `iterations` long. */
+function benchRunInput(prefix: string, iterations: number): AgentRunInput {
+  return validateRunInput(
+    scriptedRun(uniqueName(prefix), BENCH_TURNS, { intervalS: 0, maxIterations: iterations }),
+  );
+}
+
+/**
+ * The orchestration time of each iteration of a durable run, in ms: the first iteration's duration,
+ * then the gaps between consecutive starts. With no interval an iteration starts in the workflow
+ * task that records the previous one, so each gap is one full durable round trip.
+ */
+function orchestrationTimesMs(records: IterationRecord[]): number[] {
+  const starts = records.map((record) => Date.parse(record.startedAt));
+  const first = records[0];
+  if (first === undefined) return [];
+  const firstDurationMs = Date.parse(first.timestamp) - Date.parse(first.startedAt);
+  return [firstDurationMs, ...starts.slice(1).map((start, index) => start - (starts[index] ?? start))];
+}
+
+/** Starts `runs` agent runs of `iterations` at once, waits for all, then reads their records. */
+async function measureDurable(
+  agents: AgentsClient,
+  prefix: string,
+  runs: number,
+  iterations: number,
+): Promise<PathFigures> {
+  const began = performance.now();
+  const finished = await Promise.all(
+    Array.from({ length: runs }, async () => {
+      const handle = await agents.start(benchRunInput(prefix, iterations));
+      return { handle, result: await handle.result() };
+    }),
+  );
+  const wallClockS = (performance.now() - began) / 1000;
+  for (const { handle, result } of finished) {
+    if (result.exitReason !== 'max_iterations' || result.iterations !== iterations) {
+      throw new Error(
+        `run ${handle.workflowId} ended with ${result.exitReason} after ${result.iterations} of ${iterations} iterations`,
+      );
+    }
+  }
+  // Read after the clock stopped: querying a closed run replays it, which is not iteration cost.
+  const records = await Promise.all(finished.map(({ handle }) => handle.query(iterationsQuery)));
+  return {
+    iterationMs: records.flatMap(orchestrationTimesMs),
+    totalIterations: runs * iterations,
+    wallClockS,
+  };
+}
+
+/** One non-durable agent loop: what `agentRun` does per iteration, minus Temporal. */
+async function runBaselineLoop(input: AgentRunInput, model: ScriptedModel): Promise<number[]> {
+  const systemPrompt = buildSystemPrompt(input.template.content);
+  const transcript: TranscriptMessage[] = [];
+  const records: IterationRecord[] = [];
+  const signal = new AbortController().signal;
+  const iterationMs: number[] = [];
+  for (let iteration = 1; iteration <= (input.maxIterations ?? 0); iteration += 1) {
+    const began = performance.now();
+    const startedAtMs = Date.now();
+    transcript.push({ role: 'user', content: buildIterationPrompt(transcript.length > 0, input.args) });
+    const response = await model.generate({
+      spec: input.model,
+      systemPrompt,
+      messages: transcript,
+      callIndex: iteration - 1,
+      attempt: 1,
+      signal,
+      onProgress: () => undefined,
+    });
+    transcript.push({ role: 'assistant', content: response.text });
+    records.push(
+      buildIterationRecord({
+        iteration,
+        startedAtMs,
+        endedAtMs: Date.now(),
+        text: response.text,
+        status: 'ok',
+        tokensIn: response.usage.inputTokens,
+        tokensOut: response.usage.outputTokens,
+        costUsd: response.costUsd,
+      }),
+    );
+    iterationMs.push(performance.now() - began);
+  }
+  return iterationMs;
+}
+
+/** Runs `loops` baseline loops of `iterations` concurrently on one event loop. */
+async function measureBaseline(prefix: string, loops: number, iterations: number): Promise<PathFigures> {
+  const model = new ScriptedModel();
+  const inputs = Array.from({ length: loops }, () => benchRunInput(prefix, iterations));
+  const began = performance.now();
+  const perLoop = await Promise.all(inputs.map((input) => runBaselineLoop(input, model)));
+  const wallClockS = (performance.now() - began) / 1000;
+  return { iterationMs: perLoop.flat(), totalIterations: loops * iterations, wallClockS };
+}
+
+/** The value below which `fraction` of the samples fall (nearest rank). */
+function percentile(samples: number[], fraction: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil(fraction * sorted.length));
+  return sorted[rank - 1] ?? Number.NaN;
+}
+
+function iterationsPerSecond(figures: PathFigures): number {
+  return figures.totalIterations / figures.wallClockS;
+}
+
+function formatRatio(ratio: number): string {
+  return `×${ratio >= 100 ? Math.round(ratio).toLocaleString('en-US') : ratio.toFixed(1)}`;
+}
+
+/** One line of the results table. */
+interface ScenarioResult {
+  scenario: string;
+  durable: PathFigures;
+  baseline: PathFigures;
+}
+
+function renderTable(results: ScenarioResult[]): string {
+  const header = [
+    'scenario',
+    'iterations',
+    'durable p50 ms',
+    'durable p99 ms',
+    'durable it/s',
+    'baseline p50 ms',
+    'baseline p99 ms',
+    'baseline it/s',
+    'overhead ratio (p50)',
+    'throughput ratio',
+  ];
+  const rows = results.map(({ scenario, durable, baseline }) => [
+    scenario,
+    String(durable.totalIterations),
+    percentile(durable.iterationMs, 0.5).toFixed(0),
+    percentile(durable.iterationMs, 0.99).toFixed(0),
+    iterationsPerSecond(durable).toFixed(1),
+    percentile(baseline.iterationMs, 0.5).toFixed(3),
+    percentile(baseline.iterationMs, 0.99).toFixed(3),
+    iterationsPerSecond(baseline).toFixed(0),
+    formatRatio(percentile(durable.iterationMs, 0.5) / percentile(baseline.iterationMs, 0.5)),
+    formatRatio(iterationsPerSecond(baseline) / iterationsPerSecond(durable)),
+  ]);
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const render = (cells: string[]) =>
+    cells
+      .map((cell, column) =>
+        column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0),
+      )
+      .join('  ');
+  const rule = widths.map((width) => '-'.repeat(width)).join('  ');
+  return [render(header), rule, ...rows.map(render)].join('\n');
+}
+
+/** The version line of the `temporal` binary the dev server runs from. */
+async function temporalVersion(temporal: TestTemporal): Promise<string> {
+  const binary = findTemporalBinary(temporal.home, temporal.config.temporal.binary);
+  const { stdout } = await promisify(execFile)(binary, ['--version']);
+  return stdout.trim();
+}
+
+function describeMachine(): string {
+  const cpus = os.cpus();
+  const model = cpus[0]?.model.trim() ?? 'unknown CPU';
+  return `${cpus.length} × ${model} · Node ${process.version} · ${os.platform()} ${os.arch()}`;
+}
+
+/** Runs the benchmark and prints its figures; resolves to the exit code. */
+async function main(argv: string[]): Promise<number> {
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  const progress = (line: string) => process.stderr.write(`· ${line}\n`);
+  const verbose = argv.includes('--verbose');
+  const benchBegan = performance.now();
+  let temporal: TestTemporal | undefined;
+  let worker: RunningWorker | undefined;
+  try {
+    const options = parseOptions(argv, process.env);
+    progress('starting the Temporal dev server and an in-process worker (bundles the workflows)');
+    temporal = await startTestTemporal();
+    worker = await startWorker(temporal);
+    const agents = new AgentsClient(temporal.client);
+
+    progress(`warming up: one run of ${WARM_UP_ITERATIONS} iterations`);
+    await measureDurable(agents, 'bench-warm-up', 1, WARM_UP_ITERATIONS);
+    await measureBaseline('bench-warm-up', 1, WARM_UP_ITERATIONS);
+
+    const results: ScenarioResult[] = [];
+    progress(`scenario A: 1 run of ${options.iterations} iterations`);
+    results.push({
+      scenario: `A: 1 run × ${options.iterations}`,
+      durable: await measureDurable(agents, 'bench-a', 1, options.iterations),
+      baseline: await measureBaseline('bench-a', 1, options.iterations),
+    });
+    progress(`scenario B: ${options.runs} concurrent runs of ${options.concurrentIterations} iterations`);
+    results.push({
+      scenario: `B: ${options.runs} runs × ${options.concurrentIterations}`,
+      durable: await measureDurable(agents, 'bench-b', options.runs, options.concurrentIterations),
+      baseline: await measureBaseline('bench-b', options.runs, options.concurrentIterations),
+    });
+
+    print('durable-agents · per-iteration orchestration overhead');
+    print(`machine:  ${describeMachine()}`);
+    print(`temporal: ${await temporalVersion(temporal)} (dev server, SQLite file)`);
+    print(
+      `options:  --iterations ${options.iterations} --concurrent-iterations ${options.concurrentIterations} --runs ${options.runs}`,
+    );
+    print('');
+    print(renderTable(results));
+    print('');
+    print('durable: gaps between consecutive iteration starts (workflow time, ms precision) of runs');
+    print('         started with AgentsClient.start, scripted model with no delay, interval 0.');
+    print('baseline: the same prompt, ScriptedModel call and record in an in-process loop, no Temporal.');
+    print('overhead ratio = durable p50 / baseline p50; throughput ratio = baseline it/s / durable it/s.');
+    print(`total time: ${((performance.now() - benchBegan) / 1000).toFixed(1)} s`);
+    return 0;
+  } catch (error) {
+    if (verbose) console.error(error);
+    process.stderr.write(`bench:iterations: ${(error as Error).message.split('\n')[0]}\n`);
+    return 1;
+  } finally {
+    await worker?.stop();
+    await temporal?.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`bench:iterations: ${(error as Error).message.split('\n')[0]}\n`);
+    process.exit(1);
+  },
+);

