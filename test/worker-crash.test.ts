@@ -24,7 +24,7 @@ async function startWorkerProcess(home: string): Promise<ChildProcess> {
   return child;
 }
 
-describe('a worker killed during a model call', () => {
+describe('crashes during a run', () => {
   before(async () => {
     temporal = await startTestTemporal();
     agents = new AgentsClient(temporal.client);
@@ -37,7 +37,7 @@ describe('a worker killed during a model call', () => {
     await rm(otherMachineHome, { recursive: true, force: true });
   });
 
-  it('is replaced by a new worker and the run completes with every iteration recorded once', async () => {
+  it('a worker killed during a model call is replaced and the run completes with every iteration recorded once', async () => {
     const first = await startWorkerProcess(temporal.home);
     const name = uniqueName('crash');
     const handle = await agents.start(
@@ -86,6 +86,29 @@ describe('a worker killed during a model call', () => {
     assert.deepEqual(
       turns.map((turn) => turn.input.full?.messages.length),
       [0, undefined, 2, undefined],
+    );
+  });
+
+  it('a dev server killed and restarted on its SQLite file carries the run on', async () => {
+    await startWorkerProcess(temporal.home);
+    const name = uniqueName('server-crash');
+    const handle = await agents.start(
+      scriptedRun(name, [{ text: 'before' }, { text: 'after' }], { intervalS: 2, maxIterations: 2 }),
+    );
+    await waitFor('the first iteration', async () => (await agents.status(name)).state === 'sleeping');
+
+    await temporal.stopServer({ crash: true });
+    await temporal.restartServer();
+
+    const result = await waitFor('the run to complete after the restart', () => handle.result(), 90_000);
+    assert.equal(result.exitReason, 'max_iterations');
+    const records = await agents.iterations(name);
+    assert.deepEqual(
+      records.map((record) => [record.iteration, record.summary]),
+      [
+        [1, 'before'],
+        [2, 'after'],
+      ],
     );
   });
 });
