@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Client,
+  isGrpcDeadlineError,
+  type QueryDefinition,
   type WorkflowHandle,
   type WorkflowHandleWithFirstExecutionRunId,
   WorkflowNotFoundError,
@@ -36,6 +38,9 @@ import { AgentsError } from './errors';
 export function workflowIdFor(name: string): string {
   return `${WORKFLOW_ID_PREFIX}${name}`;
 }
+
+/** A query waits this long for a worker to answer it. */
+const QUERY_DEADLINE_MS = 10_000;
 
 /** One run as the visibility store lists it. */
 export interface AgentListing {
@@ -206,12 +211,36 @@ export class AgentsClient {
 
   /** The `status` query of the latest run of `name`. */
   async status(name: string): Promise<AgentStatus> {
-    return (await this.handleFor(name)).query(statusQuery);
+    return this.query(await this.handleFor(name), statusQuery);
   }
 
   /** The `iterations` query of the latest run of `name`. */
   async iterations(name: string, args: IterationsQueryArgs = {}): Promise<IterationRecord[]> {
-    return (await this.handleFor(name)).query(iterationsQuery, args);
+    return this.query(await this.handleFor(name), iterationsQuery, args);
+  }
+
+  /**
+   * Queries a run with a deadline. A worker answers queries, of closed runs too (it replays the
+   * history): with none running the server would hold the call, so after the deadline the user is
+   * told to start one.
+   */
+  private async query<Result, Args extends unknown[]>(
+    handle: WorkflowHandle,
+    definition: QueryDefinition<Result, Args>,
+    ...args: Args
+  ): Promise<Result> {
+    try {
+      return await this.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () =>
+        handle.query(definition, ...args),
+      );
+    } catch (error) {
+      if (!isGrpcDeadlineError(error)) throw error;
+      throw new AgentsError(
+        'no_worker',
+        `No answer from ${handle.workflowId} within ${QUERY_DEADLINE_MS / 1000} s: queries need a running worker (\`agents worker\` or \`agents dev\`)`,
+        { cause: error },
+      );
+    }
   }
 
   /**
@@ -241,16 +270,16 @@ export class AgentsClient {
     };
     while (!finished) {
       const [status, records] = await Promise.all([
-        handle.query(statusQuery),
-        handle.query(iterationsQuery, { from: nextIteration }),
+        this.query(handle, statusQuery),
+        this.query(handle, iterationsQuery, { from: nextIteration }),
       ]);
       report(status, records);
       await Promise.race([sleep(pollMs), resultPromise.catch(() => undefined)]);
     }
     // The last records may have landed together with the result: one more look, best effort.
     const final = await Promise.all([
-      handle.query(statusQuery),
-      handle.query(iterationsQuery, { from: nextIteration }),
+      this.query(handle, statusQuery),
+      this.query(handle, iterationsQuery, { from: nextIteration }),
     ]).catch(() => undefined);
     if (final !== undefined) report(...final);
     return resultPromise;

@@ -85,6 +85,8 @@ export interface StartServerOptions {
   mode: 'foreground' | 'background';
   /** Where a foreground server's output goes: the log file unless inherited. */
   inheritOutput?: boolean;
+  /** More `start-dev` arguments, such as `--dynamic-config-value` (tests). */
+  extraArguments?: string[];
 }
 
 /** Starts `temporal server start-dev` and resolves once its frontend answers. */
@@ -93,7 +95,11 @@ export async function startDevServer(options: StartServerOptions): Promise<Child
   mkdirSync(path.dirname(files.logFile), { recursive: true });
   const logDescriptor = openSync(files.logFile, 'a');
   const output = options.inheritOutput === true ? 'inherit' : logDescriptor;
-  const child = spawn(options.binary, devServerArguments(options.server, options.home), {
+  const serverArguments = [
+    ...devServerArguments(options.server, options.home),
+    ...(options.extraArguments ?? []),
+  ];
+  const child = spawn(options.binary, serverArguments, {
     stdio: ['ignore', output, output],
     detached: options.mode === 'background',
   });

@@ -7,10 +7,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { AgentsClient, workflowIdFor } from '../client/agents-client';
+import { isServerUp } from '../client/embedded-server';
 import type { AgentStatus, IterationRecord } from '../common/agent-run-types';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
 import type { agentRun } from '../workflows';
-import { runCli, type CliResult } from './helpers/cli';
+import { runCli, startCli, type CliResult } from './helpers/cli';
 import { uniqueName } from './helpers/run-input';
 import {
   freePort,
@@ -203,6 +204,52 @@ describe('the agents CLI', () => {
       assert.match(stopped.stdout, new RegExp(name));
       const result = await temporal.client.workflow.getHandle<typeof agentRun>(workflowIdFor(name)).result();
       assert.equal(result.exitReason, 'stopped');
+    }
+  });
+
+  it('tells the user to start a worker when no worker answers a query', async () => {
+    const name = uniqueName('no-worker');
+    const started = await runCli(
+      ['start', name, '--template', 'demo', '--max-iterations', '1', '--watch'],
+      temporal.environment,
+    );
+    assert.equal(started.code, 0, started.stderr);
+    await worker.stop();
+    try {
+      assertOneLineFailure(
+        await runCli(['status', name], temporal.environment),
+        /No answer from agent-no-worker-[0-9a-f]+ within 10 s: queries need a running worker \(`agents worker` or `agents dev`\)/,
+      );
+    } finally {
+      worker = await startWorker(temporal);
+    }
+  });
+
+  it('serves the embedded server and a worker with dev until Ctrl-C, then stops both', async () => {
+    const home = await mkdtemp(path.join(os.tmpdir(), 'agents-dev-'));
+    const port = await freePort();
+    const environment = {
+      ...process.env,
+      AGENTS_HOME: home,
+      AGENTS_TEMPORAL_PORT: String(port),
+      AGENTS_UI_PORT: String(await freePort()),
+      TEMPORAL_ADDRESS: '',
+    };
+    const dev = await startCli(['dev'], environment, /Worker polling task queue 'agents'/);
+    try {
+      const run = await runCli(
+        ['start', 'via-dev', '--template', 'demo', '--max-iterations', '1', '--interval', '0', '--watch'],
+        environment,
+      );
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /ended: max_iterations after 1 iteration/);
+      dev.kill('SIGINT');
+      const [code] = (await once(dev, 'exit')) as [number | null];
+      assert.equal(code, 0);
+      assert.equal(await isServerUp(`127.0.0.1:${port}`), false, 'the dev server stopped with the worker');
+    } finally {
+      if (dev.exitCode === null) dev.kill('SIGKILL');
+      await rm(home, { recursive: true, force: true });
     }
   });
 

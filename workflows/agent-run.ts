@@ -180,13 +180,13 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     let text = '';
     let status: IterationRecord['status'] = 'ok';
     let error: string | undefined;
-    let usage: ModelTurnResult = { text: '', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0 };
+    let answer: ModelTurnResult = { text: '', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0 };
     turnScope = new wf.CancellationScope();
     try {
-      usage = await turnScope.run(() =>
+      answer = await turnScope.run(() =>
         callModel(buildIterationPrompt(run.transcript.length > 0, input.args)),
       );
-      text = usage.text;
+      text = answer.text;
     } catch (failure) {
       if (wf.isCancellation(failure) && stopReason !== null) {
         text = `[Stopped during the model turn: ${stopReason}]`;
@@ -207,9 +207,9 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
       endedAtMs: Date.now(),
       text,
       status,
-      tokensIn: usage.usage.inputTokens,
-      tokensOut: usage.usage.outputTokens,
-      costUsd: usage.costUsd,
+      tokensIn: answer.usage.inputTokens,
+      tokensOut: answer.usage.outputTokens,
+      costUsd: answer.costUsd,
       error,
     });
     run.records.push(record);

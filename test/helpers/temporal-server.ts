@@ -62,7 +62,9 @@ export function quietRuntime(): void {
  * Starts `temporal server start-dev` through the same code the CLI uses for the embedded default,
  * persisting to a temporary `$AGENTS_HOME/temporal.db`.
  */
-export async function startTestTemporal(): Promise<TestTemporal> {
+export async function startTestTemporal(
+  options: { dynamicConfig?: Record<string, string | number> } = {},
+): Promise<TestTemporal> {
   quietRuntime();
   const home = await mkdtemp(path.join(os.tmpdir(), 'agents-test-'));
   const port = await freePort();
@@ -77,7 +79,12 @@ export async function startTestTemporal(): Promise<TestTemporal> {
   };
   const config = { home, temporal };
   const binary = await testTemporalBinary();
-  let server: ChildProcess = await startDevServer({ binary, server: temporal, home, mode: 'foreground' });
+  const extraArguments = Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => [
+    '--dynamic-config-value',
+    `${key}=${value}`,
+  ]);
+  const start = () => startDevServer({ binary, server: temporal, home, mode: 'foreground', extraArguments });
+  let server: ChildProcess = await start();
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection, namespace: temporal.namespace });
   const stopServer = async (options: { crash?: boolean } = {}) => {
@@ -99,7 +106,7 @@ export async function startTestTemporal(): Promise<TestTemporal> {
     },
     stopServer,
     async restartServer() {
-      server = await startDevServer({ binary, server: temporal, home, mode: 'foreground' });
+      server = await start();
     },
     async close() {
       await connection.close();
