@@ -44,10 +44,11 @@ export async function connectTemporal(
       () => findTemporalBinary(config.home, temporal.binary),
       temporal,
       config.home,
+      onServer,
     );
     onServer(
       outcome === 'started'
-        ? `Started the Temporal dev server on ${temporal.address} (Web UI http://localhost:${temporal.uiPort}, data ${config.home}/temporal.db)`
+        ? `Started the Temporal dev server in the background (Web UI http://localhost:${temporal.uiPort})`
         : `Using the Temporal dev server on ${temporal.address}`,
     );
   }

@@ -147,6 +147,7 @@ export async function ensureEmbeddedServer(
   binary: () => string,
   server: EmbeddedTemporal,
   home: string,
+  onProgress: (message: string) => void,
 ): Promise<'reused' | 'started'> {
   if (await isServerUp(server.address)) {
     const connection = await Connection.connect({ address: server.address });
@@ -157,7 +158,9 @@ export async function ensureEmbeddedServer(
     }
     return 'reused';
   }
-  await startDevServer({ binary: binary(), server, home, mode: 'background' });
+  const executable = binary();
+  onProgress(`Starting the Temporal dev server on ${server.address} (data ${serverFiles(home).database}) …`);
+  await startDevServer({ binary: executable, server, home, mode: 'background' });
   return 'started';
 }
 

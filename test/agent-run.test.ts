@@ -2,49 +2,38 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Worker } from '@temporalio/worker';
-import { AgentsClient, workflowIdFor } from '../client/agents-client';
+import { workflowIdFor, type AgentsClient } from '../client/agents-client';
 import { permissionSignal, resumeSignal, statusQuery, stopSignal } from '../common/messages';
 import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { countEvents, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, TEST_TEMPLATE, uniqueName } from './helpers/run-input';
-import { startTestTemporal, testTemporalBinary, type TestTemporal } from './helpers/temporal-server';
+import { testTemporalBinary } from './helpers/temporal-server';
+import { useAgentsEnvironment } from './helpers/environment';
 import { waitFor } from './helpers/wait';
-import { startWorker, type RunningWorker } from './helpers/worker';
 
-let temporal: TestTemporal;
-let agents: AgentsClient;
-let worker: RunningWorker;
+// One dev server for this file, a fresh worker for each test.
+const env = useAgentsEnvironment();
+
 /** Every workflow this file starts, replayed at the end to prove the workflow code is deterministic. */
 const startedWorkflowIds: string[] = [];
 
 async function start(...parameters: Parameters<AgentsClient['start']>) {
-  const handle = await agents.start(...parameters);
+  const handle = await env.agents.start(...parameters);
   startedWorkflowIds.push(handle.workflowId);
   return handle;
 }
 
 async function waitForState(name: string, state: string) {
   return waitFor(`agent ${name} to be ${state}`, async () => {
-    const status = await agents.status(name);
+    const status = await env.agents.status(name);
     return status.state === state ? status : undefined;
   });
 }
 
 describe('agentRun on a real Temporal dev server', () => {
-  before(async () => {
-    temporal = await startTestTemporal();
-    agents = new AgentsClient(temporal.client);
-    worker = await startWorker(temporal);
-  });
-
-  after(async () => {
-    await worker?.stop();
-    await temporal?.close();
-  });
-
   it('runs N iterations with the exact prompts, system prompt and records', async () => {
     const name = uniqueName('iterations');
     const longText = `${'x'.repeat(500)} Summary: wrote the first file.`;
@@ -67,7 +56,7 @@ describe('agentRun on a real Temporal dev server', () => {
       usage: { inputTokens: 410, outputTokens: 60, costUsd: 0.03 },
     });
 
-    const records = await agents.iterations(name);
+    const records = await env.agents.iterations(name);
     assert.deepEqual(
       records.map(({ iteration, status, summary, tokensIn, tokensOut }) => ({
         iteration,
@@ -128,12 +117,12 @@ describe('agentRun on a real Temporal dev server', () => {
     );
     const result = await handle.result();
     assert.equal(result.exitReason, 'max_iterations');
-    const [failed, recovered] = await agents.iterations(name);
+    const [failed, recovered] = await env.agents.iterations(name);
     assert.equal(failed?.status, 'error');
     assert.equal(failed?.summary, '[ERROR: upstream exploded]');
     assert.equal(failed?.error, 'upstream exploded');
     assert.equal(recovered?.status, 'ok');
-    assert.equal((await agents.status(name)).lastError, 'upstream exploded');
+    assert.equal((await env.agents.status(name)).lastError, 'upstream exploded');
     // The failed turn left nothing in the conversation, so the next iteration begins the program again.
     const turns = await scheduledModelTurns(handle);
     assert.deepEqual(
@@ -150,7 +139,7 @@ describe('agentRun on a real Temporal dev server', () => {
       }),
     );
     await handle.result();
-    const [record] = await agents.iterations(name);
+    const [record] = await env.agents.iterations(name);
     assert.equal(record?.status, 'ok');
     assert.equal(record?.summary, 'Worked on the second try.');
   });
@@ -159,7 +148,7 @@ describe('agentRun on a real Temporal dev server', () => {
     const name = uniqueName('stop-sleep');
     const handle = await start(scriptedRun(name, [{ text: 'One step.' }], { intervalS: 3600 }));
     await waitForState(name, 'sleeping');
-    await agents.stop(name, 'enough for today');
+    await env.agents.stop(name, 'enough for today');
     // The interval is an hour: only a stop that wakes the timer ends the run within the deadline.
     const result = await waitFor('the stopped result', () => handle.result(), 20_000);
     assert.equal(result.exitReason, 'stopped');
@@ -181,7 +170,7 @@ describe('agentRun on a real Temporal dev server', () => {
     await handle.signal(stopSignal, { reason: 'changed my mind' });
     const result = await waitFor('the stopped result', () => handle.result(), 20_000);
     assert.equal(result.exitReason, 'stopped');
-    const records = await agents.iterations(name);
+    const records = await env.agents.iterations(name);
     assert.equal(records.length, 1);
     assert.equal(records[0]?.summary, '[Stopped during the model turn: changed my mind]');
   });
@@ -199,24 +188,24 @@ describe('agentRun on a real Temporal dev server', () => {
       ),
     );
     await waitFor('three iterations', async () =>
-      (await agents.status(name)).iteration >= 3 ? true : undefined,
+      (await env.agents.status(name)).iteration >= 3 ? true : undefined,
     );
     await handle.signal(stopSignal, {});
     await handle.result();
-    const status = await agents.status(name);
+    const status = await env.agents.status(name);
     assert.equal(status.name, name);
     assert.equal(status.template, 'test-program');
     assert.equal(status.maxIterations, 50);
     assert.equal(status.exitReason, 'stopped');
     assert.equal(status.stopReason, 'stop requested');
     assert.deepEqual(status.pendingPermissions, []);
-    const records = await agents.iterations(name);
+    const records = await env.agents.iterations(name);
     assert.equal(status.iteration, records.length);
     assert.equal(
       status.usage.inputTokens,
       records.reduce((sum, record) => sum + record.tokensIn, 0),
     );
-    const window = await agents.iterations(name, { from: 2, limit: 1 });
+    const window = await env.agents.iterations(name, { from: 2, limit: 1 });
     assert.deepEqual(
       window.map((record) => [record.iteration, record.summary]),
       [[2, 'second']],
@@ -232,11 +221,11 @@ describe('agentRun on a real Temporal dev server', () => {
     await handle.signal(resumeSignal, {});
     await handle.signal(stopSignal, { reason: 42 } as never);
     const status = await waitFor('four ignored signals', async () => {
-      const current = await agents.status(name);
+      const current = await env.agents.status(name);
       return current.ignoredSignals === 4 ? current : undefined;
     });
     assert.equal(status.state, 'sleeping');
-    await agents.stop(name);
+    await env.agents.stop(name);
     assert.equal((await handle.result()).exitReason, 'stopped');
   });
 
@@ -248,7 +237,7 @@ describe('agentRun on a real Temporal dev server', () => {
     await done.result();
 
     const sleeping = await waitFor('the sleeping run in visibility', async () => {
-      const listings = await agents.list({ state: 'sleeping' });
+      const listings = await env.agents.list({ state: 'sleeping' });
       return listings.some((run) => run.name === sleeper) ? listings : undefined;
     });
     assert.ok(!sleeping.some((run) => run.name === finisher));
@@ -262,7 +251,7 @@ describe('agentRun on a real Temporal dev server', () => {
         'workflow',
         'list',
         '--address',
-        temporal.config.temporal.address,
+        env.temporal.config.temporal.address,
         '--query',
         `AgentState="sleeping" AND AgentName="${sleeper}"`,
         '--output',
@@ -277,11 +266,11 @@ describe('agentRun on a real Temporal dev server', () => {
     );
 
     const stoppedListings = await waitFor('the finished run as stopped', async () => {
-      const listings = await agents.list({ state: 'stopped' });
+      const listings = await env.agents.list({ state: 'stopped' });
       return listings.some((run) => run.name === finisher) ? listings : undefined;
     });
     assert.ok(!stoppedListings.some((run) => run.name === sleeper));
-    await agents.stop(sleeper);
+    await env.agents.stop(sleeper);
   });
 
   it('resends the whole conversation when a worker does not hold it', async () => {
@@ -291,7 +280,7 @@ describe('agentRun on a real Temporal dev server', () => {
     );
     await waitForState(name, 'sleeping');
     // The worker's conversation store is lost between two turns, as when the next turn runs on another machine.
-    await rm(path.join(temporal.home, 'transcripts'), { recursive: true, force: true });
+    await rm(path.join(env.temporal.home, 'transcripts'), { recursive: true, force: true });
     await handle.result();
     const turns = await scheduledModelTurns(handle);
     assert.equal(turns.length, 3, 'the second turn is scheduled again with the whole conversation');
@@ -300,7 +289,7 @@ describe('agentRun on a real Temporal dev server', () => {
       { role: 'user', content: 'Begin the program.' },
       { role: 'assistant', content: 'a' },
     ]);
-    const [, second] = await agents.iterations(name);
+    const [, second] = await env.agents.iterations(name);
     assert.equal(second?.status, 'ok');
     assert.equal(second?.summary, 'b');
     assert.equal(await countEvents(handle, 'activityTaskCompletedEventAttributes'), 2);
@@ -310,7 +299,7 @@ describe('agentRun on a real Temporal dev server', () => {
     const histories = await Promise.all(
       startedWorkflowIds.map(async (workflowId) => ({
         workflowId,
-        history: await temporal.client.workflow.getHandle(workflowId).fetchHistory(),
+        history: await env.temporal.client.workflow.getHandle(workflowId).fetchHistory(),
       })),
     );
     assert.ok(histories.length >= 10);
@@ -324,7 +313,7 @@ describe('agentRun on a real Temporal dev server', () => {
         );
       }
     }
-    const bundle = await loadWorkflowBundle(path.join(temporal.home, 'cache'));
+    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
     const results = Worker.runReplayHistories({ workflowBundle: bundle }, histories);
     let replayed = 0;
     for await (const result of results) {

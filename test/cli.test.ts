@@ -4,27 +4,22 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { AgentsClient, workflowIdFor } from '../client/agents-client';
+import { workflowIdFor } from '../client/agents-client';
 import { isServerUp } from '../client/embedded-server';
 import type { AgentStatus, IterationRecord } from '../common/agent-run-types';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
 import type { agentRun } from '../workflows';
 import { runCli, startCli, type CliResult } from './helpers/cli';
 import { uniqueName } from './helpers/run-input';
-import {
-  freePort,
-  startTestTemporal,
-  testTemporalBinary,
-  type TestTemporal,
-} from './helpers/temporal-server';
+import { useAgentsEnvironment } from './helpers/environment';
+import { freePort, testTemporalBinary } from './helpers/temporal-server';
 import { waitFor } from './helpers/wait';
-import { startWorker, type RunningWorker } from './helpers/worker';
+import { startWorker } from './helpers/worker';
 
-let temporal: TestTemporal;
-let agents: AgentsClient;
-let worker: RunningWorker;
+// One dev server for this file, a fresh worker for each test.
+const env = useAgentsEnvironment();
 
 /** A failure the way users should see it: exit 1 and exactly one line on stderr. */
 function assertOneLineFailure(result: CliResult, pattern: RegExp): void {
@@ -37,26 +32,15 @@ function assertOneLineFailure(result: CliResult, pattern: RegExp): void {
 
 async function assertNeverStarted(name: string): Promise<void> {
   await assert.rejects(
-    temporal.client.workflow.getHandle(workflowIdFor(name)).describe(),
+    env.temporal.client.workflow.getHandle(workflowIdFor(name)).describe(),
     WorkflowNotFoundError,
   );
 }
 
 describe('the agents CLI', () => {
-  before(async () => {
-    temporal = await startTestTemporal();
-    agents = new AgentsClient(temporal.client);
-    worker = await startWorker(temporal);
-  });
-
-  after(async () => {
-    await worker?.stop();
-    await temporal?.close();
-  });
-
   it('lists every available template when the template is unknown, and starts nothing', async () => {
     const name = uniqueName('unknown-template');
-    const result = await runCli(['start', name, '--template', 'no-such-program'], temporal.environment);
+    const result = await runCli(['start', name, '--template', 'no-such-program'], env.temporal.environment);
     assertOneLineFailure(
       result,
       /Unknown template 'no-such-program'\. Available: auto-coder, bug-fixer, demo, paper-writer, research-assistant/,
@@ -85,14 +69,13 @@ describe('the agents CLI', () => {
       [['launch'], /Unknown command 'launch'\. Commands: demo, dev/],
       [['status', name, 'extra'], /Unexpected argument 'extra'/],
     ];
-    for (const [args, pattern] of cases) {
-      assertOneLineFailure(await runCli(args, temporal.environment), pattern);
-    }
+    const results = await Promise.all(cases.map(([args]) => runCli(args, env.temporal.environment)));
+    results.forEach((result, index) => assertOneLineFailure(result, cases[index]![1]));
     await assertNeverStarted(name);
   });
 
   it('rejects a malformed environment naming the variable', async () => {
-    const result = await runCli(['list'], { ...temporal.environment, AGENTS_TEMPORAL_PORT: 'seven' });
+    const result = await runCli(['list'], { ...env.temporal.environment, AGENTS_TEMPORAL_PORT: 'seven' });
     assertOneLineFailure(result, /Invalid environment: AGENTS_TEMPORAL_PORT/);
   });
 
@@ -104,7 +87,7 @@ describe('the agents CLI', () => {
       .filter((folder) => folder !== temporalDirectory && !folder.includes('pyenv'))
       .join(path.delimiter);
     const environment = {
-      ...temporal.environment,
+      ...env.temporal.environment,
       AGENTS_HOME: home,
       AGENTS_TEMPORAL_PORT: String(await freePort()),
       PATH: pathWithoutTemporal,
@@ -129,19 +112,19 @@ describe('the agents CLI', () => {
   it('refuses to start a name that is running, naming --replace; --replace ends the old run and keeps its history', async () => {
     const name = uniqueName('replace');
     const start = ['start', name, '--template', 'demo', '--interval', '3600'];
-    const first = await runCli(start, temporal.environment);
+    const first = await runCli(start, env.temporal.environment);
     assert.equal(first.code, 0, first.stderr);
-    const oldRunId = (await temporal.client.workflow.getHandle(workflowIdFor(name)).describe()).runId;
+    const oldRunId = (await env.temporal.client.workflow.getHandle(workflowIdFor(name)).describe()).runId;
 
-    assertOneLineFailure(await runCli(start, temporal.environment), /already running .*--replace/);
+    assertOneLineFailure(await runCli(start, env.temporal.environment), /already running .*--replace/);
 
-    const replaced = await runCli([...start, '--replace'], temporal.environment);
+    const replaced = await runCli([...start, '--replace'], env.temporal.environment);
     assert.equal(replaced.code, 0, replaced.stderr);
-    const current = await temporal.client.workflow.getHandle(workflowIdFor(name)).describe();
+    const current = await env.temporal.client.workflow.getHandle(workflowIdFor(name)).describe();
     assert.notEqual(current.runId, oldRunId);
     assert.equal(current.status.name, 'RUNNING');
 
-    const oldRun = temporal.client.workflow.getHandle(workflowIdFor(name), oldRunId);
+    const oldRun = env.temporal.client.workflow.getHandle(workflowIdFor(name), oldRunId);
     assert.equal((await oldRun.describe()).status.name, 'COMPLETED', 'the old run ended gracefully');
     assert.deepEqual(await oldRun.result(), {
       exitReason: 'stopped',
@@ -149,27 +132,27 @@ describe('the agents CLI', () => {
       usage: { inputTokens: 412, outputTokens: 31, costUsd: 0 },
     });
     assert.ok(((await oldRun.fetchHistory()).events ?? []).length > 0, 'the old history stays');
-    await agents.stop(name);
+    await env.agents.stop(name);
   });
 
   it('follows a run with --watch, then shows it in status, log and list', async () => {
     const name = uniqueName('watched');
     const watched = await runCli(
       ['start', name, '--template', 'demo', '--max-iterations', '2', '--interval', '0.5', '--watch'],
-      temporal.environment,
+      env.temporal.environment,
     );
     assert.equal(watched.code, 0, watched.stderr);
     assert.match(watched.stdout, /#1 ok .*demo\.txt did not exist/);
     assert.match(watched.stdout, /#2 ok .*demo\.txt held 1/);
     assert.match(watched.stdout, /ended: max_iterations after 2 iteration\(s\), 880 tokens in, 60 out/);
 
-    const status = await runCli(['status', name, '--json'], temporal.environment);
+    const status = await runCli(['status', name, '--json'], env.temporal.environment);
     const parsed = JSON.parse(status.stdout.slice(status.stdout.indexOf('{'))) as AgentStatus;
     assert.equal(parsed.state, 'stopped');
     assert.equal(parsed.exitReason, 'max_iterations');
     assert.equal(parsed.iteration, 2);
 
-    const log = await runCli(['log', name, '-n', '1', '--json'], temporal.environment);
+    const log = await runCli(['log', name, '-n', '1', '--json'], env.temporal.environment);
     const records = log.stdout
       .split('\n')
       .filter((line) => line.startsWith('{'))
@@ -180,7 +163,7 @@ describe('the agents CLI', () => {
     );
 
     await waitFor('the run listed as stopped', async () => {
-      const list = await runCli(['list', '--state', 'stopped'], temporal.environment);
+      const list = await runCli(['list', '--state', 'stopped'], env.temporal.environment);
       return list.stdout.includes(name);
     });
   });
@@ -189,20 +172,22 @@ describe('the agents CLI', () => {
     const names = [uniqueName('all-a'), uniqueName('all-b')];
     for (const name of names) {
       assert.equal(
-        (await runCli(['start', name, '--template', 'demo', '--interval', '3600'], temporal.environment))
+        (await runCli(['start', name, '--template', 'demo', '--interval', '3600'], env.temporal.environment))
           .code,
         0,
       );
     }
     await waitFor('both runs visible as running', async () => {
-      const running = await agents.list({ runningOnly: true });
+      const running = await env.agents.list({ runningOnly: true });
       return names.every((name) => running.some((run) => run.name === name));
     });
-    const stopped = await runCli(['stop', '--all'], temporal.environment);
+    const stopped = await runCli(['stop', '--all'], env.temporal.environment);
     assert.equal(stopped.code, 0, stopped.stderr);
     for (const name of names) {
       assert.match(stopped.stdout, new RegExp(name));
-      const result = await temporal.client.workflow.getHandle<typeof agentRun>(workflowIdFor(name)).result();
+      const result = await env.temporal.client.workflow
+        .getHandle<typeof agentRun>(workflowIdFor(name))
+        .result();
       assert.equal(result.exitReason, 'stopped');
     }
   });
@@ -211,17 +196,17 @@ describe('the agents CLI', () => {
     const name = uniqueName('no-worker');
     const started = await runCli(
       ['start', name, '--template', 'demo', '--max-iterations', '1', '--watch'],
-      temporal.environment,
+      env.temporal.environment,
     );
     assert.equal(started.code, 0, started.stderr);
-    await worker.stop();
+    await env.worker.stop();
     try {
       assertOneLineFailure(
-        await runCli(['status', name], temporal.environment),
+        await runCli(['status', name], env.temporal.environment),
         /No answer from agent-no-worker-[0-9a-f]+ within 10 s: queries need a running worker \(`agents worker` or `agents dev`\)/,
       );
     } finally {
-      worker = await startWorker(temporal);
+      env.worker = await startWorker(env.temporal);
     }
   });
 
@@ -272,7 +257,7 @@ describe('the agents CLI', () => {
     );
     try {
       const environment = {
-        ...temporal.environment,
+        ...env.temporal.environment,
         TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
         TEMPORAL_NAMESPACE: 'default',
       };

@@ -1,35 +1,20 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { temporal as proto } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
-import { AgentsClient } from '../client/agents-client';
 import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { scheduledModelTurns } from './helpers/history';
+import { useAgentsEnvironment } from './helpers/environment';
 import { scriptedRun, uniqueName } from './helpers/run-input';
-import { startTestTemporal, type TestTemporal } from './helpers/temporal-server';
-import { startWorker, type RunningWorker } from './helpers/worker';
 
-let temporal: TestTemporal;
-let agents: AgentsClient;
-let worker: RunningWorker;
+// The server suggests continue-as-new after 40 events instead of thousands.
+const env = useAgentsEnvironment({ dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 } });
 
 describe('a run longer than one history', () => {
-  before(async () => {
-    // The server suggests continue-as-new after 40 events instead of thousands.
-    temporal = await startTestTemporal({ dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 } });
-    agents = new AgentsClient(temporal.client);
-    worker = await startWorker(temporal);
-  });
-
-  after(async () => {
-    await worker?.stop();
-    await temporal?.close();
-  });
-
   it('continues as new when Temporal suggests it, carrying iterations, usage and the conversation', async () => {
     const name = uniqueName('long');
-    const handle = await agents.start(
+    const handle = await env.agents.start(
       scriptedRun(name, [{ text: 'step', usage: { inputTokens: 10, outputTokens: 2 }, costUsd: 0.001 }], {
         args: 'go',
         maxIterations: 12,
@@ -40,11 +25,11 @@ describe('a run longer than one history', () => {
     assert.equal(result.iterations, 12);
     assert.equal(result.usage.inputTokens, 120);
 
-    const latest = temporal.client.workflow.getHandle(handle.workflowId);
+    const latest = env.temporal.client.workflow.getHandle(handle.workflowId);
     const description = await latest.describe();
     assert.notEqual(description.runId, handle.firstExecutionRunId, 'the run continued as new');
 
-    const records = await agents.iterations(name);
+    const records = await env.agents.iterations(name);
     assert.deepEqual(
       records.map((record) => record.iteration),
       Array.from({ length: 12 }, (_, index) => index + 1),
@@ -63,7 +48,7 @@ describe('a run longer than one history', () => {
     const histories: Array<{ workflowId: string; history: proto.api.history.v1.IHistory }> = [];
     let runId: string | undefined = description.runId;
     while (runId !== undefined) {
-      const history: proto.api.history.v1.IHistory = await temporal.client.workflow
+      const history: proto.api.history.v1.IHistory = await env.temporal.client.workflow
         .getHandle(handle.workflowId, runId)
         .fetchHistory();
       histories.push({ workflowId: handle.workflowId, history });
@@ -72,7 +57,7 @@ describe('a run longer than one history', () => {
       runId = started?.continuedExecutionRunId || undefined;
     }
     assert.ok(histories.length >= 2);
-    const bundle = await loadWorkflowBundle(path.join(temporal.home, 'cache'));
+    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
     for await (const replay of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) {
       assert.equal(replay.error, undefined, String(replay.error));
     }
