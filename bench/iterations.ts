@@ -25,14 +25,13 @@ import { parseArgs, promisify } from 'node:util';
 import { z } from 'zod';
 import { ScriptedModel } from '../activities/scripted-model';
 import { AgentsClient, validateRunInput } from '../client/agents-client';
-import { findTemporalBinary } from '../client/temporal-binary';
 import type { AgentRunInput, ScriptedTurn } from '../common/agent-input';
 import type { IterationRecord, TranscriptMessage } from '../common/agent-run-types';
 import { iterationsQuery } from '../common/messages';
 import { buildIterationRecord } from '../workflows/iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
 import { scriptedRun, uniqueName } from '../test/helpers/run-input';
-import { startTestTemporal, type TestTemporal } from '../test/helpers/temporal-server';
+import { startTestTemporal, testTemporalBinary, type TestTemporal } from '../test/helpers/temporal-server';
 import { startWorker, type RunningWorker } from '../test/helpers/worker';
 
 /** What the model says: a few turns with text and usage, played in a cycle, never waiting. */
@@ -274,9 +273,8 @@ function renderTable(results: ScenarioResult[]): string {
 }
 
 /** The version line of the `temporal` binary the dev server runs from. */
-async function temporalVersion(temporal: TestTemporal): Promise<string> {
-  const binary = findTemporalBinary(temporal.home, temporal.config.temporal.binary);
-  const { stdout } = await promisify(execFile)(binary, ['--version']);
+async function temporalVersion(): Promise<string> {
+  const { stdout } = await promisify(execFile)(await testTemporalBinary(), ['--version']);
   return stdout.trim();
 }
 
@@ -321,7 +319,7 @@ async function main(argv: string[]): Promise<number> {
 
     print('durable-agents · per-iteration orchestration overhead');
     print(`machine:  ${describeMachine()}`);
-    print(`temporal: ${await temporalVersion(temporal)} (dev server, SQLite file)`);
+    print(`temporal: ${await temporalVersion()} (dev server, SQLite file)`);
     print(
       `options:  --iterations ${options.iterations} --concurrent-iterations ${options.concurrentIterations} --runs ${options.runs}`,
     );
