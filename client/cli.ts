@@ -23,6 +23,15 @@ function isCommand(name: string): name is CommandName {
   return Object.hasOwn(COMMANDS, name);
 }
 
+/** An unexpected error on one line: its name and message, then the messages of its causes. */
+function describeUnexpected(error: unknown): string {
+  const parts: string[] = [];
+  for (let current: unknown = error; current instanceof Error && parts.length < 4; current = current.cause) {
+    parts.push(parts.length === 0 ? `${current.name}: ${current.message}` : current.message);
+  }
+  return parts.length === 0 ? String(error) : parts.join(': ');
+}
+
 /** Runs the CLI; resolves to the exit code. Failures print one line (a stack trace with --verbose). */
 export async function main(argv: string[]): Promise<number> {
   const print = (line: string) => process.stdout.write(`${line}\n`);
@@ -67,8 +76,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (verbose) console.error(error);
-    const message =
-      error instanceof AgentsError ? error.message : `${(error as Error).name}: ${(error as Error).message}`;
+    const message = error instanceof AgentsError ? error.message : describeUnexpected(error);
     process.stderr.write(`agents: ${message.split('\n')[0]}\n`);
     return 1;
   }
