@@ -1,13 +1,19 @@
 import type { ModelProviders } from './model-provider';
 import { runModelTurn, type ModelTurnInput, type ModelTurnResult } from './model-turn';
+import { runToolBatch, type ToolBatchInput } from './tool-batch';
+import type { ToolExecutor } from './tool-executor';
 import type { TranscriptStore } from './transcript-store';
+import type { ToolResult } from '../sandbox/tool-call';
 
 export type { ModelTurnInput, ModelTurnResult } from './model-turn';
+export type { ToolBatchInput } from './tool-batch';
 
 /** What activities need from the outside world; the worker passes real ones, tests their own. */
 export interface ActivityDependencies {
   models: ModelProviders;
   transcripts: TranscriptStore;
+  /** Sends tool calls to the sandbox servers; none configured means every tool call fails clearly. */
+  tools?: ToolExecutor;
 }
 
 /** Builds the activities of `agentRun` around their dependencies. */
@@ -16,6 +22,10 @@ export function createActivities(dependencies: ActivityDependencies) {
     /** One model turn of an iteration. */
     async modelTurn(input: ModelTurnInput): Promise<ModelTurnResult> {
       return runModelTurn(input, dependencies);
+    },
+    /** One batch of tool calls, run in the trajectory's sandbox. */
+    async toolBatch(input: ToolBatchInput): Promise<ToolResult[]> {
+      return runToolBatch(input, dependencies.tools);
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { ModelSpec, TokenUsage } from '../common/agent-input';
-import type { TranscriptMessage } from '../common/agent-run-types';
+import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
 
 /** Everything a provider needs for one model turn. */
 export interface ModelRequest<Spec extends ModelSpec = ModelSpec> {
@@ -20,6 +20,8 @@ export interface ModelRequest<Spec extends ModelSpec = ModelSpec> {
 /** A provider's answer to one model turn. */
 export interface ModelResponse {
   text: string;
+  /** Tools the model wants called before it goes on; empty when its turn is over. */
+  toolCalls: ModelToolCall[];
   usage: TokenUsage;
   costUsd: number;
 }

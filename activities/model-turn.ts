@@ -1,8 +1,9 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { ModelSpec, TokenUsage } from '../common/agent-input';
+import type { ModelSpec } from '../common/agent-input';
 import type { TranscriptMessage } from '../common/agent-run-types';
-import type { ModelProviders } from './model-provider';
+import { assistantMessage } from '../common/transcript';
+import type { ModelProviders, ModelResponse } from './model-provider';
 import type { Transcript, TranscriptStore } from './transcript-store';
 
 /** Input of one model turn: a reference to the conversation plus only what is new. */
@@ -20,11 +21,7 @@ export interface ModelTurnInput {
 }
 
 /** The model's answer to one turn. */
-export interface ModelTurnResult {
-  text: string;
-  usage: TokenUsage;
-  costUsd: number;
-}
+export type ModelTurnResult = ModelResponse;
 
 /** Failure type when the run names a provider this worker does not offer. */
 export const UNKNOWN_MODEL_PROVIDER = 'UnknownModelProvider';
@@ -67,7 +64,7 @@ export async function runModelTurn(
     });
     await dependencies.transcripts.save(input.transcriptKey, {
       systemPrompt: transcript.systemPrompt,
-      messages: [...transcript.messages, { role: 'assistant', content: response.text }],
+      messages: [...transcript.messages, assistantMessage(response)],
     });
     return response;
   } finally {

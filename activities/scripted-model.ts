@@ -38,7 +38,12 @@ export class ScriptedModel implements ModelProvider<ScriptedSpec> {
       }
     }
     request.onProgress();
-    return { text: turn.text, usage: turn.usage, costUsd: turn.costUsd };
+    const toolCalls = turn.toolCalls.map((call, index) => ({
+      id: `call_${request.callIndex}_${index}`,
+      tool: call.tool,
+      arguments: call.arguments,
+    }));
+    return { text: turn.text, toolCalls, usage: turn.usage, costUsd: turn.costUsd };
   }
 
   /** Sleeps in slices so progress keeps flowing, and stops at once when the call is cancelled. */

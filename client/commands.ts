@@ -5,9 +5,14 @@ import { z } from 'zod';
 import { describeZodError, intervalSchema, type AgentRunInputDraft } from '../common/agent-input';
 import { AGENT_STATES, type AgentRunResult } from '../common/agent-run-types';
 import { TASK_QUEUE } from '../common/constants';
+import type { SandboxEndpoint } from '../activities/tool-executor';
+import { checkBubblewrap } from '../sandbox/bubblewrap';
+import { SandboxServer } from '../sandbox/sandbox-server';
+import { loadOrCreateToken } from '../sandbox/token';
+import { runSandboxTool } from '../sandbox/tools';
 import { createAgentsWorker } from '../worker/create-worker';
 import { AgentsClient, validateRunInput } from './agents-client';
-import { webUiRunUrl, type AgentsConfig } from './config';
+import { sandboxTokenFile, webUiRunUrl, type AgentsConfig } from './config';
 import { connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
 import {
   ensureSearchAttributes,
@@ -106,6 +111,9 @@ async function watchRun(
   printResult(context, name, result);
   return result;
 }
+
+/** Calls one sandbox server runs at once unless `--lanes` says otherwise. */
+const DEFAULT_SANDBOX_LANES = 8;
 
 /** `agents start <name> --template T …` */
 export async function startCommand(context: CommandContext): Promise<void> {
@@ -235,11 +243,18 @@ export async function workerCommand(context: CommandContext): Promise<void> {
       session.close(),
     );
   }
+  const sandboxes = await configuredSandboxes(context.config);
+  if (sandboxes.length === 0) {
+    context.print(
+      'No sandbox servers configured (AGENTS_SANDBOX_URLS): tool calls will fail with a clear result.',
+    );
+  }
   const agentsWorker = await createAgentsWorker({
     connectionOptions: workerConnectionOptions(context.config),
     namespace: context.config.temporal.namespace,
     home: context.config.home,
     identity: `agents-worker-${process.pid}@${os.hostname()}`,
+    sandboxes,
   });
   context.print(
     `Worker polling task queue '${TASK_QUEUE}' on ${context.config.temporal.address} (Ctrl-C stops it)`,
@@ -305,6 +320,67 @@ export async function serverCommand(context: CommandContext): Promise<void> {
   }
 }
 
+/** The sandbox servers workers use: `AGENTS_SANDBOX_URLS` with its token, or none. */
+async function configuredSandboxes(config: AgentsConfig): Promise<SandboxEndpoint[]> {
+  if (config.sandbox.urls.length === 0) return [];
+  const token = await loadOrCreateToken(sandboxTokenFile(config.home), config.sandbox.token);
+  return config.sandbox.urls.map((url) => ({ url, token }));
+}
+
+/**
+ * Starts a sandbox server in this process on loopback, for `agents dev` when no sandbox servers are
+ * configured; undefined (with the reason printed) when bubblewrap is unusable.
+ */
+async function startLocalSandbox(
+  context: CommandContext,
+  port: number,
+): Promise<{ server: SandboxServer; endpoint: SandboxEndpoint } | undefined> {
+  const check = await checkBubblewrap();
+  if (!check.usable) {
+    context.print(
+      `No sandbox: bubblewrap is not usable (${check.reason}); tool calls will fail until it is.`,
+    );
+    return undefined;
+  }
+  const token = await loadOrCreateToken(sandboxTokenFile(context.config.home), context.config.sandbox.token);
+  const server = new SandboxServer({
+    root: context.config.sandbox.root,
+    token,
+    lanes: DEFAULT_SANDBOX_LANES,
+    runTool: runSandboxTool,
+  });
+  const bound = await server.listen(port);
+  return { server, endpoint: { url: `http://127.0.0.1:${bound}`, token } };
+}
+
+/** `agents sandbox`: the sandbox server in the foreground, on loopback unless told otherwise. */
+export async function sandboxCommand(context: CommandContext): Promise<void> {
+  const port =
+    numberOption(context, 'port', z.number().int().min(0).max(65_535)) ?? context.config.sandbox.port;
+  const lanes = numberOption(context, 'lanes', z.number().int().min(1).max(1024)) ?? DEFAULT_SANDBOX_LANES;
+  const host = text(context, 'host') ?? '127.0.0.1';
+  const check = await checkBubblewrap();
+  if (!check.usable) {
+    throw new AgentsError(
+      'sandbox_unavailable',
+      `bubblewrap is not usable (${check.reason}): install it (Debian: apt-get install bubblewrap) and allow unprivileged user namespaces`,
+    );
+  }
+  const tokenFile = sandboxTokenFile(context.config.home);
+  const token = await loadOrCreateToken(tokenFile, context.config.sandbox.token);
+  const { root } = context.config.sandbox;
+  const server = new SandboxServer({ root, token, lanes, runTool: runSandboxTool });
+  const bound = await server.listen(port, host);
+  context.print(`Sandbox server on http://${host}:${bound}: ${lanes} lanes, workspaces in ${root}`);
+  context.print(
+    context.config.sandbox.token === undefined
+      ? `Bearer token in ${tokenFile}`
+      : 'Bearer token from AGENTS_SANDBOX_TOKEN',
+  );
+  await new Promise<void>((resolve) => process.once('SIGINT', resolve).once('SIGTERM', resolve));
+  await server.close();
+}
+
 /** `agents dev`: the embedded server and a worker in the foreground; Ctrl-C stops both. */
 export async function devCommand(context: CommandContext): Promise<void> {
   const { temporal } = context.config;
@@ -326,17 +402,26 @@ export async function devCommand(context: CommandContext): Promise<void> {
       session.close(),
     );
   }
+  let sandboxes = await configuredSandboxes(context.config);
+  const localSandbox =
+    sandboxes.length === 0 ? await startLocalSandbox(context, context.config.sandbox.port) : undefined;
+  if (localSandbox !== undefined) {
+    sandboxes = [localSandbox.endpoint];
+    context.print(`Sandbox server on ${localSandbox.endpoint.url} (bubblewrap)`);
+  }
   try {
     const agentsWorker = await createAgentsWorker({
       connectionOptions: workerConnectionOptions(context.config),
       namespace: temporal.namespace,
       home: context.config.home,
+      sandboxes,
     });
     context.print(
       `Worker polling task queue '${TASK_QUEUE}'. Start agents from another terminal; Ctrl-C stops.`,
     );
     await agentsWorker.run();
   } finally {
+    await localSandbox?.server.close();
     if (server !== undefined && server.exitCode === null) {
       server.kill('SIGTERM');
       await once(server, 'exit');
@@ -413,6 +498,12 @@ export const COMMANDS = {
     usage: 'server [start|stop|status]',
     help: 'the embedded Temporal dev server: foreground, background start, stop, status',
     options: {},
+  },
+  sandbox: {
+    run: sandboxCommand,
+    usage: 'sandbox [--port P] [--host H] [--lanes N]',
+    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default)',
+    options: { port: { type: 'string' }, host: { type: 'string' }, lanes: { type: 'string' } },
   },
   worker: {
     run: workerCommand,

@@ -32,6 +32,33 @@ export interface AgentsConfig {
   /** `$AGENTS_HOME`: the dev server's database, user templates, logs, caches. */
   home: string;
   temporal: EmbeddedTemporal | ExternalTemporal;
+  sandbox: {
+    /** `AGENTS_SANDBOX_URLS`: the sandbox servers workers send tool calls to. */
+    urls: string[];
+    /** `AGENTS_SANDBOX_TOKEN`, else the token file under `$AGENTS_HOME`. */
+    token: string | undefined;
+    /** Port of `agents sandbox` (`AGENTS_SANDBOX_PORT`). */
+    port: number;
+    /** Where a sandbox server keeps workspaces and results (`AGENTS_SANDBOX_ROOT`). */
+    root: string;
+  };
+}
+
+/** Default port of `agents sandbox`. */
+export const DEFAULT_SANDBOX_PORT = 7300;
+
+/**
+ * Where a sandbox server keeps its workspaces. Run as root, the server starts commands as an
+ * unprivileged user who must be able to walk down to them, which a home folder usually forbids;
+ * a system folder is used then.
+ */
+export function defaultSandboxRoot(home: string): string {
+  return process.getuid?.() === 0 ? '/var/lib/durable-agents/sandbox' : path.join(home, 'sandbox');
+}
+
+/** Where the embedded default keeps the sandbox server's generated token. */
+export function sandboxTokenFile(home: string): string {
+  return path.join(home, 'sandbox.token');
 }
 
 const port = z.coerce.number().int().min(1).max(65_535);
@@ -46,6 +73,19 @@ const environmentSchema = z.object({
     .optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).optional(),
   TEMPORAL_CLI: z.string().min(1).optional(),
+  AGENTS_SANDBOX_URLS: z
+    .string()
+    .transform((value) =>
+      value
+        .split(',')
+        .map((url) => url.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.url({ protocol: /^https?$/, error: 'must be comma-separated http(s) URLs' })))
+    .optional(),
+  AGENTS_SANDBOX_TOKEN: z.string().min(1).optional(),
+  AGENTS_SANDBOX_PORT: port.optional(),
+  AGENTS_SANDBOX_ROOT: z.string().min(1).optional(),
 });
 
 /**
@@ -61,10 +101,17 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
   }
   const env = parsed.data;
   const home = path.resolve(env.AGENTS_HOME ?? path.join(os.homedir(), '.durable-agents'));
+  const sandbox = {
+    urls: env.AGENTS_SANDBOX_URLS ?? [],
+    token: env.AGENTS_SANDBOX_TOKEN,
+    port: env.AGENTS_SANDBOX_PORT ?? DEFAULT_SANDBOX_PORT,
+    root: path.resolve(env.AGENTS_SANDBOX_ROOT ?? defaultSandboxRoot(home)),
+  };
   if (env.TEMPORAL_ADDRESS === undefined) {
     const temporalPort = env.AGENTS_TEMPORAL_PORT ?? DEFAULT_TEMPORAL_PORT;
     return {
       home,
+      sandbox,
       temporal: {
         kind: 'embedded',
         address: `127.0.0.1:${temporalPort}`,
@@ -85,6 +132,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
   }
   return {
     home,
+    sandbox,
     temporal: {
       kind: 'external',
       address: env.TEMPORAL_ADDRESS,

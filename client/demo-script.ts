@@ -1,10 +1,10 @@
-import type { ScriptedTurn } from '../common/agent-input';
+import type { ScriptedTurnDraft } from '../common/agent-input';
 
 /**
  * The turns `--model scripted` plays: a model's answers to the `demo` template, with realistic
  * token counts and a short think time so progress is visible.
  */
-export const DEMO_SCRIPT: ScriptedTurn[] = [
+export const DEMO_SCRIPT: ScriptedTurnDraft[] = [
   {
     text: 'demo.txt did not exist, so I counted from 0 and wrote 1 to it. Next I will raise the count to 2.',
     usage: { inputTokens: 412, outputTokens: 31 },

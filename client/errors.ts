@@ -8,7 +8,8 @@ export type AgentsErrorCode =
   | 'server_failed'
   | 'already_running'
   | 'not_found'
-  | 'no_worker';
+  | 'no_worker'
+  | 'sandbox_unavailable';
 
 /**
  * A failure of the client or CLI that a user can act on. Its message is the one line the CLI prints:

@@ -23,7 +23,7 @@ const scriptFileSchema = z.union([
  * input, so any worker can play it.
  */
 export function parseModelOption(value: string): ModelSpec {
-  if (value === 'scripted') return { provider: 'scripted', turns: DEMO_SCRIPT, whenExhausted: 'cycle' };
+  if (value === 'scripted') return scriptedModelSchema.parse({ provider: 'scripted', turns: DEMO_SCRIPT });
   if (value.startsWith('scripted:')) {
     const file = value.slice('scripted:'.length);
     let json: unknown;

@@ -35,9 +35,19 @@ export const scriptedTurnSchema = z
     delayMs: z.number().int().min(0).max(600_000).default(0),
     error: z.string().min(1).optional(),
     failAttempts: z.number().int().positive().optional(),
+    /** Tools the model calls in this turn; their results go to the next turn. */
+    toolCalls: z
+      .array(
+        z
+          .object({ tool: z.string().min(1), arguments: z.record(z.string(), z.unknown()).default({}) })
+          .strict(),
+      )
+      .default([]),
   })
   .strict();
 export type ScriptedTurn = z.infer<typeof scriptedTurnSchema>;
+/** A scripted turn as written, defaults not yet applied. */
+export type ScriptedTurnDraft = z.input<typeof scriptedTurnSchema>;
 
 /** A scripted model plays its turns in order, one per model call, then starts over or repeats the last. */
 export const scriptedModelSchema = z
@@ -77,6 +87,14 @@ export const intervalSchema = z
     message: `must be 0 (no pause) or between ${MIN_INTERVAL_S} and 86400 seconds`,
   });
 
+/** How the run's tool calls are isolated: decided by whoever starts the run, never by the model. */
+export const sandboxPolicySchema = z
+  .object({
+    /** Whether commands may reach the network. */
+    network: z.boolean().default(false),
+  })
+  .strict();
+
 /** Limits that protect a run from looping on failures. */
 export const guardLimitsSchema = z
   .object({
@@ -94,6 +112,7 @@ export const agentRunInputSchema = z
     maxIterations: z.number().int().positive().optional(),
     model: modelSpecSchema,
     guards: guardLimitsSchema.default({ errorBackoffS: DEFAULT_ERROR_BACKOFF_S }),
+    sandbox: sandboxPolicySchema.default({ network: false }),
   })
   .strict();
 

@@ -85,8 +85,16 @@ export interface AgentRunResult {
   usage: RunUsage;
 }
 
-/** One message of the conversation that spans all iterations of a run. */
-export interface TranscriptMessage {
-  role: 'user' | 'assistant';
-  content: string;
+/** A tool call as the model asked for it. */
+export interface ModelToolCall {
+  /** The model's own ID of the call, echoed in the result message. */
+  id: string;
+  tool: string;
+  arguments: Record<string, unknown>;
 }
+
+/** One message of the conversation that spans all iterations of a run. */
+export type TranscriptMessage =
+  | { role: 'user'; content: string }
+  | { role: 'assistant'; content: string; toolCalls?: ModelToolCall[] }
+  | { role: 'tool'; toolCallId: string; tool: string; content: string; success: boolean };

@@ -51,3 +51,9 @@ export const REPLACE_GRACE_S = 15;
 
 /** Failure type when a worker holds less of a run's transcript than the workflow expects. */
 export const TRANSCRIPT_UNAVAILABLE = 'TranscriptUnavailable';
+
+/** Upper bound of one tool batch: the longest tool timeout (600 s) and room for the sandbox's queue. */
+export const TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S = 15 * 60;
+
+/** Model turns with tool calls one iteration may take before the rest waits for the next iteration. */
+export const MAX_TOOL_ROUNDS_PER_ITERATION = 50;

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { NativeConnection, Worker, type NativeConnectionOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDependencies } from '../activities';
 import { ScriptedModel } from '../activities/scripted-model';
+import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
 import { TranscriptStore } from '../activities/transcript-store';
 import type { ModelProviders } from '../activities/model-provider';
 import { TASK_QUEUE } from '../common/constants';
@@ -12,11 +13,18 @@ export function createModelProviders(): ModelProviders {
   return new Map([['scripted', new ScriptedModel()]]);
 }
 
-/** The real dependencies of the activities, rooted in `$AGENTS_HOME`. */
-export function createActivityDependencies(home: string): ActivityDependencies {
+/**
+ * The real dependencies of the activities, rooted in `$AGENTS_HOME`; tool calls go to the given
+ * sandbox servers, and fail with a clear result when there are none.
+ */
+export function createActivityDependencies(
+  home: string,
+  sandboxes: SandboxEndpoint[] = [],
+): ActivityDependencies {
   return {
     models: createModelProviders(),
     transcripts: new TranscriptStore(path.join(home, 'transcripts')),
+    ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
   };
 }
 
@@ -25,6 +33,8 @@ export interface AgentsWorkerOptions {
   namespace: string;
   home: string;
   identity?: string;
+  /** The sandbox servers for tool calls. */
+  sandboxes?: SandboxEndpoint[];
   /** Overrides the activities' dependencies (tests). */
   dependencies?: ActivityDependencies;
 }
@@ -40,13 +50,14 @@ export interface AgentsWorker {
 /** Creates the agents worker: the `agentRun` workflow and its activities on task queue `agents`. */
 export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<AgentsWorker> {
   const connection = await NativeConnection.connect(options.connectionOptions);
+  const dependencies = options.dependencies ?? createActivityDependencies(options.home, options.sandboxes);
   try {
     const worker = await Worker.create({
       connection,
       namespace: options.namespace,
       taskQueue: TASK_QUEUE,
       workflowBundle: await loadWorkflowBundle(path.join(options.home, 'cache')),
-      activities: createActivities(options.dependencies ?? createActivityDependencies(options.home)),
+      activities: createActivities(dependencies),
       shutdownGraceTime: '5s',
       ...(options.identity === undefined ? {} : { identity: options.identity }),
     });
@@ -57,6 +68,8 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
         try {
           await worker.run();
         } finally {
+          // Dependencies passed in belong to the caller, who closes them.
+          if (options.dependencies === undefined) await dependencies.tools?.close();
           await connection.close();
         }
       },

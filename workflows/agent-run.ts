@@ -7,12 +7,15 @@ import type {
   AgentStatus,
   ExitReason,
   IterationRecord,
+  ModelToolCall,
   RunUsage,
   TranscriptMessage,
 } from '../common/agent-run-types';
 import {
+  MAX_TOOL_ROUNDS_PER_ITERATION,
   MODEL_HEARTBEAT_TIMEOUT_S,
   MODEL_START_TO_CLOSE_TIMEOUT_S,
+  TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S,
   TRANSCRIPT_UNAVAILABLE,
 } from '../common/constants';
 import {
@@ -27,9 +30,12 @@ import {
   stopSignal,
 } from '../common/messages';
 import { agentIterationKey, agentStateKey } from '../common/search-attributes';
+import { assistantMessage, FINISH_TOOL } from '../common/transcript';
+import type { ToolResult } from '../sandbox/tool-call';
 import { renderCurrentDetails } from './current-details';
 import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
+import { toolBatchSummary, toolResultMessage } from './tool-results';
 
 /** What a run hands to its next execution on continue-as-new: plain JSON. */
 export interface CarriedState {
@@ -38,6 +44,8 @@ export interface CarriedState {
   records: IterationRecord[];
   usage: RunUsage;
   transcript: TranscriptMessage[];
+  /** Tool results the model has not read yet: they open the next iteration's turn. */
+  pendingMessages: TranscriptMessage[];
   lastError: string | null;
   ignoredSignals: number;
   startedAt: string;
@@ -50,15 +58,18 @@ export interface CarriedState {
  */
 export async function agentRun(input: AgentRunInput, carried?: CarriedState): Promise<AgentRunResult> {
   const info = wf.workflowInfo();
-  const run: CarriedState = carried ?? {
+  const run: CarriedState = {
     iteration: 0,
     modelCalls: 0,
     records: [],
     usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 },
     transcript: [],
+    pendingMessages: [],
     lastError: null,
     ignoredSignals: 0,
     startedAt: new Date().toISOString(),
+    // State carried from before a field existed keeps that field's default.
+    ...carried,
   };
   const systemPrompt = buildSystemPrompt(input.template.content);
   // The conversation's key outlives continue-as-new and is new for every replacement run.
@@ -69,6 +80,8 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
   let stopReason: string | null = null;
   let exitReason: ExitReason | null = null;
   let turnScope: wf.CancellationScope | undefined;
+  let phase: 'model turn' | 'tool batch' = 'model turn';
+  let finishRequested = false;
   let updatedAt = run.startedAt;
 
   function publish(next: AgentState): void {
@@ -142,15 +155,17 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     return run.records.filter((record) => record.iteration >= from).slice(0, limit);
   });
 
-  /** Calls the model with only the new messages; resends the whole conversation if the worker lacks it. */
-  async function callModel(prompt: string): Promise<ModelTurnResult> {
+  /**
+   * Calls the model with only the messages this turn adds; resends the whole conversation if the
+   * worker lacks it.
+   */
+  async function callModel(append: TranscriptMessage[]): Promise<ModelTurnResult> {
     const { modelTurn } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: `${MODEL_START_TO_CLOSE_TIMEOUT_S}s`,
       heartbeatTimeout: `${MODEL_HEARTBEAT_TIMEOUT_S}s`,
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
       summary: `model turn ${run.iteration}`,
     });
-    const append: TranscriptMessage[] = [{ role: 'user', content: prompt }];
     const turn: ModelTurnInput = {
       model: input.model,
       transcriptKey,
@@ -169,8 +184,81 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
       // A failed call counts too, so a scripted model moves on to its next turn.
       run.modelCalls += 1;
     }
-    run.transcript.push(...append, { role: 'assistant', content: result.text });
+    run.transcript.push(...append, assistantMessage(result));
     return result;
+  }
+
+  /**
+   * Runs the tool calls of the model's last answer as one activity and returns the messages that
+   * carry their results back. Each call's ID is fixed by the run, the model call and its position,
+   * so a retried batch asks the sandbox for the same calls and never runs one twice.
+   */
+  async function runTools(calls: ModelToolCall[]): Promise<TranscriptMessage[]> {
+    const modelCall = run.modelCalls - 1;
+    const batch = calls.map((call, index) => ({ callId: `${transcriptKey}:${modelCall}:${index}`, call }));
+    const sandboxed = batch.filter(({ call }) => call.tool !== FINISH_TOOL);
+    const results = new Map<string, ToolResult>();
+    if (sandboxed.length > 0) {
+      const { toolBatch } = wf.proxyActivities<AgentActivities>({
+        startToCloseTimeout: `${TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S}s`,
+        heartbeatTimeout: `${MODEL_HEARTBEAT_TIMEOUT_S}s`,
+        retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+        summary: toolBatchSummary(sandboxed.map(({ call }) => call)),
+      });
+      const answered = await toolBatch({
+        trajectoryId: transcriptKey,
+        policy: input.sandbox,
+        calls: sandboxed,
+      });
+      for (const result of answered) results.set(result.callId, result);
+    }
+    return batch.map(({ callId, call }) =>
+      toolResultMessage(
+        call,
+        results.get(callId) ?? {
+          callId,
+          success: call.tool === FINISH_TOOL,
+          output: call.tool === FINISH_TOOL ? 'The run ends after this iteration.' : '',
+          error: call.tool === FINISH_TOOL ? undefined : 'No result from the sandbox',
+          metadata: {},
+        },
+      ),
+    );
+  }
+
+  /**
+   * The iteration's conversation: the prompt, then model turns and tool batches until the model
+   * answers without tool calls, calls `finish`, or uses up its tool rounds. Returns its text.
+   */
+  async function converse(usage: RunUsage): Promise<string> {
+    const texts: string[] = [];
+    let append: TranscriptMessage[] = [
+      ...run.pendingMessages,
+      { role: 'user', content: buildIterationPrompt(run.transcript.length > 0, input.args) },
+    ];
+    run.pendingMessages = [];
+    for (let round = 1; ; round += 1) {
+      phase = 'model turn';
+      const answer = await callModel(append);
+      texts.push(answer.text);
+      usage.inputTokens += answer.usage.inputTokens;
+      usage.outputTokens += answer.usage.outputTokens;
+      usage.costUsd += answer.costUsd;
+      if (answer.toolCalls.length === 0) break;
+      phase = 'tool batch';
+      append = await runTools(answer.toolCalls);
+      if (answer.toolCalls.some((call) => call.tool === FINISH_TOOL)) {
+        finishRequested = true;
+        break;
+      }
+      if (round >= MAX_TOOL_ROUNDS_PER_ITERATION) {
+        // The model reads these results at the start of the next iteration.
+        run.pendingMessages = append;
+        texts.push(`[Paused after ${MAX_TOOL_ROUNDS_PER_ITERATION} tool rounds in one iteration]`);
+        break;
+      }
+    }
+    return texts.filter((text) => text !== '').join('\n');
   }
 
   async function runIteration(): Promise<IterationRecord> {
@@ -180,16 +268,13 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     let text = '';
     let status: IterationRecord['status'] = 'ok';
     let error: string | undefined;
-    let answer: ModelTurnResult = { text: '', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0 };
+    const usage: RunUsage = { inputTokens: 0, outputTokens: 0, costUsd: 0 };
     turnScope = new wf.CancellationScope();
     try {
-      answer = await turnScope.run(() =>
-        callModel(buildIterationPrompt(run.transcript.length > 0, input.args)),
-      );
-      text = answer.text;
+      text = await turnScope.run(() => converse(usage));
     } catch (failure) {
       if (wf.isCancellation(failure) && stopReason !== null) {
-        text = `[Stopped during the model turn: ${stopReason}]`;
+        text = `[Stopped during the ${phase}: ${stopReason}]`;
       } else if (wf.isCancellation(failure)) {
         throw failure;
       } else {
@@ -207,9 +292,9 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
       endedAtMs: Date.now(),
       text,
       status,
-      tokensIn: answer.usage.inputTokens,
-      tokensOut: answer.usage.outputTokens,
-      costUsd: answer.costUsd,
+      tokensIn: usage.inputTokens,
+      tokensOut: usage.outputTokens,
+      costUsd: usage.costUsd,
       error,
     });
     run.records.push(record);
@@ -235,6 +320,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
       const record = await runIteration();
       // A stop that came during the iteration still lets it be recorded, then ends the run.
       if (stopReason !== null) return 'stopped';
+      if (finishRequested) return 'finished';
       if (reachedMaxIterations()) return 'max_iterations';
       const pauseS = record.status === 'error' ? input.guards.errorBackoffS : input.intervalS;
       if (pauseS > 0) {

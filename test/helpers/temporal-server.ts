@@ -8,7 +8,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { AgentsConfig, EmbeddedTemporal } from '../../client/config';
 import { startDevServer } from '../../client/embedded-server';
-import { loadConfig } from '../../client/config';
+import { DEFAULT_SANDBOX_PORT, loadConfig } from '../../client/config';
 import { ensureTemporalBinary } from '../../client/temporal-binary';
 
 /** A port nothing listens on right now. */
@@ -77,7 +77,11 @@ export async function startTestTemporal(
     namespace: 'default',
     binary: process.env.TEMPORAL_CLI,
   };
-  const config = { home, temporal };
+  const config = {
+    home,
+    temporal,
+    sandbox: { urls: [], token: undefined, port: DEFAULT_SANDBOX_PORT, root: path.join(home, 'sandbox') },
+  };
   const binary = await testTemporalBinary();
   const extraArguments = Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => [
     '--dynamic-config-value',

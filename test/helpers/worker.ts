@@ -23,6 +23,7 @@ export async function startWorker(
     async stop() {
       agentsWorker.worker.shutdown();
       await running;
+      await dependencies.tools?.close();
     },
   };
 }

@@ -1,0 +1,237 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
+import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { z } from 'zod';
+import { describeZodError } from '../common/agent-input';
+import { handOverToSandbox, SANDBOX_USER_ID, sandboxHostIdentity } from './bubblewrap';
+import { ExecutionLanes } from './lanes';
+import { ResultStore } from './result-store';
+import { SandboxError, toolCallSchema, type ToolCall, type ToolResult } from './tool-call';
+
+/** Runs one tool call in a workspace: bubblewrap in production. */
+export type ToolRunner = (call: ToolCall, workspace: string, signal: AbortSignal) => Promise<ToolResult>;
+
+export interface SandboxServerOptions {
+  /** Folder holding one folder per trajectory: its workspace and its stored results. */
+  root: string;
+  /** Bearer token every request must carry. */
+  token: string;
+  /** Calls that may run at once across all trajectories. */
+  lanes: number;
+  runTool: ToolRunner;
+}
+
+/** Largest request body accepted: a batch of 200 calls with file contents fits comfortably. */
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+const batchSchema = z.object({ calls: z.array(toolCallSchema).max(1000) }).strict();
+const releaseSchema = z
+  .object({ trajectoryId: toolCallSchema.shape.trajectoryId, reset: z.boolean().default(false) })
+  .strict();
+
+/**
+ * The answer to a batch: one JSON result per line, each written as soon as its call ends, so a
+ * quick call is not held back by a slow one in the same batch.
+ */
+class StreamedResults {
+  constructor(private readonly results: Array<Promise<ToolResult>>) {}
+
+  async writeTo(response: ServerResponse): Promise<void> {
+    response.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    await Promise.all(
+      this.results.map(async (pending) => {
+        response.write(`${JSON.stringify(await pending)}\n`);
+      }),
+    );
+    response.end();
+  }
+}
+
+/** A failure with the HTTP status and the one-line message the client receives. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Trajectory {
+  workspace: string;
+  results: ResultStore;
+}
+
+/**
+ * The sandbox server: workspaces of trajectories on this machine, tool calls run in them through
+ * bounded lanes, each callId run at most once. HTTP with JSON bodies validated by zod and a bearer
+ * token; errors are one-line JSON messages, never stack traces.
+ */
+export class SandboxServer {
+  private readonly lanes: ExecutionLanes;
+  private readonly trajectories = new Map<string, Trajectory>();
+  private readonly shutdown = new AbortController();
+  private readonly tokenDigest: Buffer;
+  private server: Server | undefined;
+
+  constructor(private readonly options: SandboxServerOptions) {
+    this.lanes = new ExecutionLanes(options.lanes);
+    this.tokenDigest = digest(options.token);
+  }
+
+  /** Starts listening; resolves to the bound port (pass 0 for any free one). */
+  async listen(port: number, host = '127.0.0.1'): Promise<number> {
+    await mkdir(this.trajectoriesDir(), { recursive: true });
+    await ensureReachableBySandbox(this.trajectoriesDir());
+    this.server = createServer((request, response) => {
+      void this.handle(request, response);
+    });
+    this.server.listen(port, host);
+    await once(this.server, 'listening');
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** Stops accepting requests and aborts the commands still running. */
+  async close(): Promise<void> {
+    this.shutdown.abort();
+    const server = this.server;
+    if (server === undefined) return;
+    server.closeAllConnections();
+    server.close();
+    await once(server, 'close');
+  }
+
+  private trajectoriesDir(): string {
+    return path.join(this.options.root, 'trajectories');
+  }
+
+  /**
+   * The trajectory's workspace and results, created on first use. They live on disk under the
+   * server's root, so the affinity of a trajectory to this server survives a worker crash and a
+   * server restart.
+   */
+  private async trajectory(trajectoryId: string): Promise<Trajectory> {
+    const known = this.trajectories.get(trajectoryId);
+    if (known !== undefined) return known;
+    const folder = path.join(this.trajectoriesDir(), trajectoryId);
+    const workspace = path.join(folder, 'workspace');
+    await mkdir(workspace, { recursive: true });
+    // Commands run as the sandbox's own user and must be able to change what is in here.
+    await handOverToSandbox(workspace);
+    const created = { workspace, results: new ResultStore(path.join(folder, 'results.jsonl')) };
+    this.trajectories.set(trajectoryId, created);
+    return created;
+  }
+
+  private async execute(call: ToolCall): Promise<ToolResult> {
+    const { workspace, results } = await this.trajectory(call.trajectoryId);
+    return results.runOnce(call.callId, () =>
+      this.lanes.run(call.trajectoryId, () => this.options.runTool(call, workspace, this.shutdown.signal)),
+    );
+  }
+
+  private async route(request: IncomingMessage): Promise<unknown> {
+    const url = new URL(request.url ?? '/', 'http://sandbox');
+    const route = `${request.method ?? 'GET'} ${url.pathname}`;
+    switch (route) {
+      case 'GET /health':
+        return {
+          status: 'ok',
+          trajectories: (await readdir(this.trajectoriesDir())).length,
+          lanes: this.lanes.size,
+          executing: this.lanes.executing,
+          available: this.lanes.size - this.lanes.executing,
+        };
+      case 'GET /slots':
+        return { trajectories: (await readdir(this.trajectoriesDir())).sort() };
+      case 'POST /execute':
+        return this.execute(parseBody(toolCallSchema, await readJson(request)));
+      case 'POST /batch': {
+        const { calls } = parseBody(batchSchema, await readJson(request));
+        return new StreamedResults(calls.map((call) => this.execute(call)));
+      }
+      case 'POST /release': {
+        const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request));
+        this.trajectories.delete(trajectoryId);
+        if (reset)
+          await rm(path.join(this.trajectoriesDir(), trajectoryId), { recursive: true, force: true });
+        return { released: trajectoryId, reset };
+      }
+      default:
+        throw new HttpError(404, `No route ${route}`);
+    }
+  }
+
+  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    let status = 200;
+    let body: unknown;
+    try {
+      this.authorize(request);
+      body = await this.route(request);
+    } catch (error) {
+      status = error instanceof HttpError ? error.status : 500;
+      body = { error: error instanceof HttpError ? error.message : 'Internal error' };
+      if (status === 500) console.error('sandbox server: internal error', error);
+    }
+    if (body instanceof StreamedResults) return body.writeTo(response);
+    response.writeHead(status, { 'content-type': 'application/json' });
+    response.end(JSON.stringify(body));
+  }
+
+  private authorize(request: IncomingMessage): void {
+    const header = request.headers.authorization;
+    if (header === undefined || !header.startsWith('Bearer '))
+      throw new HttpError(401, 'Missing bearer token');
+    if (!timingSafeEqual(digest(header.slice('Bearer '.length)), this.tokenDigest)) {
+      throw new HttpError(403, 'Invalid bearer token');
+    }
+  }
+}
+
+/**
+ * When the server is root, bwrap starts as the sandbox user, who must be able to walk down to every
+ * workspace. The folders the server made are opened for traversal (not listing); a folder above
+ * them that is closed, such as a home folder of mode 0700, is an error that says what to do.
+ */
+async function ensureReachableBySandbox(folder: string): Promise<void> {
+  if (sandboxHostIdentity() === undefined) return;
+  await chmod(folder, 0o711);
+  await chmod(path.dirname(folder), 0o711);
+  for (let current = path.dirname(path.dirname(folder)); ; current = path.dirname(current)) {
+    const { mode, uid } = await stat(current);
+    if ((mode & 0o001) === 0 && uid !== SANDBOX_USER_ID) {
+      throw new SandboxError(
+        `The sandbox user (uid ${SANDBOX_USER_ID}) cannot reach ${folder}: ${current} has mode ${(mode & 0o777).toString(8)}. Set AGENTS_SANDBOX_ROOT to a folder it can reach (such as /var/lib/durable-agents/sandbox) or allow traversal with \`chmod o+x ${current}\``,
+      );
+    }
+    if (current === path.dirname(current)) return;
+  }
+}
+
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
+}
+
+async function readJson(request: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `Request body over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (error) {
+    throw new HttpError(400, `Invalid JSON: ${(error as Error).message.split('\n')[0]}`);
+  }
+}
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) throw new HttpError(400, `Invalid request: ${describeZodError(parsed.error)}`);
+  return parsed.data;
+}

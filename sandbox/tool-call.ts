@@ -1,0 +1,70 @@
+import { z } from 'zod';
+import { sandboxPolicySchema } from '../common/agent-input';
+
+/**
+ * The wire shapes of tool calls and their results between the worker and a sandbox server. A
+ * result is data, never an exception: a failed command, a refused path or an unknown tool all come
+ * back as `{ success: false, error }` for the model to read.
+ */
+
+/** Tools a sandbox server runs itself. */
+export const SANDBOX_TOOLS = ['bash', 'read_file', 'write_file'] as const;
+export type SandboxToolName = (typeof SANDBOX_TOOLS)[number];
+
+/** Per-run policy from the run's input, never from the model. */
+export { sandboxPolicySchema };
+export type SandboxPolicy = z.infer<typeof sandboxPolicySchema>;
+
+/** Timeout bounds of one call, in seconds. */
+export const MIN_TOOL_TIMEOUT_S = 1;
+export const MAX_TOOL_TIMEOUT_S = 600;
+export const DEFAULT_TOOL_TIMEOUT_S = 30;
+
+/** Clamps a requested timeout into 1..600 s; no request gives the default. */
+export function clampTimeoutS(requested: number | undefined): number {
+  if (requested === undefined || !Number.isFinite(requested)) return DEFAULT_TOOL_TIMEOUT_S;
+  return Math.min(MAX_TOOL_TIMEOUT_S, Math.max(MIN_TOOL_TIMEOUT_S, requested));
+}
+
+/** One tool call as the sandbox server receives it. */
+export const toolCallSchema = z
+  .object({
+    /** Deterministic ID from the workflow: the server runs each callId at most once. */
+    callId: z.string().min(1).max(200),
+    /** The agent run the call belongs to (its workspace). */
+    trajectoryId: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,200}$/, 'must be 1-200 characters of A-Z, a-z, 0-9, "_", "." or "-"'),
+    tool: z.string().min(1).max(100),
+    arguments: z.record(z.string(), z.unknown()).default({}),
+    timeoutS: z.number().positive().optional(),
+    policy: sandboxPolicySchema.default({ network: false }),
+  })
+  .strict();
+export type ToolCall = z.infer<typeof toolCallSchema>;
+
+/** What a tool call produced. */
+export interface ToolResult {
+  callId: string;
+  success: boolean;
+  output: string;
+  error?: string;
+  metadata: Record<string, unknown>;
+}
+
+/** Output limits (SEED-BEHAVIOURS 36). */
+export const MAX_STREAM_CHARS = 50_000;
+export const MAX_FILE_CHARS = 100_000;
+export const TRUNCATION_MARKER = '… (output truncated)';
+
+/**
+ * Base of the sandbox area's errors, with a stable `name` to branch on and the underlying `cause`.
+ * Tool-level problems never surface as these: they become `{ success: false }` results.
+ */
+export class SandboxError extends Error {
+  override readonly name: string = 'SandboxError';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

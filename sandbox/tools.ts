@@ -1,0 +1,304 @@
+import { constants } from 'node:fs';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import {
+  handOverToSandbox,
+  OUTPUT_FLOOD_FACTOR,
+  runInBubblewrap,
+  sandboxHostIdentity,
+  type BubblewrapResult,
+} from './bubblewrap';
+import {
+  clampTimeoutS,
+  MAX_FILE_CHARS,
+  MAX_STREAM_CHARS,
+  SANDBOX_TOOLS,
+  SandboxError,
+  TRUNCATION_MARKER,
+  type SandboxToolName,
+  type ToolCall,
+  type ToolResult,
+} from './tool-call';
+import { resolveInWorkspace } from './workspace-paths';
+
+/**
+ * The tools a sandbox server runs itself: `bash` in bubblewrap, `read_file` and `write_file` on the
+ * host inside the workspace. Every tool-level problem (bad arguments, a refused path, a failing or
+ * timed-out command) comes back as a `{ success: false, error }` result for the model to read.
+ */
+
+/** Bytes read from a file per read call, decoded as UTF-8 as they come. */
+const READ_CHUNK_BYTES = 64 * 1024;
+
+/** A path as the model gives it: relative to the workspace, or absolute under /workspace. */
+const pathArgument = z
+  .string()
+  .min(1, 'must not be empty')
+  .refine((value) => !value.includes('\0'), 'must not contain NUL characters');
+
+const bashArgumentsSchema = z.object({
+  command: z.string().min(1, 'must not be empty'),
+  /** Seconds; the call's own `timeoutS` wins, and either is clamped to 1..600. */
+  timeout: z.number().optional(),
+});
+
+const readFileArgumentsSchema = z.object({
+  path: pathArgument,
+  /** Characters to skip from the start of the file. */
+  offset: z.number().int('must be a whole number').min(0, 'must be 0 or more').default(0),
+  /** Characters to return at most; never more than MAX_FILE_CHARS. */
+  limit: z.number().int('must be a whole number').min(1, 'must be 1 or more').optional(),
+});
+
+const writeFileArgumentsSchema = z.object({
+  path: pathArgument,
+  content: z.string().max(MAX_FILE_CHARS, `must be at most ${MAX_FILE_CHARS} characters`),
+});
+
+/**
+ * Runs one sandbox tool call in the workspace folder `workspaceRoot` and returns its result. Never
+ * throws for a tool-level problem; it rethrows only when `signal` aborts (the server is shutting
+ * down or the activity was cancelled), since cancellation is not something the model should read as
+ * a result.
+ */
+export async function runSandboxTool(
+  call: ToolCall,
+  workspaceRoot: string,
+  signal: AbortSignal,
+): Promise<ToolResult> {
+  if (!isSandboxTool(call.tool)) return failure(call, `Unknown tool: ${call.tool}`);
+  try {
+    switch (call.tool) {
+      case 'bash': {
+        const parsed = parseArguments(call, bashArgumentsSchema);
+        if (typeof parsed === 'string') return failure(call, parsed);
+        return await runBash(call, parsed, workspaceRoot, signal);
+      }
+      case 'read_file': {
+        const parsed = parseArguments(call, readFileArgumentsSchema);
+        if (typeof parsed === 'string') return failure(call, parsed);
+        return await readWorkspaceFile(call, parsed, workspaceRoot);
+      }
+      case 'write_file': {
+        const parsed = parseArguments(call, writeFileArgumentsSchema);
+        if (typeof parsed === 'string') return failure(call, parsed);
+        return await writeWorkspaceFile(call, parsed, workspaceRoot);
+      }
+    }
+  } catch (error) {
+    if (signal.aborted) throw error;
+    return failure(call, describeFailure(error));
+  }
+}
+
+async function runBash(
+  call: ToolCall,
+  parsed: z.infer<typeof bashArgumentsSchema>,
+  workspaceRoot: string,
+  signal: AbortSignal,
+): Promise<ToolResult> {
+  const timeoutS = clampTimeoutS(call.timeoutS ?? parsed.timeout);
+  const result = await runInBubblewrap(parsed.command, {
+    workspace: workspaceRoot,
+    timeoutS,
+    policy: call.policy,
+    signal,
+  });
+  let output = withMarker(result.stdout, result.stdoutTruncated);
+  if (result.stderr.length > 0) output += `\n[stderr]\n${withMarker(result.stderr, result.stderrTruncated)}`;
+  const metadata = {
+    exitCode: result.exitCode,
+    durationMs: result.durationMs,
+    truncated: result.truncated,
+    timedOut: result.timedOut,
+    ...(result.outputLimitExceeded ? { outputLimitExceeded: true } : {}),
+  };
+  const error = bashError(result, timeoutS);
+  return error === undefined
+    ? { callId: call.callId, success: true, output, metadata }
+    : { callId: call.callId, success: false, output, error, metadata };
+}
+
+function bashError(result: BubblewrapResult, timeoutS: number): string | undefined {
+  if (result.timedOut) return `Command timed out after ${timeoutS}s`;
+  if (result.outputLimitExceeded) {
+    return `Command killed: output over ${MAX_STREAM_CHARS * OUTPUT_FLOOD_FACTOR} characters`;
+  }
+  if (result.exitCode !== 0) return `Exit code: ${result.exitCode}`;
+  return undefined;
+}
+
+function withMarker(text: string, truncated: boolean): string {
+  return truncated ? `${text}\n${TRUNCATION_MARKER}` : text;
+}
+
+/**
+ * Reads a text file of the workspace: `limit` characters (at most MAX_FILE_CHARS) from character
+ * `offset`. It reads only as far as needed, so a huge file costs no more than the part returned.
+ * Opened with `O_NOFOLLOW` (the resolved path has no symlinks left) and `O_NONBLOCK`, so a FIFO a
+ * command left behind cannot hang the server.
+ */
+async function readWorkspaceFile(
+  call: ToolCall,
+  parsed: z.infer<typeof readFileArgumentsSchema>,
+  workspaceRoot: string,
+): Promise<ToolResult> {
+  const hostPath = await resolveInWorkspace(workspaceRoot, parsed.path);
+  let handle: FileHandle;
+  try {
+    handle = await open(hostPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return failure(call, `File not found: ${parsed.path}`);
+    throw error;
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) return failure(call, `Not a file: ${parsed.path}`);
+    const limit = Math.min(parsed.limit ?? MAX_FILE_CHARS, MAX_FILE_CHARS);
+    const { text, truncated } = await readCharacters(handle, parsed.offset, limit);
+    return {
+      callId: call.callId,
+      success: true,
+      output: text,
+      metadata: {
+        path: parsed.path,
+        offset: parsed.offset,
+        chars: text.length,
+        truncated,
+        ...(truncated ? { nextOffset: parsed.offset + text.length } : {}),
+        fileBytes: stats.size,
+      },
+    };
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readCharacters(
+  handle: FileHandle,
+  offset: number,
+  limit: number,
+): Promise<{ text: string; truncated: boolean }> {
+  const decoder = new TextDecoder('utf-8');
+  let toSkip = offset;
+  let text = '';
+  for (;;) {
+    const { bytesRead, buffer } = await handle.read(Buffer.alloc(READ_CHUNK_BYTES), 0, READ_CHUNK_BYTES);
+    let chunk =
+      bytesRead === 0 ? decoder.decode() : decoder.decode(buffer.subarray(0, bytesRead), { stream: true });
+    if (toSkip > 0) {
+      const skipped = Math.min(toSkip, chunk.length);
+      chunk = chunk.slice(skipped);
+      toSkip -= skipped;
+    }
+    text += chunk;
+    if (text.length > limit) return { text: text.slice(0, limit), truncated: true };
+    if (bytesRead === 0) return { text, truncated: false };
+  }
+}
+
+/**
+ * Writes a text file of the workspace, creating its parent folders.
+ *
+ * The write happens on the host (no sandbox start per write), and what it creates is then handed to
+ * the sandbox's host user with `fchown`/`lchown` (see `handOverToSandbox`): when the server runs as
+ * root, commands run as host uid 65534 and could not otherwise change or delete a file the model
+ * wrote. New files are 0644 and folders 0755: owned by that user, they need nothing wider. Opened
+ * with `O_NOFOLLOW`, so a symlink that appeared since the path was resolved is refused, not followed.
+ */
+async function writeWorkspaceFile(
+  call: ToolCall,
+  parsed: z.infer<typeof writeFileArgumentsSchema>,
+  workspaceRoot: string,
+): Promise<ToolResult> {
+  const hostPath = await resolveInWorkspace(workspaceRoot, parsed.path);
+  await createFolders(path.dirname(hostPath));
+  let handle: FileHandle;
+  try {
+    handle = await open(
+      hostPath,
+      constants.O_WRONLY |
+        constants.O_CREAT |
+        constants.O_TRUNC |
+        constants.O_NOFOLLOW |
+        constants.O_NONBLOCK,
+      0o644,
+    );
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'EISDIR' || code === 'ENXIO') return failure(call, `Not a file: ${parsed.path}`);
+    throw error;
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) return failure(call, `Not a file: ${parsed.path}`);
+    await handle.writeFile(parsed.content, 'utf8');
+    const identity = sandboxHostIdentity();
+    if (identity !== undefined) await handle.chown(identity.uid, identity.gid);
+  } finally {
+    await handle.close();
+  }
+  const bytes = Buffer.byteLength(parsed.content, 'utf8');
+  return {
+    callId: call.callId,
+    success: true,
+    output: `Wrote ${bytes} bytes to ${parsed.path}`,
+    metadata: { path: parsed.path, chars: parsed.content.length, bytes },
+  };
+}
+
+/** Creates `folder` and any missing parents, each handed over to the sandbox's user. */
+async function createFolders(folder: string): Promise<void> {
+  const firstCreated = await mkdir(folder, { recursive: true, mode: 0o755 });
+  if (firstCreated === undefined) return;
+  let current = path.dirname(firstCreated);
+  for (const component of path.relative(current, folder).split(path.sep)) {
+    current = path.join(current, component);
+    await handOverToSandbox(current);
+  }
+}
+
+function isSandboxTool(tool: string): tool is SandboxToolName {
+  return (SANDBOX_TOOLS as readonly string[]).includes(tool);
+}
+
+/**
+ * The parsed arguments, or a one-line error naming the tool and the fields: "Invalid arguments for
+ * tool write_file: path is required". Unknown arguments are dropped, so whatever the model adds
+ * (`allow_network`, `require_sandbox`) changes nothing.
+ */
+function parseArguments<T>(call: ToolCall, schema: z.ZodType<T>): T | string {
+  const parsed = schema.safeParse(call.arguments, {
+    error: (issue) => {
+      if (issue.code !== 'invalid_type') return undefined;
+      return issue.input === undefined ? 'is required' : `must be a ${issue.expected}`;
+    },
+  });
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues
+    .slice(0, 3)
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'arguments'} ${issue.message}`);
+  return `Invalid arguments for tool ${call.tool}: ${problems.join('; ')}`;
+}
+
+function failure(call: ToolCall, error: string): ToolResult {
+  return { callId: call.callId, success: false, output: '', error, metadata: {} };
+}
+
+/**
+ * One line for an unexpected failure: the sandbox area's own message (a refused path reads "Access
+ * denied: path outside workspace"), or the system error without the host path it names.
+ */
+function describeFailure(error: unknown): string {
+  if (error instanceof SandboxError) return error.message;
+  const message = error instanceof Error ? error.message : String(error);
+  // "ENOTDIR: not a directory, mkdir '/srv/…/workspace/a/b'": the part before the host path.
+  return errorCode(error) === undefined ? message : (message.split(', ')[0] ?? message);
+}
+
+function errorCode(error: unknown): string | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}

@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import type { WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { ToolBatchInput } from '../activities';
+import type { TranscriptMessage } from '../common/agent-run-types';
+import { useAgentsEnvironment } from './helpers/environment';
+import { scheduledModelTurns } from './helpers/history';
+import { scriptedRun, uniqueName } from './helpers/run-input';
+
+// One dev server and one sandbox server for this file, a fresh worker for each test.
+const env = useAgentsEnvironment({ withSandbox: true });
+
+/** Every tool batch the workflow scheduled: its input and its Web UI summary. */
+async function scheduledToolBatches(handle: WorkflowHandle) {
+  const history = await handle.fetchHistory();
+  return (history.events ?? []).flatMap((event) => {
+    const attributes = event.activityTaskScheduledEventAttributes;
+    const payload = attributes?.input?.payloads?.[0];
+    if (attributes?.activityType?.name !== 'toolBatch' || payload === undefined) return [];
+    const summary = event.userMetadata?.summary;
+    return [
+      {
+        input: defaultPayloadConverter.fromPayload<ToolBatchInput>(payload),
+        summary: summary ? defaultPayloadConverter.fromPayload<string>(summary) : undefined,
+      },
+    ];
+  });
+}
+
+function toolMessages(messages: TranscriptMessage[]) {
+  return messages.flatMap((message) => (message.role === 'tool' ? [message] : []));
+}
+
+describe('tool calls of an agent run', () => {
+  it("runs the model's tool calls in the sandbox as one batch and feeds the results back", async () => {
+    const name = uniqueName('tools');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            text: 'Writing the note.',
+            toolCalls: [
+              { tool: 'write_file', arguments: { path: 'notes/a.txt', content: 'hello from the agent' } },
+              { tool: 'bash', arguments: { command: 'cat notes/a.txt' } },
+            ],
+          },
+          { text: 'Wrote and read the note.' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'max_iterations');
+    const [record] = await env.agents.iterations(name);
+    assert.equal(record?.summary, 'Writing the note.\nWrote and read the note.');
+
+    const batches = await scheduledToolBatches(handle);
+    assert.equal(batches.length, 1);
+    assert.equal(batches[0]?.summary, 'tools: write_file ×1, bash ×1');
+    const trajectoryId = batches[0]?.input.trajectoryId ?? '';
+    assert.deepEqual(
+      batches[0]?.input.calls.map((call) => call.callId),
+      [`${trajectoryId}:0:0`, `${trajectoryId}:0:1`],
+    );
+
+    const turns = await scheduledModelTurns(handle);
+    assert.equal(turns.length, 2);
+    const results = toolMessages(turns[1]?.input.append ?? []);
+    assert.deepEqual(
+      results.map(({ tool, success, content }) => ({ tool, success, content: content.trim() })),
+      [
+        { tool: 'write_file', success: true, content: results[0]?.content.trim() ?? '' },
+        { tool: 'bash', success: true, content: 'hello from the agent' },
+      ],
+    );
+    const onDisk = path.join(env.sandbox!.root, 'trajectories', trajectoryId, 'workspace', 'notes', 'a.txt');
+    assert.equal(await readFile(onDisk, 'utf8'), 'hello from the agent');
+  });
+
+  it('ends the run with exitReason finished when the model calls finish', async () => {
+    const name = uniqueName('finish');
+    const handle = await env.agents.start(
+      scriptedRun(name, [{ text: 'Everything is done.', toolCalls: [{ tool: 'finish', arguments: {} }] }], {
+        intervalS: 3600,
+      }),
+    );
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'finished');
+    assert.equal(result.iterations, 1);
+    assert.deepEqual(await scheduledToolBatches(handle), []);
+  });
+
+  it('takes network access from the run input, never from the model', async () => {
+    // A listener on the host's loopback: reachable only from a sandbox that shares the host's network.
+    const listener = createServer((socket) => socket.end());
+    listener.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const { port } = listener.address() as AddressInfo;
+    const probe = `(echo > /dev/tcp/127.0.0.1/${port}) 2>/dev/null && echo reachable || echo blocked`;
+    const name = uniqueName('policy');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            toolCalls: [
+              { tool: 'bash', arguments: { command: probe, allow_network: true, require_sandbox: false } },
+            ],
+          },
+          { text: 'checked' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    await handle.result();
+    const [batch] = await scheduledToolBatches(handle);
+    assert.deepEqual(batch?.input.policy, { network: false });
+    const turns = await scheduledModelTurns(handle);
+    assert.equal(toolMessages(turns[1]?.input.append ?? [])[0]?.content.trim(), 'blocked');
+
+    const allowed = await env.agents.start(
+      scriptedRun(
+        uniqueName('policy-open'),
+        [
+          { toolCalls: [{ tool: 'bash', arguments: { command: probe, allow_network: false } }] },
+          { text: 'checked' },
+        ],
+        { maxIterations: 1, sandbox: { network: true } },
+      ),
+    );
+    await allowed.result();
+    const allowedTurns = await scheduledModelTurns(allowed);
+    assert.equal(toolMessages(allowedTurns[1]?.input.append ?? [])[0]?.content.trim(), 'reachable');
+    listener.close();
+  });
+
+  it('runs terminal as bash and refuses its background mode', async () => {
+    const name = uniqueName('alias');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            toolCalls: [
+              { tool: 'terminal', arguments: { command: 'echo via terminal' } },
+              { tool: 'terminal', arguments: { command: 'sleep 100', background: true } },
+              { tool: 'no_such_tool', arguments: {} },
+            ],
+          },
+          { text: 'done' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    await handle.result();
+    const turns = await scheduledModelTurns(handle);
+    assert.deepEqual(
+      toolMessages(turns[1]?.input.append ?? []).map(({ success, content }) => [success, content.trim()]),
+      [
+        [true, 'via terminal'],
+        [false, 'Error: terminal background execution is not supported in sandbox'],
+        [false, 'Error: Unknown tool: no_such_tool'],
+      ],
+    );
+  });
+});

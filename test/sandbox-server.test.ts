@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import { SandboxServer } from '../sandbox/sandbox-server';
+import type { ToolResult } from '../sandbox/tool-call';
+import { runSandboxTool } from '../sandbox/tools';
+import { uniqueName } from './helpers/run-input';
+
+const TOKEN = 'test-token-0123456789';
+let root: string;
+let server: SandboxServer;
+let baseUrl: string;
+
+async function startServer(): Promise<void> {
+  server = new SandboxServer({ root, token: TOKEN, lanes: 4, runTool: runSandboxTool });
+  baseUrl = `http://127.0.0.1:${await server.listen(0)}`;
+}
+
+async function send(method: 'GET' | 'POST', route: string, body?: unknown, token: string | null = TOKEN) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  return request(`${baseUrl}${route}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+async function call(method: 'GET' | 'POST', route: string, body?: unknown, token: string | null = TOKEN) {
+  const response = await send(method, route, body, token);
+  return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
+}
+
+function bash(trajectoryId: string, callId: string, command: string) {
+  return { callId, trajectoryId, tool: 'bash', arguments: { command }, timeoutS: 30 };
+}
+
+/** Sends a batch and returns its results in the order of the calls (they stream in completion order). */
+async function batch(...calls: Array<{ callId: string }>): Promise<ToolResult[]> {
+  const response = await send('POST', '/batch', { calls });
+  const text = await response.body.text();
+  assert.equal(response.statusCode, 200, text);
+  assert.equal(response.headers['content-type'], 'application/x-ndjson');
+  const results = text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as ToolResult);
+  return calls.map(({ callId }) => results.find((result) => result.callId === callId)!);
+}
+
+describe('the sandbox server', () => {
+  before(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'agents-sandbox-'));
+    await startServer();
+  });
+
+  after(async () => {
+    await server.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('refuses a request without a token with 401 and a wrong token with 403', async () => {
+    const missing = await call('GET', '/health', undefined, null);
+    assert.equal(missing.status, 401);
+    assert.deepEqual(missing.body, { error: 'Missing bearer token' });
+    const wrong = await call('GET', '/health', undefined, 'guess');
+    assert.equal(wrong.status, 403);
+    assert.deepEqual(wrong.body, { error: 'Invalid bearer token' });
+  });
+
+  it('answers bad JSON and invalid bodies with 400 and a one-line message, never a stack', async () => {
+    const badJson = await call('POST', '/batch', '{"calls": [');
+    assert.equal(badJson.status, 400);
+    assert.match(String(badJson.body.error), /^Invalid JSON: /);
+    const invalid = await call('POST', '/batch', { calls: [{ trajectoryId: 'x', tool: 'bash' }] });
+    assert.equal(invalid.status, 400);
+    assert.match(String(invalid.body.error), /^Invalid request: calls\.0\.callId/);
+    const unknown = await call('GET', '/nowhere');
+    assert.equal(unknown.status, 404);
+    for (const response of [badJson, invalid, unknown])
+      assert.doesNotMatch(JSON.stringify(response.body), /\n\s+at /);
+  });
+
+  it('keeps one workspace per trajectory across calls, separate from the others', async () => {
+    const first = uniqueName('trajectory');
+    const second = uniqueName('trajectory');
+    const [written, other] = await batch(
+      bash(first, `${first}-1`, 'echo kept > note.txt && pwd'),
+      bash(second, `${second}-1`, 'ls'),
+    );
+    assert.equal(written?.success, true, written?.error);
+    assert.equal(written?.output.trim(), '/workspace');
+    assert.equal(other?.output.trim(), '');
+    const [read] = await batch(bash(first, `${first}-2`, 'cat note.txt'));
+    assert.equal(read?.output.trim(), 'kept');
+  });
+
+  it('runs a repeated callId once and answers the repeat with the stored result', async () => {
+    const trajectory = uniqueName('once');
+    const append = bash(trajectory, `${trajectory}-append`, 'echo x >> log && wc -l < log');
+    const [first] = await batch(append);
+    const [again] = await batch(append);
+    assert.deepEqual(again, first);
+    // Two copies in flight at once join one execution.
+    const slow = bash(trajectory, `${trajectory}-slow`, 'sleep 1; echo y >> log');
+    const [joinedA, joinedB] = await Promise.all([batch(slow), batch(slow)]);
+    assert.deepEqual(joinedA, joinedB);
+    const [count] = await batch(bash(trajectory, `${trajectory}-count`, 'cat log'));
+    assert.equal(count?.output, 'x\ny\n');
+  });
+
+  it('remembers the results of a trajectory across a server restart', async () => {
+    const trajectory = uniqueName('restart');
+    const append = bash(trajectory, `${trajectory}-append`, 'echo once >> log');
+    await batch(append);
+    await server.close();
+    await startServer();
+    const [repeated] = await batch(append);
+    assert.equal(repeated?.success, true);
+    const log = await readFile(path.join(root, 'trajectories', trajectory, 'workspace', 'log'), 'utf8');
+    assert.equal(log, 'once\n');
+  });
+
+  it('resets a released trajectory when asked, and reports its lanes in health', async () => {
+    const trajectory = uniqueName('release');
+    await batch(bash(trajectory, `${trajectory}-1`, 'echo a > file'));
+    const released = await call('POST', '/release', { trajectoryId: trajectory, reset: true });
+    assert.deepEqual(released.body, { released: trajectory, reset: true });
+    const [listing] = await batch(bash(trajectory, `${trajectory}-2`, 'ls'));
+    assert.equal(listing?.output.trim(), '');
+    const health = await call('GET', '/health');
+    assert.equal(health.body.status, 'ok');
+    assert.equal(health.body.lanes, 4);
+    assert.equal(health.body.executing, 0);
+  });
+});

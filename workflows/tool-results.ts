@@ -1,0 +1,22 @@
+import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
+import type { ToolResult } from '../sandbox/tool-call';
+
+/** The Web UI summary of a tool-batch activity: "tools: bash ×2, read_file ×1". */
+export function toolBatchSummary(calls: ModelToolCall[]): string {
+  const counts = new Map<string, number>();
+  for (const call of calls) counts.set(call.tool, (counts.get(call.tool) ?? 0) + 1);
+  return `tools: ${[...counts].map(([tool, count]) => `${tool} ×${count}`).join(', ')}`;
+}
+
+/** What the model reads back for a tool call: the output, and the error when it failed. */
+export function toolResultMessage(call: ModelToolCall, result: ToolResult): TranscriptMessage {
+  const parts = [result.output];
+  if (!result.success) parts.push(`Error: ${result.error ?? 'failed'}`);
+  return {
+    role: 'tool',
+    toolCallId: call.id,
+    tool: call.tool,
+    content: parts.filter((part) => part !== '').join('\n'),
+    success: result.success,
+  };
+}
