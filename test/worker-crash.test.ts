@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { temporal as proto } from '@temporalio/proto';
 import { AgentsClient } from '../client/agents-client';
 import { startCli } from './helpers/cli';
+import { startTestSandbox, TEST_SANDBOX_TOKEN } from './helpers/environment';
 import { scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { startTestTemporal, type TestTemporal } from './helpers/temporal-server';
@@ -17,9 +18,19 @@ let temporal: TestTemporal;
 let agents: AgentsClient;
 const workers: ChildProcess[] = [];
 let otherMachineHome: string;
+let sandbox: Awaited<ReturnType<typeof startTestSandbox>> | undefined;
 
 async function startWorkerProcess(home: string): Promise<ChildProcess> {
-  const child = await startCli(['worker'], { ...temporal.environment, AGENTS_HOME: home }, /Worker polling/);
+  const child = await startCli(
+    ['worker'],
+    {
+      ...temporal.environment,
+      AGENTS_HOME: home,
+      AGENTS_SANDBOX_URLS: sandbox?.endpoint.url ?? '',
+      AGENTS_SANDBOX_TOKEN: TEST_SANDBOX_TOKEN,
+    },
+    /Worker polling/,
+  );
   workers.push(child);
   return child;
 }
@@ -29,12 +40,15 @@ describe('crashes during a run', () => {
     temporal = await startTestTemporal();
     agents = new AgentsClient(temporal.client);
     otherMachineHome = await mkdtemp(path.join(os.tmpdir(), 'agents-other-machine-'));
+    sandbox = await startTestSandbox();
   });
 
   after(async () => {
     for (const worker of workers) if (worker.exitCode === null) worker.kill('SIGKILL');
     await temporal?.close();
     await rm(otherMachineHome, { recursive: true, force: true });
+    await sandbox?.server.close();
+    if (sandbox !== undefined) await rm(sandbox.root, { recursive: true, force: true });
   });
 
   it('a worker killed during a model call is replaced and the run completes with every iteration recorded once', async () => {
@@ -110,5 +124,44 @@ describe('crashes during a run', () => {
         [2, 'after'],
       ],
     );
+  });
+
+  it('a worker killed while a tool call runs is replaced and the command runs exactly once', async () => {
+    const first = await startWorkerProcess(temporal.home);
+    const name = uniqueName('tool-crash');
+    const handle = await agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            text: 'appending',
+            toolCalls: [{ tool: 'bash', arguments: { command: 'sleep 3; echo x >> log' } }],
+          },
+          { text: 'appended' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    await waitFor('the tool batch to be running', async () => {
+      const description = await handle.describe();
+      const activity = description.raw.pendingActivities?.[0];
+      return (
+        activity?.activityType?.name === 'toolBatch' &&
+        activity.state === proto.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+      );
+    });
+
+    first.kill('SIGKILL');
+    await once(first, 'exit');
+    await startWorkerProcess(temporal.home);
+
+    const result = await waitFor('the run to complete', () => handle.result(), 90_000);
+    assert.equal(result.exitReason, 'max_iterations');
+    const events = (await handle.fetchHistory()).events ?? [];
+    const retried = events.some((event) => (event.activityTaskStartedEventAttributes?.attempt ?? 0) >= 2);
+    assert.ok(retried, 'the tool batch was retried on the new worker');
+    const trajectories = path.join(sandbox!.root, 'trajectories');
+    const [trajectory] = (await readdir(trajectories)).filter((entry) => entry.startsWith(`agent-${name}-`));
+    assert.equal(await readFile(path.join(trajectories, trajectory!, 'workspace', 'log'), 'utf8'), 'x\n');
   });
 });
