@@ -2,6 +2,11 @@
 # TypeScript runs through tsx, a runtime dependency, so there is no build step and no dev dependencies.
 FROM node:20-bookworm-slim
 
+# bubblewrap isolates tool calls on the sandbox server; tmux backs its terminal tools.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap tmux \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 
 COPY package.json package-lock.json ./

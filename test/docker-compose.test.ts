@@ -20,9 +20,10 @@ interface ComposeService {
  * compose-go, the library behind `docker compose config` (tools/compose-config, a Go program).
  */
 describe('docker-compose.yml', () => {
-  it('is a valid Compose project with Temporal on PostgreSQL, the Web UI, setup and workers', async () => {
+  it('is a valid Compose project with Temporal on PostgreSQL, the Web UI, setup, a sandbox server and workers', async () => {
     const { stdout } = await promisify(execFile)('go', ['run', '.', path.join(ROOT, 'docker-compose.yml')], {
       cwd: path.join(ROOT, 'tools', 'compose-config'),
+      env: { ...process.env, AGENTS_SANDBOX_TOKEN: 'compose-test-token' },
       maxBuffer: 10 * 1024 * 1024,
     });
     const project = JSON.parse(stdout) as { services: Record<string, ComposeService> };
@@ -30,6 +31,7 @@ describe('docker-compose.yml', () => {
     assert.deepEqual(Object.keys(services).sort(), [
       'agents-setup',
       'postgresql',
+      'sandbox',
       'temporal',
       'temporal-ui',
       'worker',
@@ -41,6 +43,9 @@ describe('docker-compose.yml', () => {
     assert.equal(services.worker?.environment?.TEMPORAL_ADDRESS, 'temporal:7233');
     assert.equal(services.worker?.depends_on?.['agents-setup']?.condition, 'service_completed_successfully');
     assert.deepEqual(services['agents-setup']?.command, ['setup']);
+    assert.deepEqual(services.sandbox?.command, ['sandbox', '--host', '0.0.0.0', '--port', '7300']);
+    assert.equal(services.worker?.environment?.AGENTS_SANDBOX_URLS, 'http://sandbox:7300');
+    assert.equal(services.worker?.environment?.AGENTS_SANDBOX_TOKEN, 'compose-test-token');
     assert.equal(services['temporal-ui']?.environment?.TEMPORAL_ADDRESS, 'temporal:7233');
   });
 });

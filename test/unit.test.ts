@@ -278,7 +278,12 @@ describe('scripted model', () => {
     const response = await new ScriptedModel().generate(
       modelRequest(spec, { callIndex: 1, onProgress: () => (progress += 1) }),
     );
-    assert.deepEqual(response, { text: 'one', usage: { inputTokens: 40, outputTokens: 7 }, costUsd: 0.25 });
+    assert.deepEqual(response, {
+      text: 'one',
+      toolCalls: [],
+      usage: { inputTokens: 40, outputTokens: 7 },
+      costUsd: 0.25,
+    });
     assert.equal(progress, 1);
   });
 
@@ -556,7 +561,7 @@ describe('--model option', () => {
   it('plays the demo script for "scripted"', () => {
     assert.deepEqual(parseModelOption('scripted'), {
       provider: 'scripted',
-      turns: DEMO_SCRIPT,
+      turns: DEMO_SCRIPT.map((turn) => ({ toolCalls: [], ...turn })),
       whenExhausted: 'cycle',
     });
   });
@@ -568,8 +573,8 @@ describe('--model option', () => {
     assert.deepEqual(parseModelOption(`scripted:${file}`), {
       provider: 'scripted',
       turns: [
-        { text: 'one', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0, delayMs: 0 },
-        { text: 'two', usage: { inputTokens: 5, outputTokens: 2 }, costUsd: 0, delayMs: 0 },
+        { text: 'one', usage: { inputTokens: 0, outputTokens: 0 }, costUsd: 0, delayMs: 0, toolCalls: [] },
+        { text: 'two', usage: { inputTokens: 5, outputTokens: 2 }, costUsd: 0, delayMs: 0, toolCalls: [] },
       ],
       whenExhausted: 'cycle',
     });

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { temporal as proto } from '@temporalio/proto';
 import { AgentsClient } from '../client/agents-client';
 import { startCli } from './helpers/cli';
@@ -43,8 +43,16 @@ describe('crashes during a run', () => {
     sandbox = await startTestSandbox();
   });
 
+  // Each test has only its own workers, so the one it kills is the one running its run.
+  afterEach(async () => {
+    for (const worker of workers.splice(0)) {
+      if (worker.exitCode !== null || worker.signalCode !== null) continue;
+      worker.kill('SIGKILL');
+      await once(worker, 'exit');
+    }
+  });
+
   after(async () => {
-    for (const worker of workers) if (worker.exitCode === null) worker.kill('SIGKILL');
     await temporal?.close();
     await rm(otherMachineHome, { recursive: true, force: true });
     await sandbox?.server.close();
