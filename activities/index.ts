@@ -2,6 +2,7 @@ import type { ModelProviders } from './model-provider';
 import { runModelTurn, type ModelTurnInput, type ModelTurnResult } from './model-turn';
 import { runToolBatch, type ToolBatchInput } from './tool-batch';
 import type { ToolExecutor } from './tool-executor';
+import type { ToolServerClient } from './tool-server-client';
 import type { TranscriptStore } from './transcript-store';
 import type { ToolResult } from '../sandbox/tool-call';
 
@@ -14,6 +15,8 @@ export interface ActivityDependencies {
   transcripts: TranscriptStore;
   /** Sends tool calls to the sandbox servers; none configured means every tool call fails clearly. */
   tools?: ToolExecutor;
+  /** The external tool server, for tools the sandbox does not run. */
+  externalTools?: ToolServerClient;
 }
 
 /** Builds the activities of `agentRun` around their dependencies. */
@@ -25,7 +28,7 @@ export function createActivities(dependencies: ActivityDependencies) {
     },
     /** One batch of tool calls, run in the trajectory's sandbox. */
     async toolBatch(input: ToolBatchInput): Promise<ToolResult[]> {
-      return runToolBatch(input, dependencies.tools);
+      return runToolBatch(input, dependencies);
     },
   };
 }

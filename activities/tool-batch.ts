@@ -1,7 +1,14 @@
 import { Context } from '@temporalio/activity';
 import type { ModelToolCall } from '../common/agent-run-types';
-import { clampTimeoutS, type SandboxPolicy, type ToolCall, type ToolResult } from '../sandbox/tool-call';
+import {
+  clampTimeoutS,
+  SANDBOX_TOOLS,
+  type SandboxPolicy,
+  type ToolCall,
+  type ToolResult,
+} from '../sandbox/tool-call';
 import type { ToolExecutor } from './tool-executor';
+import type { ToolServerClient } from './tool-server-client';
 
 /** Input of one tool batch: the calls of one model answer, with IDs fixed by the workflow. */
 export interface ToolBatchInput {
@@ -46,13 +53,14 @@ function failure(callId: string, error: string): ToolResult {
 }
 
 /**
- * Runs one batch of tool calls through the worker's tool executor. Heartbeats every second, so a
+ * Runs one batch of tool calls: sandbox tools through the worker's tool executor, any other tool on
+ * the external tool server (SEED-BEHAVIOURS 30 for the messages when one is missing). Heartbeats every second, so a
  * killed worker's batch is retried elsewhere within the heartbeat timeout; the retry sends the same
  * callIds, and the sandbox server answers the calls it already ran with their stored results.
  */
 export async function runToolBatch(
   input: ToolBatchInput,
-  executor: ToolExecutor | undefined,
+  routes: { tools?: ToolExecutor; externalTools?: ToolServerClient },
 ): Promise<ToolResult[]> {
   const context = Context.current();
   const heartbeat = setInterval(() => context.heartbeat(), 1000);
@@ -61,13 +69,26 @@ export async function runToolBatch(
       input.calls.map(async ({ callId, call }) => {
         const prepared = prepareCall(input.trajectoryId, input.policy, callId, call);
         if ('success' in prepared) return prepared;
-        if (executor === undefined) {
+        if (!(SANDBOX_TOOLS as readonly string[]).includes(prepared.tool)) {
+          if (routes.externalTools === undefined) {
+            return failure(
+              callId,
+              `External tool not available (ToolServer not configured): ${prepared.tool}`,
+            );
+          }
+          const { tool, arguments: args, timeoutS } = prepared;
+          return routes.externalTools.execute(
+            { callId, tool, arguments: args, timeoutS },
+            context.cancellationSignal,
+          );
+        }
+        if (routes.tools === undefined) {
           return failure(
             callId,
             'No sandbox server configured: set AGENTS_SANDBOX_URLS (or run `agents dev`)',
           );
         }
-        return executor.execute(prepared);
+        return routes.tools.execute(prepared);
       }),
     );
   } finally {

@@ -18,11 +18,17 @@
  * concurrent runs of `--concurrent-iterations` (default 20). The same options can be given as
  * BENCH_ITERATIONS, BENCH_CONCURRENT_ITERATIONS and BENCH_RUNS; argv wins over the environment.
  */
-import { execFile } from 'node:child_process';
-import os from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import {
+  countSchema,
+  describeMachine,
+  formatRatio,
+  formatTable,
+  percentile,
+  temporalVersion,
+} from './report';
 import { ScriptedModel } from '../activities/scripted-model';
 import { AgentsClient, validateRunInput } from '../client/agents-client';
 import type { AgentRunInput, ScriptedTurn } from '../common/agent-input';
@@ -31,7 +37,7 @@ import { iterationsQuery } from '../common/messages';
 import { buildIterationRecord } from '../workflows/iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
 import { scriptedRun, uniqueName } from '../test/helpers/run-input';
-import { startTestTemporal, testTemporalBinary, type TestTemporal } from '../test/helpers/temporal-server';
+import { startTestTemporal, type TestTemporal } from '../test/helpers/temporal-server';
 import { startWorker, type RunningWorker } from '../test/helpers/worker';
 
 /** What the model says: a few turns with text and usage, played in a cycle, never waiting. */
@@ -58,13 +64,6 @@ const BENCH_TURNS: Array<Partial<ScriptedTurn>> = [
 
 /** Iterations of the warm-up run, which pays for the first workflow task and connection setup. */
 const WARM_UP_ITERATIONS = 3;
-
-const countSchema = (name: string, maximum: number) =>
-  z.coerce
-    .number({ error: `${name} must be a number` })
-    .int(`${name} must be a whole number`)
-    .min(1, `${name} must be at least 1`)
-    .max(maximum, `${name} must be at most ${maximum}`);
 
 const benchOptionsSchema = z.object({
   // The `iterations` query returns at most 10,000 records at once.
@@ -212,19 +211,8 @@ async function measureBaseline(prefix: string, loops: number, iterations: number
   return { iterationMs: perLoop.flat(), totalIterations: loops * iterations, wallClockS };
 }
 
-/** The value below which `fraction` of the samples fall (nearest rank). */
-function percentile(samples: number[], fraction: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const rank = Math.max(1, Math.ceil(fraction * sorted.length));
-  return sorted[rank - 1] ?? Number.NaN;
-}
-
 function iterationsPerSecond(figures: PathFigures): number {
   return figures.totalIterations / figures.wallClockS;
-}
-
-function formatRatio(ratio: number): string {
-  return `×${ratio >= 100 ? Math.round(ratio).toLocaleString('en-US') : ratio.toFixed(1)}`;
 }
 
 /** One line of the results table. */
@@ -259,29 +247,7 @@ function renderTable(results: ScenarioResult[]): string {
     formatRatio(percentile(durable.iterationMs, 0.5) / percentile(baseline.iterationMs, 0.5)),
     formatRatio(iterationsPerSecond(baseline) / iterationsPerSecond(durable)),
   ]);
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
-  );
-  const render = (cells: string[]) =>
-    cells
-      .map((cell, column) =>
-        column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0),
-      )
-      .join('  ');
-  const rule = widths.map((width) => '-'.repeat(width)).join('  ');
-  return [render(header), rule, ...rows.map(render)].join('\n');
-}
-
-/** The version line of the `temporal` binary the dev server runs from. */
-async function temporalVersion(): Promise<string> {
-  const { stdout } = await promisify(execFile)(await testTemporalBinary(), ['--version']);
-  return stdout.trim();
-}
-
-function describeMachine(): string {
-  const cpus = os.cpus();
-  const model = cpus[0]?.model.trim() ?? 'unknown CPU';
-  return `${cpus.length} × ${model} · Node ${process.version} · ${os.platform()} ${os.arch()}`;
+  return formatTable(header, rows);
 }
 
 /** Runs the benchmark and prints its figures; resolves to the exit code. */

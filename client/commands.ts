@@ -24,6 +24,7 @@ import {
 import { AgentsError } from './errors';
 import { formatListings, formatRecord, formatStatus } from './format';
 import { parseModelOption } from './model-option';
+import { toolServerCommand, toolServerTokenFile } from './tool-server-command';
 import { ensureTemporalBinary, findTemporalBinary } from './temporal-binary';
 import { listTemplates, loadTemplate } from './templates';
 
@@ -255,6 +256,7 @@ export async function workerCommand(context: CommandContext): Promise<void> {
     home: context.config.home,
     identity: `agents-worker-${process.pid}@${os.hostname()}`,
     sandboxes,
+    toolServer: await configuredToolServer(context.config),
   });
   context.print(
     `Worker polling task queue '${TASK_QUEUE}' on ${context.config.temporal.address} (Ctrl-C stops it)`,
@@ -318,6 +320,15 @@ export async function serverCommand(context: CommandContext): Promise<void> {
         `Unknown server action '${action}'. Accepted: start, stop, status (none runs it in the foreground)`,
       );
   }
+}
+
+/** The external tool server workers use: `AGENTS_TOOL_SERVER_URL` with its token, or none. */
+async function configuredToolServer(
+  config: AgentsConfig,
+): Promise<{ url: string; token: string } | undefined> {
+  const { url, token } = config.toolServer;
+  if (url === undefined) return undefined;
+  return { url, token: await loadOrCreateToken(toolServerTokenFile(config.home), token) };
 }
 
 /** The sandbox servers workers use: `AGENTS_SANDBOX_URLS` with its token, or none. */
@@ -415,6 +426,7 @@ export async function devCommand(context: CommandContext): Promise<void> {
       namespace: temporal.namespace,
       home: context.config.home,
       sandboxes,
+      toolServer: await configuredToolServer(context.config),
     });
     context.print(
       `Worker polling task queue '${TASK_QUEUE}'. Start agents from another terminal; Ctrl-C stops.`,
@@ -504,6 +516,17 @@ export const COMMANDS = {
     usage: 'sandbox [--port P] [--host H] [--lanes N]',
     help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default)',
     options: { port: { type: 'string' }, host: { type: 'string' }, lanes: { type: 'string' } },
+  },
+  'tool-server': {
+    run: toolServerCommand,
+    usage: 'tool-server --tools <module> [--port P] [--host H] [--concurrency N]',
+    help: 'the external tool server: the tools of a TypeScript/JS module over HTTP (bearer token, loopback by default)',
+    options: {
+      tools: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      concurrency: { type: 'string' },
+    },
   },
   worker: {
     run: workerCommand,

@@ -42,6 +42,8 @@ export interface AgentsConfig {
     /** Where a sandbox server keeps workspaces and results (`AGENTS_SANDBOX_ROOT`). */
     root: string;
   };
+  /** The external tool server workers send other tools to (`AGENTS_TOOL_SERVER_URL`), if any. */
+  toolServer: { url: string | undefined; token: string | undefined };
 }
 
 /** Default port of `agents sandbox`. */
@@ -86,6 +88,8 @@ const environmentSchema = z.object({
   AGENTS_SANDBOX_TOKEN: z.string().min(1).optional(),
   AGENTS_SANDBOX_PORT: port.optional(),
   AGENTS_SANDBOX_ROOT: z.string().min(1).optional(),
+  AGENTS_TOOL_SERVER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  AGENTS_TOOL_SERVER_TOKEN: z.string().min(1).optional(),
 });
 
 /**
@@ -107,11 +111,13 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
     port: env.AGENTS_SANDBOX_PORT ?? DEFAULT_SANDBOX_PORT,
     root: path.resolve(env.AGENTS_SANDBOX_ROOT ?? defaultSandboxRoot(home)),
   };
+  const toolServer = { url: env.AGENTS_TOOL_SERVER_URL, token: env.AGENTS_TOOL_SERVER_TOKEN };
   if (env.TEMPORAL_ADDRESS === undefined) {
     const temporalPort = env.AGENTS_TEMPORAL_PORT ?? DEFAULT_TEMPORAL_PORT;
     return {
       home,
       sandbox,
+      toolServer,
       temporal: {
         kind: 'embedded',
         address: `127.0.0.1:${temporalPort}`,
@@ -133,6 +139,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
   return {
     home,
     sandbox,
+    toolServer,
     temporal: {
       kind: 'external',
       address: env.TEMPORAL_ADDRESS,

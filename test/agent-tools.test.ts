@@ -8,12 +8,22 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { ToolBatchInput } from '../activities';
 import type { TranscriptMessage } from '../common/agent-run-types';
+import { z } from 'zod';
+import { defineTool } from '../sandbox/external-tool';
 import { useAgentsEnvironment } from './helpers/environment';
 import { scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 
-// One dev server and one sandbox server for this file, a fresh worker for each test.
-const env = useAgentsEnvironment({ withSandbox: true });
+/** An external tool for the tests: the tool server runs it, not the sandbox. */
+const shout = defineTool({
+  name: 'shout',
+  description: 'Upper-cases its text.',
+  input: z.object({ text: z.string() }),
+  execute: ({ text }) => Promise.resolve(text.toUpperCase()),
+});
+
+// One dev server, one sandbox server and one tool server for this file, a fresh worker for each test.
+const env = useAgentsEnvironment({ withSandbox: true, externalTools: [shout] });
 
 /** Every tool batch the workflow scheduled: its input and its Web UI summary. */
 async function scheduledToolBatches(handle: WorkflowHandle) {
@@ -168,5 +178,30 @@ describe('tool calls of an agent run', () => {
         [false, 'Error: Unknown tool: no_such_tool'],
       ],
     );
+  });
+
+  it('sends tools the sandbox does not run to the external tool server', async () => {
+    const name = uniqueName('external');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            toolCalls: [
+              { tool: 'shout', arguments: { text: 'quiet words' } },
+              { tool: 'shout', arguments: { words: 'wrong field' } },
+            ],
+          },
+          { text: 'done' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    await handle.result();
+    const turns = await scheduledModelTurns(handle);
+    const [shouted, invalid] = toolMessages(turns[1]?.input.append ?? []);
+    assert.deepEqual([shouted?.success, shouted?.content], [true, 'QUIET WORDS']);
+    assert.equal(invalid?.success, false);
+    assert.match(invalid?.content ?? '', /Invalid arguments for tool shout: text/);
   });
 });

@@ -3,6 +3,7 @@ import { NativeConnection, Worker, type NativeConnectionOptions } from '@tempora
 import { createActivities, type ActivityDependencies } from '../activities';
 import { ScriptedModel } from '../activities/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
+import { ToolServerClient } from '../activities/tool-server-client';
 import { TranscriptStore } from '../activities/transcript-store';
 import type { ModelProviders } from '../activities/model-provider';
 import { TASK_QUEUE } from '../common/constants';
@@ -20,11 +21,13 @@ export function createModelProviders(): ModelProviders {
 export function createActivityDependencies(
   home: string,
   sandboxes: SandboxEndpoint[] = [],
+  toolServer?: { url: string; token: string },
 ): ActivityDependencies {
   return {
     models: createModelProviders(),
     transcripts: new TranscriptStore(path.join(home, 'transcripts')),
     ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
+    ...(toolServer === undefined ? {} : { externalTools: new ToolServerClient(toolServer) }),
   };
 }
 
@@ -35,6 +38,8 @@ export interface AgentsWorkerOptions {
   identity?: string;
   /** The sandbox servers for tool calls. */
   sandboxes?: SandboxEndpoint[];
+  /** The external tool server for other tools. */
+  toolServer?: { url: string; token: string };
   /** Overrides the activities' dependencies (tests). */
   dependencies?: ActivityDependencies;
 }
@@ -50,7 +55,8 @@ export interface AgentsWorker {
 /** Creates the agents worker: the `agentRun` workflow and its activities on task queue `agents`. */
 export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<AgentsWorker> {
   const connection = await NativeConnection.connect(options.connectionOptions);
-  const dependencies = options.dependencies ?? createActivityDependencies(options.home, options.sandboxes);
+  const dependencies =
+    options.dependencies ?? createActivityDependencies(options.home, options.sandboxes, options.toolServer);
   try {
     const worker = await Worker.create({
       connection,
@@ -69,7 +75,10 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
           await worker.run();
         } finally {
           // Dependencies passed in belong to the caller, who closes them.
-          if (options.dependencies === undefined) await dependencies.tools?.close();
+          if (options.dependencies === undefined) {
+            await dependencies.tools?.close();
+            await dependencies.externalTools?.close();
+          }
           await connection.close();
         }
       },

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { after, afterEach, before, beforeEach } from 'node:test';
 import type { SandboxEndpoint } from '../../activities/tool-executor';
 import { AgentsClient } from '../../client/agents-client';
+import type { ExternalTool } from '../../sandbox/external-tool';
 import { SandboxServer } from '../../sandbox/sandbox-server';
+import { ToolServer } from '../../sandbox/tool-server';
 import { runSandboxTool } from '../../sandbox/tools';
 import { createActivityDependencies } from '../../worker/create-worker';
 import { startTestTemporal, type TestTemporal } from './temporal-server';
@@ -17,12 +19,16 @@ export interface AgentsTestEnvironment {
   worker: RunningWorker;
   /** The sandbox server of the file, when asked for: real bubblewrap, on loopback. */
   sandbox: { server: SandboxServer; endpoint: SandboxEndpoint; root: string } | undefined;
+  /** The external tool server of the file, when asked for. */
+  toolServer: { server: ToolServer; url: string; token: string } | undefined;
 }
 
 export interface EnvironmentOptions {
   dynamicConfig?: Record<string, string | number>;
   /** Starts a sandbox server for the file and gives every worker its tool executor. */
   withSandbox?: boolean;
+  /** Starts an external tool server offering these tools and gives every worker its client. */
+  externalTools?: ExternalTool[];
 }
 
 /** The bearer token of the tests' sandbox servers. */
@@ -41,17 +47,23 @@ export async function startTestSandbox(): Promise<NonNullable<AgentsTestEnvironm
  * in-process worker for each test, so no test inherits another's worker state.
  */
 export function useAgentsEnvironment(options: EnvironmentOptions = {}): AgentsTestEnvironment {
-  const environment = { sandbox: undefined } as AgentsTestEnvironment;
+  const environment = { sandbox: undefined, toolServer: undefined } as AgentsTestEnvironment;
   before(async () => {
     environment.temporal = await startTestTemporal(options);
     environment.agents = new AgentsClient(environment.temporal.client);
     if (options.withSandbox === true) environment.sandbox = await startTestSandbox();
+    if (options.externalTools !== undefined) {
+      const server = new ToolServer({ token: TEST_SANDBOX_TOKEN, tools: options.externalTools });
+      const port = await server.listen(0);
+      environment.toolServer = { server, url: `http://127.0.0.1:${port}`, token: TEST_SANDBOX_TOKEN };
+    }
   });
   beforeEach(async () => {
     const sandboxes = environment.sandbox === undefined ? [] : [environment.sandbox.endpoint];
+    const { toolServer } = environment;
     environment.worker = await startWorker(
       environment.temporal,
-      createActivityDependencies(environment.temporal.home, sandboxes),
+      createActivityDependencies(environment.temporal.home, sandboxes, toolServer),
     );
   });
   afterEach(async () => {
@@ -59,6 +71,7 @@ export function useAgentsEnvironment(options: EnvironmentOptions = {}): AgentsTe
   });
   after(async () => {
     await environment.sandbox?.server.close();
+    await environment.toolServer?.server.close();
     if (environment.sandbox !== undefined)
       await rm(environment.sandbox.root, { recursive: true, force: true });
     await environment.temporal?.close();

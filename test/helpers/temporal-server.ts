@@ -81,6 +81,7 @@ export async function startTestTemporal(
     home,
     temporal,
     sandbox: { urls: [], token: undefined, port: DEFAULT_SANDBOX_PORT, root: path.join(home, 'sandbox') },
+    toolServer: { url: undefined, token: undefined },
   };
   const binary = await testTemporalBinary();
   const extraArguments = Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => [

@@ -24,6 +24,7 @@ export async function startWorker(
       agentsWorker.worker.shutdown();
       await running;
       await dependencies.tools?.close();
+      await dependencies.externalTools?.close();
     },
   };
 }

@@ -1,0 +1,54 @@
+/** What the benchmarks share: option schemas, percentiles, ratios, the table and the machine line. */
+import { execFile } from 'node:child_process';
+import os from 'node:os';
+import { promisify } from 'node:util';
+import { z } from 'zod';
+import { testTemporalBinary } from '../test/helpers/temporal-server';
+
+/** A whole number option from 1 to `maximum`, with messages naming it. */
+export const countSchema = (name: string, maximum: number) =>
+  z.coerce
+    .number({ error: `${name} must be a number` })
+    .int(`${name} must be a whole number`)
+    .min(1, `${name} must be at least 1`)
+    .max(maximum, `${name} must be at most ${maximum}`);
+
+/** The value below which `fraction` of the samples fall (nearest rank). */
+export function percentile(samples: number[], fraction: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil(fraction * sorted.length));
+  return sorted[rank - 1] ?? Number.NaN;
+}
+
+/** A ratio as "×1.5" or, from 100 on, "×1,234". */
+export function formatRatio(ratio: number): string {
+  return `×${ratio >= 100 ? Math.round(ratio).toLocaleString('en-US') : ratio.toFixed(1)}`;
+}
+
+/** A plain-text table: the first column left-aligned, the figures right-aligned. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const render = (cells: string[]) =>
+    cells
+      .map((cell, column) =>
+        column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0),
+      )
+      .join('  ');
+  const rule = widths.map((width) => '-'.repeat(width)).join('  ');
+  return [render(header), rule, ...rows.map(render)].join('\n');
+}
+
+/** The version line of the `temporal` binary the dev server runs from. */
+export async function temporalVersion(): Promise<string> {
+  const { stdout } = await promisify(execFile)(await testTemporalBinary(), ['--version']);
+  return stdout.trim();
+}
+
+/** CPU, Node and platform, printed with every result. */
+export function describeMachine(): string {
+  const cpus = os.cpus();
+  const model = cpus[0]?.model.trim() ?? 'unknown CPU';
+  return `${cpus.length} × ${model} · Node ${process.version} · ${os.platform()} ${os.arch()}`;
+}
