@@ -11,6 +11,7 @@ import { SANDBOX_WORKSPACE_PATH } from './workspace-paths';
  * Runs one shell command isolated with bubblewrap: its own user, pid, ipc, uts, cgroup and (unless
  * the run's policy allows the network) network namespaces, a read-only system, a private /tmp, the
  * workspace read-write at /workspace, a clean environment, resource limits and a wall-clock limit.
+ * {@link spawnBubblewrap} builds the same sandbox for the long-lived sessions of `stateful-sandbox.ts`.
  */
 
 /** The bubblewrap executable, looked up in {@link BUBBLEWRAP_ENVIRONMENT}'s PATH. */
@@ -167,27 +168,15 @@ export async function runInBubblewrap(
   options.signal?.throwIfAborted();
   const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, ...options.limits };
   const maxStreamChars = options.maxStreamChars ?? MAX_STREAM_CHARS;
-  const identity = options.hostIdentity ?? sandboxHostIdentity();
   const startedAt = performance.now();
 
-  let child: ChildProcess;
-  try {
-    child = spawn(BUBBLEWRAP_COMMAND, bubblewrapArguments(command, options, limits), {
-      // stdin is empty; fds 3 and 4 carry the sandbox's /etc/passwd and /etc/group.
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-      env: { ...BUBBLEWRAP_ENVIRONMENT },
-      ...identity,
-    });
-  } catch (error) {
-    throw new SandboxError(`Cannot start bubblewrap: ${(error as Error).message}`, { cause: error });
-  }
-  // Only the sandbox's own user: tools that look their user up (whoami, git, ssh) work, and the
-  // host's accounts stay unlisted.
-  sendFile(
-    child.stdio[3],
-    `${SANDBOX_USER_NAME}:x:${SANDBOX_USER_ID}:${SANDBOX_GROUP_ID}:${SANDBOX_USER_NAME}:${SANDBOX_WORKSPACE_PATH}:/bin/bash\n`,
-  );
-  sendFile(child.stdio[4], `${SANDBOX_USER_NAME}:x:${SANDBOX_GROUP_ID}:\n`);
+  const child = spawnBubblewrap(command, {
+    workspace: options.workspace,
+    policy: options.policy,
+    limits,
+    cpuLimitS: Math.ceil(options.timeoutS + limits.cpuMarginS),
+    hostIdentity: options.hostIdentity ?? sandboxHostIdentity(),
+  });
 
   const stdout = new StreamCapture(maxStreamChars);
   const stderr = new StreamCapture(maxStreamChars);
@@ -243,6 +232,65 @@ export async function runInBubblewrap(
   });
 }
 
+/** Descriptor of the first of {@link BubblewrapSpawnOptions.extraPipes}: 3 and 4 carry /etc/passwd and /etc/group. */
+export const FIRST_EXTRA_DESCRIPTOR = 5;
+
+/** How to build one sandbox, for a single command or for a long-lived session. */
+export interface BubblewrapSpawnOptions {
+  /** Host folder bound read-write at /workspace; the sandbox's user must be able to use it. */
+  workspace: string;
+  /** `network: false` gives the sandbox a network namespace with only loopback. */
+  policy: SandboxPolicy;
+  limits: SandboxLimits;
+  /** CPU seconds each process of the sandbox may use (RLIMIT_CPU). */
+  cpuLimitS: number;
+  /** Host identity to start bwrap as; undefined: no switch (see {@link sandboxHostIdentity}). */
+  hostIdentity: HostIdentity | undefined;
+  /** A pipe on the command's stdin instead of nothing. */
+  stdinPipe?: boolean;
+  /**
+   * Further pipes, passed to the command as descriptors {@link FIRST_EXTRA_DESCRIPTOR} onwards and
+   * kept open by the prelude that closes every other descriptor above 2.
+   */
+  extraPipes?: number;
+}
+
+/**
+ * Starts bwrap running `command` with bash in a sandbox built from `options`, and hands it the
+ * sandbox's /etc/passwd and /etc/group. The caller owns the process: its output pipes, its end and
+ * killing it (killing bwrap kills the whole sandbox). Throws a {@link SandboxError} when spawning
+ * fails at once; a later failure (bwrap missing) comes as the child's 'error' event.
+ */
+export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions): ChildProcess {
+  const extraPipes = options.extraPipes ?? 0;
+  let child: ChildProcess;
+  try {
+    child = spawn(BUBBLEWRAP_COMMAND, bubblewrapArguments(command, options), {
+      // fds 3 and 4 carry the sandbox's /etc/passwd and /etc/group.
+      stdio: [
+        options.stdinPipe === true ? 'pipe' : 'ignore',
+        'pipe',
+        'pipe',
+        'pipe',
+        'pipe',
+        ...Array.from({ length: extraPipes }, () => 'pipe' as const),
+      ],
+      env: { ...BUBBLEWRAP_ENVIRONMENT },
+      ...options.hostIdentity,
+    });
+  } catch (error) {
+    throw new SandboxError(`Cannot start bubblewrap: ${(error as Error).message}`, { cause: error });
+  }
+  // Only the sandbox's own user: tools that look their user up (whoami, git, ssh) work, and the
+  // host's accounts stay unlisted.
+  sendFile(
+    child.stdio[3],
+    `${SANDBOX_USER_NAME}:x:${SANDBOX_USER_ID}:${SANDBOX_GROUP_ID}:${SANDBOX_USER_NAME}:${SANDBOX_WORKSPACE_PATH}:/bin/bash\n`,
+  );
+  sendFile(child.stdio[4], `${SANDBOX_USER_NAME}:x:${SANDBOX_GROUP_ID}:\n`);
+  return child;
+}
+
 /**
  * Tries `true` in a sandbox built exactly as for a command, once, so a server can refuse to start
  * with a clear reason when bubblewrap is missing or user namespaces are off, instead of failing (or,
@@ -279,11 +327,8 @@ export async function checkBubblewrap(): Promise<{ usable: true } | { usable: fa
  * `--remount-ro /` comes last so the sandbox's root (and /etc in it) is read-only while /tmp,
  * /dev/shm and /workspace, mounts of their own, stay writable.
  */
-function bubblewrapArguments(
-  command: string,
-  options: BubblewrapRunOptions,
-  limits: SandboxLimits,
-): string[] {
+export function bubblewrapArguments(command: string, options: BubblewrapSpawnOptions): string[] {
+  const { limits } = options;
   const uid = String(SANDBOX_USER_ID);
   const gid = String(SANDBOX_GROUP_ID);
   const tmpfsSize = String(limits.tmpfsBytes);
@@ -352,7 +397,7 @@ function bubblewrapArguments(
     '--',
     '/bin/bash',
     '-c',
-    limitsPrelude(limits, options.timeoutS),
+    limitsPrelude(limits, options.cpuLimitS, options.extraPipes ?? 0),
     'sandbox',
     command,
   ];
@@ -362,23 +407,28 @@ function bubblewrapArguments(
  * A bash script that prepares the process and then runs the command (its `$1`) in a fresh bash,
  * with builtins only, so it costs no fork.
  *
- * It closes every descriptor above 2: bwrap passes on whatever the server inherited without
- * close-on-exec (a pipe from the server's own parent, say), and a command must get none of it.
- * Then it sets each limit hard and soft. Setting one can only fail when the host's hard limit is
- * already lower, which is stricter still, so a failure is ignored rather than refusing to run.
+ * It closes every descriptor above 2 but the `extraPipes` the caller passed on purpose: bwrap passes
+ * on whatever the server inherited without close-on-exec (a pipe from the server's own parent, say),
+ * and a command must get none of it. Then it sets each limit hard and soft. Setting one can only fail
+ * when the host's hard limit is already lower, which is stricter still, so a failure is ignored
+ * rather than refusing to run.
  */
-function limitsPrelude(limits: SandboxLimits, timeoutS: number): string {
+function limitsPrelude(limits: SandboxLimits, cpuLimitS: number, extraPipes: number): string {
   const settings: Array<[string, number]> = [
     ['-u', limits.maxProcesses],
     ['-v', Math.floor(limits.maxMemoryBytes / 1024)],
-    ['-t', Math.ceil(timeoutS + limits.cpuMarginS)],
+    ['-t', cpuLimitS],
     ['-f', Math.floor(limits.maxFileSizeBytes / 1024)],
     ['-n', limits.maxOpenFiles],
   ];
+  const kept =
+    extraPipes === 0
+      ? ''
+      : ` && { [ "$descriptor" -lt ${FIRST_EXTRA_DESCRIPTOR} ] || [ "$descriptor" -ge ${FIRST_EXTRA_DESCRIPTOR + extraPipes} ]; }`;
   return [
     'for descriptor in /proc/self/fd/*; do',
     '  descriptor=${descriptor##*/}',
-    '  if [ "$descriptor" -gt 2 ]; then eval "exec $descriptor>&-"; fi',
+    `  if [ "$descriptor" -gt 2 ]${kept}; then eval "exec $descriptor>&-"; fi`,
     'done',
     ...settings.map(([flag, value]) => `ulimit -HS ${flag} ${value} 2>/dev/null`),
     'exec /bin/bash -c "$1"',

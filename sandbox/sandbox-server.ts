@@ -9,6 +9,7 @@ import { describeZodError } from '../common/agent-input';
 import { handOverToSandbox, SANDBOX_USER_ID, sandboxHostIdentity } from './bubblewrap';
 import { ExecutionLanes } from './lanes';
 import { ResultStore } from './result-store';
+import { closeStatefulSessions } from './stateful-sessions';
 import { SandboxError, toolCallSchema, type ToolCall, type ToolResult } from './tool-call';
 
 /** Runs one tool call in a workspace: bubblewrap in production. */
@@ -94,9 +95,12 @@ export class SandboxServer {
     return (this.server.address() as AddressInfo).port;
   }
 
-  /** Stops accepting requests and aborts the commands still running. */
+  /** Stops accepting requests, aborts the commands still running and closes the stateful sessions. */
   async close(): Promise<void> {
     this.shutdown.abort();
+    await Promise.all(
+      [...this.trajectories.keys()].map((trajectoryId) => closeStatefulSessions(trajectoryId)),
+    );
     const server = this.server;
     if (server === undefined) return;
     server.closeAllConnections();
@@ -156,6 +160,7 @@ export class SandboxServer {
       case 'POST /release': {
         const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request));
         this.trajectories.delete(trajectoryId);
+        await closeStatefulSessions(trajectoryId);
         if (reset)
           await rm(path.join(this.trajectoriesDir(), trajectoryId), { recursive: true, force: true });
         return { released: trajectoryId, reset };

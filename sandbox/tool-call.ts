@@ -8,7 +8,7 @@ import { sandboxPolicySchema } from '../common/agent-input';
  */
 
 /** Tools a sandbox server runs itself. */
-export const SANDBOX_TOOLS = ['bash', 'read_file', 'write_file'] as const;
+export const SANDBOX_TOOLS = ['bash', 'read_file', 'write_file', 'bash_stateful', 'tmux'] as const;
 export type SandboxToolName = (typeof SANDBOX_TOOLS)[number];
 
 /** Per-run policy from the run's input, never from the model. */

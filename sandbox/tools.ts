@@ -9,6 +9,7 @@ import {
   sandboxHostIdentity,
   type BubblewrapResult,
 } from './bubblewrap';
+import { bashStatefulArgumentsSchema, runBashStateful, runTmux, tmuxArgumentsSchema } from './stateful-tools';
 import {
   clampTimeoutS,
   MAX_FILE_CHARS,
@@ -24,7 +25,8 @@ import { resolveInWorkspace } from './workspace-paths';
 
 /**
  * The tools a sandbox server runs itself: `bash` in bubblewrap, `read_file` and `write_file` on the
- * host inside the workspace. Every tool-level problem (bad arguments, a refused path, a failing or
+ * host inside the workspace, `bash_stateful` and `tmux` in the trajectory's long-lived sandbox
+ * (`stateful-tools.ts`). Every tool-level problem (bad arguments, a refused path, a failing or
  * timed-out command) comes back as a `{ success: false, error }` result for the model to read.
  */
 
@@ -84,6 +86,16 @@ export async function runSandboxTool(
         const parsed = parseArguments(call, writeFileArgumentsSchema);
         if (typeof parsed === 'string') return failure(call, parsed);
         return await writeWorkspaceFile(call, parsed, workspaceRoot);
+      }
+      case 'bash_stateful': {
+        const parsed = parseArguments(call, bashStatefulArgumentsSchema);
+        if (typeof parsed === 'string') return failure(call, parsed);
+        return await runBashStateful(call, parsed, workspaceRoot, signal);
+      }
+      case 'tmux': {
+        const parsed = parseArguments(call, tmuxArgumentsSchema);
+        if (typeof parsed === 'string') return failure(call, parsed);
+        return await runTmux(call, parsed, workspaceRoot, signal);
       }
     }
   } catch (error) {

@@ -204,4 +204,26 @@ describe('tool calls of an agent run', () => {
     assert.equal(invalid?.success, false);
     assert.match(invalid?.content ?? '', /Invalid arguments for tool shout: text/);
   });
+
+  it('keeps one shell across the tool calls of a run through terminal_stateful', async () => {
+    const name = uniqueName('stateful');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            toolCalls: [
+              { tool: 'terminal_stateful', arguments: { command: 'mkdir -p deep && cd deep && X=42' } },
+            ],
+          },
+          { toolCalls: [{ tool: 'bash_stateful', arguments: { command: 'echo "$PWD $X"' } }] },
+          { text: 'remembered' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    await handle.result();
+    const turns = await scheduledModelTurns(handle);
+    assert.equal(toolMessages(turns[2]?.input.append ?? [])[0]?.content.trim(), '/workspace/deep 42');
+  });
 });
