@@ -7,7 +7,9 @@ import path from 'node:path';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
 import { handOverToSandbox, SANDBOX_USER_ID, sandboxHostIdentity } from './bubblewrap';
+import { archiveArtifacts, ArtifactTooLargeError, listArtifacts, readArtifact } from './artifacts';
 import { ExecutionLanes } from './lanes';
+import { PathOutsideWorkspaceError } from './workspace-paths';
 import { ResultStore } from './result-store';
 import { closeStatefulSessions } from './stateful-sessions';
 import { SandboxError, toolCallSchema, type ToolCall, type ToolResult } from './tool-call';
@@ -48,6 +50,39 @@ class StreamedResults {
       }),
     );
     response.end();
+  }
+}
+
+/** A response that is not JSON, such as an archive. */
+class BinaryBody {
+  constructor(
+    readonly data: Buffer,
+    readonly contentType: string,
+  ) {}
+}
+
+const artifactQuerySchema = z
+  .object({
+    trajectoryId: toolCallSchema.shape.trajectoryId,
+    path: z.string().min(1).default('.'),
+    recursive: z.enum(['true', 'false']).optional(),
+    encoding: z.enum(['text', 'base64']).optional(),
+    sha256: z.enum(['true', 'false']).optional(),
+  })
+  .strict();
+
+/** Runs an artifact operation, turning its failures into the HTTP answers they deserve. */
+async function artifactCall<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof PathOutsideWorkspaceError) throw new HttpError(403, error.message);
+    if (error instanceof ArtifactTooLargeError) throw new HttpError(413, error.message);
+    if (error instanceof SandboxError) throw new HttpError(400, error.message);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new HttpError(404, 'No such file or folder');
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw new HttpError(400, 'Not a folder');
+    throw error;
   }
 }
 
@@ -165,9 +200,42 @@ export class SandboxServer {
           await rm(path.join(this.trajectoriesDir(), trajectoryId), { recursive: true, force: true });
         return { released: trajectoryId, reset };
       }
+      case 'GET /artifacts/list': {
+        const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
+        const workspace = await this.existingWorkspace(query.trajectoryId);
+        return artifactCall(() => listArtifacts(workspace, query.path, query.recursive === 'true'));
+      }
+      case 'GET /artifacts/read': {
+        const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
+        const workspace = await this.existingWorkspace(query.trajectoryId);
+        const options = {
+          sha256: query.sha256 === 'true',
+          ...(query.encoding ? { encoding: query.encoding } : {}),
+        };
+        return artifactCall(() => readArtifact(workspace, query.path, options));
+      }
+      case 'GET /artifacts/archive': {
+        const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
+        const workspace = await this.existingWorkspace(query.trajectoryId);
+        return new BinaryBody(
+          await artifactCall(() => archiveArtifacts(workspace, query.path)),
+          'application/gzip',
+        );
+      }
       default:
         throw new HttpError(404, `No route ${route}`);
     }
+  }
+
+  /** The workspace of a trajectory this server holds; artifacts are never read from a new one. */
+  private async existingWorkspace(trajectoryId: string): Promise<string> {
+    const workspace = path.join(this.trajectoriesDir(), trajectoryId, 'workspace');
+    try {
+      await stat(workspace);
+    } catch {
+      throw new HttpError(404, `No active slot for trajectory ${trajectoryId}`);
+    }
+    return workspace;
   }
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -182,6 +250,11 @@ export class SandboxServer {
       if (status === 500) console.error('sandbox server: internal error', error);
     }
     if (body instanceof StreamedResults) return body.writeTo(response);
+    if (body instanceof BinaryBody) {
+      response.writeHead(200, { 'content-type': body.contentType, 'content-length': body.data.length });
+      response.end(body.data);
+      return;
+    }
     response.writeHead(status, { 'content-type': 'application/json' });
     response.end(JSON.stringify(body));
   }

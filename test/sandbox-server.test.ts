@@ -136,4 +136,47 @@ describe('the sandbox server', () => {
     assert.equal(health.body.lanes, 4);
     assert.equal(health.body.executing, 0);
   });
+
+  it('serves the artifacts of a workspace: list, read, archive, and 404 for an unknown trajectory', async () => {
+    const trajectory = uniqueName('artifacts');
+    await batch(
+      bash(
+        trajectory,
+        `${trajectory}-1`,
+        'mkdir -p out && echo result > out/a.txt && ln -s /etc/passwd out/link',
+      ),
+    );
+    const query = (extra: string) => `trajectoryId=${trajectory}&${extra}`;
+
+    const listing = await call('GET', `/artifacts/list?${query('path=out')}`);
+    assert.equal(listing.status, 200);
+    assert.deepEqual(
+      (listing.body.entries as Array<{ path: string; type: string }>).map((entry) => [
+        entry.path,
+        entry.type,
+      ]),
+      [
+        ['out/a.txt', 'file'],
+        ['out/link', 'symlink'],
+      ],
+    );
+    const read = await call('GET', `/artifacts/read?${query('path=out/a.txt&sha256=true')}`);
+    assert.equal(read.body.content, 'result\n');
+    assert.equal(read.body.mime, 'text/plain');
+    assert.equal(typeof read.body.sha256, 'string');
+
+    const escape = await call('GET', `/artifacts/read?${query('path=out/link')}`);
+    assert.deepEqual([escape.status, escape.body.error], [403, 'Access denied: path outside workspace']);
+    const missing = await call('GET', `/artifacts/read?${query('path=nothing.txt')}`);
+    assert.equal(missing.status, 404);
+
+    const archive = await send('GET', `/artifacts/archive?${query('path=out')}`);
+    assert.equal(archive.statusCode, 200);
+    assert.equal(archive.headers['content-type'], 'application/gzip');
+    const gzip = Buffer.from(await archive.body.arrayBuffer());
+    assert.deepEqual([...gzip.subarray(0, 2)], [0x1f, 0x8b]);
+
+    const unknown = await call('GET', '/artifacts/list?trajectoryId=never-seen');
+    assert.deepEqual([unknown.status, unknown.body.error], [404, 'No active slot for trajectory never-seen']);
+  });
 });
