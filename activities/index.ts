@@ -26,6 +26,10 @@ export function createActivities(dependencies: ActivityDependencies) {
     async modelTurn(input: ModelTurnInput): Promise<ModelTurnResult> {
       return runModelTurn(input, dependencies);
     },
+    /** Releases the run's workspace when the run ends; no sandbox configured, nothing to release. */
+    async releaseWorkspace(input: { trajectoryId: string; reset: boolean }): Promise<void> {
+      await dependencies.tools?.release(input.trajectoryId, input.reset);
+    },
     /** One batch of tool calls, run in the trajectory's sandbox. */
     async toolBatch(input: ToolBatchInput): Promise<ToolResult[]> {
       return runToolBatch(input, dependencies);

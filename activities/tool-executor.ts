@@ -155,6 +155,28 @@ export class ToolExecutor {
     pending.resolve(result);
   }
 
+  /**
+   * Releases a trajectory on its server when its run ends: its stateful shells close, and with
+   * `reset` its workspace and stored results are deleted.
+   */
+  async release(trajectoryId: string, reset: boolean): Promise<void> {
+    const server = this.serverIndexed(trajectoryId);
+    const response = await server.pool.request({
+      path: '/release',
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.endpoint.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ trajectoryId, reset }),
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
+    });
+    const body = await response.body.text();
+    if (response.statusCode !== 200) {
+      throw new Error(
+        `sandbox server ${server.endpoint.url} answered ${response.statusCode} to release: ${body}`,
+      );
+    }
+  }
+
   /** Counters and latency percentiles so far. */
   stats(): ToolExecutorStats {
     const sorted = [...this.latencies].sort((a, b) => a - b);

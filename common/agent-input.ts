@@ -95,6 +95,14 @@ export const sandboxPolicySchema = z
   })
   .strict();
 
+/** The run's sandbox: its policy, and what becomes of the workspace when the run ends. */
+export const sandboxSettingsSchema = sandboxPolicySchema
+  .extend({
+    /** Delete the workspace when the run ends, instead of keeping it for its artifacts. */
+    resetOnEnd: z.boolean().default(false),
+  })
+  .strict();
+
 /** Limits that protect a run from looping on failures. */
 export const guardLimitsSchema = z
   .object({
@@ -112,7 +120,7 @@ export const agentRunInputSchema = z
     maxIterations: z.number().int().positive().optional(),
     model: modelSpecSchema,
     guards: guardLimitsSchema.default({ errorBackoffS: DEFAULT_ERROR_BACKOFF_S }),
-    sandbox: sandboxPolicySchema.default({ network: false }),
+    sandbox: sandboxSettingsSchema.default({ network: false, resetOnEnd: false }),
   })
   .strict();
 

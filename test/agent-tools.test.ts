@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -225,5 +225,26 @@ describe('tool calls of an agent run', () => {
     await handle.result();
     const turns = await scheduledModelTurns(handle);
     assert.equal(toolMessages(turns[2]?.input.append ?? [])[0]?.content.trim(), '/workspace/deep 42');
+  });
+
+  it('deletes the workspace when the run ends if the run asks for it', async () => {
+    const name = uniqueName('reset');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          { toolCalls: [{ tool: 'bash', arguments: { command: 'echo temporary > scratch' } }] },
+          { text: 'done' },
+        ],
+        {
+          maxIterations: 1,
+          sandbox: { resetOnEnd: true },
+        },
+      ),
+    );
+    await handle.result();
+    const [batch] = await scheduledToolBatches(handle);
+    const trajectoryFolder = path.join(env.sandbox!.root, 'trajectories', batch?.input.trajectoryId ?? '');
+    await assert.rejects(stat(trajectoryFolder), { code: 'ENOENT' });
   });
 });

@@ -179,4 +179,27 @@ describe('the sandbox server', () => {
     const unknown = await call('GET', '/artifacts/list?trajectoryId=never-seen');
     assert.deepEqual([unknown.status, unknown.body.error], [404, 'No active slot for trajectory never-seen']);
   });
+
+  it('survives a fork bomb, a memory hog, an output flood and an endless loop, and keeps serving', async () => {
+    const trajectory = uniqueName('attacks');
+    const attack = (label: string, command: string, timeoutS: number) => ({
+      ...bash(trajectory, `${trajectory}-${label}`, command),
+      timeoutS,
+    });
+    const results = await batch(
+      attack('fork-bomb', ':(){ :|:& };:', 5),
+      attack('memory', 'head -c 3000000000 /dev/zero | tail > /dev/null', 20),
+      attack('flood', 'yes', 20),
+      attack('loop', 'while :; do :; done', 2),
+    );
+    // The bomb's first shell returns at once; its children die with the sandbox's pid namespace.
+    assert.equal(results[0]?.callId, `${trajectory}-fork-bomb`);
+    for (const result of results.slice(1)) assert.equal(result?.success, false, JSON.stringify(result));
+    assert.equal(results[3]?.error, 'Command timed out after 2s');
+    assert.ok((results[2]?.output.length ?? 0) < 60_000, 'the flood was cut short');
+    const health = await call('GET', '/health');
+    assert.deepEqual([health.status, health.body.executing], [200, 0]);
+    const [after] = await batch(bash(trajectory, `${trajectory}-after`, 'echo still here'));
+    assert.equal(after?.output.trim(), 'still here');
+  });
 });

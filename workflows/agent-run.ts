@@ -46,6 +46,8 @@ export interface CarriedState {
   transcript: TranscriptMessage[];
   /** Tool results the model has not read yet: they open the next iteration's turn. */
   pendingMessages: TranscriptMessage[];
+  /** Whether the run has a workspace on a sandbox server, to release when it ends. */
+  usedSandbox: boolean;
   lastError: string | null;
   ignoredSignals: number;
   startedAt: string;
@@ -65,6 +67,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 },
     transcript: [],
     pendingMessages: [],
+    usedSandbox: false,
     lastError: null,
     ignoredSignals: 0,
     startedAt: new Date().toISOString(),
@@ -205,9 +208,10 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
         retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
         summary: toolBatchSummary(sandboxed.map(({ call }) => call)),
       });
+      run.usedSandbox = true;
       const answered = await toolBatch({
         trajectoryId: transcriptKey,
-        policy: input.sandbox,
+        policy: { network: input.sandbox.network },
         calls: sandboxed,
       });
       for (const result of answered) results.set(result.callId, result);
@@ -330,13 +334,37 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     }
   }
 
+  /**
+   * Releases the run's workspace when the run ends (not on continue-as-new, which carries on in
+   * it). A failure to release is logged, never the run's failure.
+   */
+  async function releaseWorkspace(): Promise<void> {
+    if (!run.usedSandbox) return;
+    const { releaseWorkspace } = wf.proxyActivities<AgentActivities>({
+      startToCloseTimeout: '1 minute',
+      retry: { maximumAttempts: 5 },
+      summary: input.sandbox.resetOnEnd ? 'release and reset the workspace' : 'release the workspace',
+    });
+    try {
+      await wf.CancellationScope.nonCancellable(() =>
+        releaseWorkspace({ trajectoryId: transcriptKey, reset: input.sandbox.resetOnEnd }),
+      );
+    } catch (error) {
+      wf.log.warn('Workspace not released', { error: failureMessage(error) });
+    }
+  }
+
   publish('running');
   try {
     exitReason = await loop();
   } catch (error) {
-    if (wf.isCancellation(error)) publish('stopped');
+    if (wf.isCancellation(error)) {
+      publish('stopped');
+      await releaseWorkspace();
+    }
     throw error;
   }
+  await releaseWorkspace();
   publish('stopped');
   await wf.condition(wf.allHandlersFinished);
   return { exitReason, iterations: run.iteration, usage: run.usage };
