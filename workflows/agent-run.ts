@@ -35,7 +35,7 @@ import type { ToolResult } from '../sandbox/tool-call';
 import { renderCurrentDetails } from './current-details';
 import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
-import { toolBatchSummary, toolResultMessage } from './tool-results';
+import { finishResult, resultOrMissing, toolBatchSummary, toolResultMessage } from './tool-results';
 
 /** What a run hands to its next execution on continue-as-new: plain JSON. */
 export interface CarriedState {
@@ -219,13 +219,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     return batch.map(({ callId, call }) =>
       toolResultMessage(
         call,
-        results.get(callId) ?? {
-          callId,
-          success: call.tool === FINISH_TOOL,
-          output: call.tool === FINISH_TOOL ? 'The run ends after this iteration.' : '',
-          error: call.tool === FINISH_TOOL ? undefined : 'No result from the sandbox',
-          metadata: {},
-        },
+        call.tool === FINISH_TOOL ? finishResult(callId) : resultOrMissing(results, callId),
       ),
     );
   }

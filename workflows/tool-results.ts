@@ -20,3 +20,21 @@ export function toolResultMessage(call: ModelToolCall, result: ToolResult): Tran
     success: result.success,
   };
 }
+
+/** What the model reads back for `finish`, which the workflow handles itself. */
+export function finishResult(callId: string): ToolResult {
+  return { callId, success: true, output: 'The run ends after this iteration.', metadata: {} };
+}
+
+/** The result the sandbox gave for a call, or a failure saying it gave none. */
+export function resultOrMissing(results: ReadonlyMap<string, ToolResult>, callId: string): ToolResult {
+  return (
+    results.get(callId) ?? {
+      callId,
+      success: false,
+      output: '',
+      error: 'No result from the sandbox',
+      metadata: {},
+    }
+  );
+}
