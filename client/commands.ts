@@ -9,7 +9,7 @@ import type { SandboxEndpoint } from '../activities/tool-executor';
 import { checkBubblewrap } from '../sandbox/bubblewrap';
 import { SandboxServer } from '../sandbox/sandbox-server';
 import { loadOrCreateToken } from '../sandbox/token';
-import { runSandboxTool } from '../sandbox/tools';
+import { runSandboxTool, type SandboxIsolation } from '../sandbox/tools';
 import { createAgentsWorker } from '../worker/create-worker';
 import { AgentsClient, validateRunInput } from './agents-client';
 import { sandboxTokenFile, webUiRunUrl, type AgentsConfig } from './config';
@@ -364,25 +364,48 @@ async function startLocalSandbox(
   return { server, endpoint: { url: `http://127.0.0.1:${bound}`, token } };
 }
 
-/** `agents sandbox`: the sandbox server in the foreground, on loopback unless told otherwise. */
+/**
+ * `agents sandbox`: the sandbox server in the foreground, on loopback unless told otherwise. It
+ * refuses to start without a usable bubblewrap unless `--unsafe-no-sandbox` is given; then `bash`
+ * runs on the host (no isolation; absolute `/workspace/...` paths do not map) and the stateful tools
+ * are refused. Where bubblewrap is usable the flag changes nothing.
+ */
 export async function sandboxCommand(context: CommandContext): Promise<void> {
   const port =
     numberOption(context, 'port', z.number().int().min(0).max(65_535)) ?? context.config.sandbox.port;
   const lanes = numberOption(context, 'lanes', z.number().int().min(1).max(1024)) ?? DEFAULT_SANDBOX_LANES;
   const host = text(context, 'host') ?? '127.0.0.1';
+  const unsafeNoSandbox = flag(context, 'unsafe-no-sandbox');
   const check = await checkBubblewrap();
+  let isolation: SandboxIsolation = 'bubblewrap';
   if (!check.usable) {
-    throw new AgentsError(
-      'sandbox_unavailable',
-      `bubblewrap is not usable (${check.reason}): install it (Debian: apt-get install bubblewrap) and allow unprivileged user namespaces`,
+    if (!unsafeNoSandbox) {
+      throw new AgentsError(
+        'sandbox_unavailable',
+        `bubblewrap is not usable (${check.reason}): install it (Debian: apt-get install bubblewrap) and allow unprivileged user namespaces, or pass --unsafe-no-sandbox to run tool calls unsandboxed on this host`,
+      );
+    }
+    isolation = 'none';
+    context.print(
+      `WARNING: bubblewrap is not usable (${check.reason}); running tool calls UNSANDBOXED on this host because of --unsafe-no-sandbox: commands see the host's files, processes and network, absolute /workspace/... paths do not map to the workspace, and bash_stateful and tmux are refused`,
+    );
+  } else if (unsafeNoSandbox) {
+    context.print(
+      'Note: bubblewrap is usable, so --unsafe-no-sandbox changes nothing: tool calls run in bubblewrap',
     );
   }
   const tokenFile = sandboxTokenFile(context.config.home);
   const token = await loadOrCreateToken(tokenFile, context.config.sandbox.token);
   const { root } = context.config.sandbox;
-  const server = new SandboxServer({ root, token, lanes, runTool: runSandboxTool });
+  const server = new SandboxServer({
+    root,
+    token,
+    lanes,
+    runTool: (call, workspace, signal) => runSandboxTool(call, workspace, signal, isolation),
+  });
   const bound = await server.listen(port, host);
-  context.print(`Sandbox server on http://${host}:${bound}: ${lanes} lanes, workspaces in ${root}`);
+  const mode = isolation === 'none' ? ' (UNSANDBOXED)' : '';
+  context.print(`Sandbox server on http://${host}:${bound}${mode}: ${lanes} lanes, workspaces in ${root}`);
   context.print(
     context.config.sandbox.token === undefined
       ? `Bearer token in ${tokenFile}`
@@ -513,9 +536,14 @@ export const COMMANDS = {
   },
   sandbox: {
     run: sandboxCommand,
-    usage: 'sandbox [--port P] [--host H] [--lanes N]',
-    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default)',
-    options: { port: { type: 'string' }, host: { type: 'string' }, lanes: { type: 'string' } },
+    usage: 'sandbox [--port P] [--host H] [--lanes N] [--unsafe-no-sandbox]',
+    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default); --unsafe-no-sandbox runs them on the host when bubblewrap is not usable',
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      lanes: { type: 'string' },
+      'unsafe-no-sandbox': { type: 'boolean' },
+    },
   },
   'tool-server': {
     run: toolServerCommand,

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { lstatSync, readlinkSync } from 'node:fs';
+import { accessSync, constants, lstatSync, readlinkSync, statSync } from 'node:fs';
 import { chmod, lchown, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +14,10 @@ import { SANDBOX_WORKSPACE_PATH } from './workspace-paths';
  * {@link spawnBubblewrap} builds the same sandbox for the long-lived sessions of `stateful-sandbox.ts`.
  */
 
-/** The bubblewrap executable, looked up in {@link BUBBLEWRAP_ENVIRONMENT}'s PATH. */
+/**
+ * The bubblewrap executable, looked up in the server's own PATH (see {@link findBubblewrap}), so the
+ * operator decides which bwrap runs, and a PATH without one means "no bubblewrap".
+ */
 export const BUBBLEWRAP_COMMAND = 'bwrap';
 
 /**
@@ -167,7 +170,6 @@ export async function runInBubblewrap(
 ): Promise<BubblewrapResult> {
   options.signal?.throwIfAborted();
   const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, ...options.limits };
-  const maxStreamChars = options.maxStreamChars ?? MAX_STREAM_CHARS;
   const startedAt = performance.now();
 
   const child = spawnBubblewrap(command, {
@@ -177,16 +179,52 @@ export async function runInBubblewrap(
     cpuLimitS: Math.ceil(options.timeoutS + limits.cpuMarginS),
     hostIdentity: options.hostIdentity ?? sandboxHostIdentity(),
   });
+  return superviseCommand(child, {
+    program: 'bubblewrap',
+    timeoutS: options.timeoutS,
+    signal: options.signal,
+    maxStreamChars: options.maxStreamChars ?? MAX_STREAM_CHARS,
+    startedAt,
+    // Killing bwrap is enough: its pid 1 in the sandbox dies with it (--die-with-parent), and the
+    // kernel then kills every process left in the sandbox's pid namespace.
+    kill: () => child.kill('SIGKILL'),
+  });
+}
 
+/** How {@link superviseCommand} watches one started command. */
+export interface CommandSupervision {
+  /** What was started, for the error when it could not be: "bubblewrap". */
+  program: string;
+  /** Wall-clock limit in seconds. */
+  timeoutS: number;
+  /** Aborting kills the command and rejects with the signal's reason. */
+  signal: AbortSignal | undefined;
+  /** Characters kept per stream. */
+  maxStreamChars: number;
+  /** `performance.now()` just before the command was spawned. */
+  startedAt: number;
+  /** Kills the command and every process it started; called at most once. */
+  kill: () => void;
+}
+
+/**
+ * Captures a started command's output and ends it the way {@link runInBubblewrap} promises: killed
+ * (with `supervision.kill`) on timeout, output flood or abort, and settled once no process holds
+ * its output pipes any more. Shared with the unsandboxed runner (`unsandboxed.ts`), so both give
+ * the same result for the same command.
+ */
+export function superviseCommand(
+  child: ChildProcess,
+  supervision: CommandSupervision,
+): Promise<BubblewrapResult> {
+  const { maxStreamChars, signal } = supervision;
   const stdout = new StreamCapture(maxStreamChars);
   const stderr = new StreamCapture(maxStreamChars);
   let killReason: 'timeout' | 'output' | 'abort' | undefined;
-  // Killing bwrap is enough: its pid 1 in the sandbox dies with it (--die-with-parent), and the
-  // kernel then kills every process left in the sandbox's pid namespace.
   const killTree = (reason: 'timeout' | 'output' | 'abort'): void => {
     if (killReason !== undefined) return;
     killReason = reason;
-    child.kill('SIGKILL');
+    supervision.kill();
   };
   const onData = (capture: StreamCapture) => (chunk: string) => {
     capture.add(chunk);
@@ -195,9 +233,9 @@ export async function runInBubblewrap(
   child.stdout?.setEncoding('utf8').on('data', onData(stdout));
   child.stderr?.setEncoding('utf8').on('data', onData(stderr));
 
-  const timer = setTimeout(() => killTree('timeout'), options.timeoutS * 1000);
+  const timer = setTimeout(() => killTree('timeout'), supervision.timeoutS * 1000);
   const onAbort = (): void => killTree('abort');
-  options.signal?.addEventListener('abort', onAbort, { once: true });
+  signal?.addEventListener('abort', onAbort, { once: true });
 
   return new Promise<BubblewrapResult>((resolve, reject) => {
     let spawnError: Error | undefined;
@@ -207,13 +245,17 @@ export async function runInBubblewrap(
     // 'close' comes after the exit and after every holder of the output pipes is gone.
     child.once('close', (code: number | null, signalName: NodeJS.Signals | null) => {
       clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
       if (killReason === 'abort') {
-        reject(abortReason(options.signal));
+        reject(abortReason(signal));
         return;
       }
       if (spawnError !== undefined) {
-        reject(new SandboxError(`Cannot start bubblewrap: ${spawnError.message}`, { cause: spawnError }));
+        reject(
+          new SandboxError(`Cannot start ${supervision.program}: ${spawnError.message}`, {
+            cause: spawnError,
+          }),
+        );
         return;
       }
       const timedOut = killReason === 'timeout';
@@ -226,7 +268,7 @@ export async function runInBubblewrap(
         stdoutTruncated: stdout.truncated,
         stderrTruncated: stderr.truncated,
         outputLimitExceeded: killReason === 'output',
-        durationMs: Math.round(performance.now() - startedAt),
+        durationMs: Math.round(performance.now() - supervision.startedAt),
       });
     });
   });
@@ -263,9 +305,14 @@ export interface BubblewrapSpawnOptions {
  */
 export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions): ChildProcess {
   const extraPipes = options.extraPipes ?? 0;
+  const executable = findBubblewrap();
+  if (executable === undefined) {
+    const notFound = Object.assign(new Error(`${BUBBLEWRAP_COMMAND} not found in PATH`), { code: 'ENOENT' });
+    throw new SandboxError(`Cannot start bubblewrap: ${notFound.message}`, { cause: notFound });
+  }
   let child: ChildProcess;
   try {
-    child = spawn(BUBBLEWRAP_COMMAND, bubblewrapArguments(command, options), {
+    child = spawn(executable, bubblewrapArguments(command, options), {
       // fds 3 and 4 carry the sandbox's /etc/passwd and /etc/group.
       stdio: [
         options.stdinPipe === true ? 'pipe' : 'ignore',
@@ -289,6 +336,26 @@ export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions
   );
   sendFile(child.stdio[4], `${SANDBOX_USER_NAME}:x:${SANDBOX_GROUP_ID}:\n`);
   return child;
+}
+
+/**
+ * The absolute path of {@link BUBBLEWRAP_COMMAND} in the server's PATH, or undefined. Resolved here
+ * because `spawn` would search the PATH of the environment it is given, and bwrap gets the
+ * sandbox's clean {@link BUBBLEWRAP_ENVIRONMENT}, not the server's.
+ */
+export function findBubblewrap(): string | undefined {
+  const searchPath = process.env.PATH ?? BUBBLEWRAP_ENVIRONMENT.PATH ?? '';
+  for (const folder of searchPath.split(path.delimiter)) {
+    if (!path.isAbsolute(folder)) continue;
+    const candidate = path.join(folder, BUBBLEWRAP_COMMAND);
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // Not in this folder.
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -405,7 +472,8 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
 
 /**
  * A bash script that prepares the process and then runs the command (its `$1`) in a fresh bash,
- * with builtins only, so it costs no fork.
+ * with builtins only, so it costs no fork. The unsandboxed runner (`unsandboxed.ts`) applies the
+ * same script on the host.
  *
  * It closes every descriptor above 2 but the `extraPipes` the caller passed on purpose: bwrap passes
  * on whatever the server inherited without close-on-exec (a pipe from the server's own parent, say),
@@ -413,7 +481,7 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
  * when the host's hard limit is already lower, which is stricter still, so a failure is ignored
  * rather than refusing to run.
  */
-function limitsPrelude(limits: SandboxLimits, cpuLimitS: number, extraPipes: number): string {
+export function limitsPrelude(limits: SandboxLimits, cpuLimitS: number, extraPipes: number): string {
   const settings: Array<[string, number]> = [
     ['-u', limits.maxProcesses],
     ['-v', Math.floor(limits.maxMemoryBytes / 1024)],
@@ -474,7 +542,7 @@ function systemRootArguments(): string[] {
 }
 
 /** Keeps the first `limit` characters of a stream and counts the rest. */
-class StreamCapture {
+export class StreamCapture {
   text = '';
   received = 0;
   truncated = false;

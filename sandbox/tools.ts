@@ -21,14 +21,23 @@ import {
   type ToolCall,
   type ToolResult,
 } from './tool-call';
+import { runUnsandboxed } from './unsandboxed';
 import { resolveInWorkspace } from './workspace-paths';
 
 /**
- * The tools a sandbox server runs itself: `bash` in bubblewrap, `read_file` and `write_file` on the
+ * The tools a sandbox server runs itself: `bash` in bubblewrap (or, with `--unsafe-no-sandbox`
+ * where bubblewrap is not usable, on the host), `read_file` and `write_file` on the
  * host inside the workspace, `bash_stateful` and `tmux` in the trajectory's long-lived sandbox
  * (`stateful-tools.ts`). Every tool-level problem (bad arguments, a refused path, a failing or
  * timed-out command) comes back as a `{ success: false, error }` result for the model to read.
  */
+
+/**
+ * How `bash` commands are isolated: in bubblewrap, or (`none`, a server started with
+ * `--unsafe-no-sandbox` where bubblewrap is not usable) on the host with `unsandboxed.ts`, where
+ * absolute `/workspace/...` paths do not map and the tools that need a long-lived sandbox are refused.
+ */
+export type SandboxIsolation = 'bubblewrap' | 'none';
 
 /** Bytes read from a file per read call, decoded as UTF-8 as they come. */
 const READ_CHUNK_BYTES = 64 * 1024;
@@ -62,20 +71,24 @@ const writeFileArgumentsSchema = z.object({
  * Runs one sandbox tool call in the workspace folder `workspaceRoot` and returns its result. Never
  * throws for a tool-level problem; it rethrows only when `signal` aborts (the server is shutting
  * down or the activity was cancelled), since cancellation is not something the model should read as
- * a result.
+ * a result. With `isolation` 'none', `bash` runs on the host and `bash_stateful` and `tmux` fail.
  */
 export async function runSandboxTool(
   call: ToolCall,
   workspaceRoot: string,
   signal: AbortSignal,
+  isolation: SandboxIsolation = 'bubblewrap',
 ): Promise<ToolResult> {
   if (!isSandboxTool(call.tool)) return failure(call, `Unknown tool: ${call.tool}`);
+  if (isolation === 'none' && (call.tool === 'bash_stateful' || call.tool === 'tmux')) {
+    return failure(call, `${call.tool} needs bubblewrap: this sandbox server runs with --unsafe-no-sandbox`);
+  }
   try {
     switch (call.tool) {
       case 'bash': {
         const parsed = parseArguments(call, bashArgumentsSchema);
         if (typeof parsed === 'string') return failure(call, parsed);
-        return await runBash(call, parsed, workspaceRoot, signal);
+        return await runBash(call, parsed, workspaceRoot, signal, isolation);
       }
       case 'read_file': {
         const parsed = parseArguments(call, readFileArgumentsSchema);
@@ -109,14 +122,18 @@ async function runBash(
   parsed: z.infer<typeof bashArgumentsSchema>,
   workspaceRoot: string,
   signal: AbortSignal,
+  isolation: SandboxIsolation,
 ): Promise<ToolResult> {
   const timeoutS = clampTimeoutS(call.timeoutS ?? parsed.timeout);
-  const result = await runInBubblewrap(parsed.command, {
-    workspace: workspaceRoot,
-    timeoutS,
-    policy: call.policy,
-    signal,
-  });
+  const result =
+    isolation === 'none'
+      ? await runUnsandboxed(parsed.command, { workspace: workspaceRoot, timeoutS, signal })
+      : await runInBubblewrap(parsed.command, {
+          workspace: workspaceRoot,
+          timeoutS,
+          policy: call.policy,
+          signal,
+        });
   let output = withMarker(result.stdout, result.stdoutTruncated);
   if (result.stderr.length > 0) output += `\n[stderr]\n${withMarker(result.stderr, result.stderrTruncated)}`;
   const metadata = {
