@@ -22,9 +22,14 @@ export interface ToolExecutorStats {
   batches: number;
   /** Results that were not a success, plus batches lost in transport (whose calls the activity retries). */
   errors: number;
-  /** Milliseconds from a call's arrival to its result. */
+  /** Milliseconds from a call's arrival to its result, over the most recent calls. */
   latencyMs: { count: number; p50: number; p99: number };
+  /** Calls by latency since the start: upper bound in ms ("+Inf" last) → count. */
+  histogram: Record<string, number>;
 }
+
+/** Upper bounds (ms) of the latency histogram's buckets. */
+const HISTOGRAM_BOUNDS_MS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000];
 
 interface Pending {
   call: ToolCall;
@@ -54,6 +59,7 @@ export class ToolExecutor {
     timer?: NodeJS.Timeout;
   }>;
   private readonly latencies: number[] = [];
+  private readonly buckets = new Array<number>(HISTOGRAM_BOUNDS_MS.length + 1).fill(0);
   private counters = { calls: 0, batches: 0, errors: 0 };
 
   constructor(options: ToolExecutorOptions) {
@@ -150,7 +156,10 @@ export class ToolExecutor {
 
   private settle(pending: Pending, result: ToolResult): void {
     if (!result.success) this.counters.errors += 1;
-    this.latencies.push(performance.now() - pending.arrivedAt);
+    const latency = performance.now() - pending.arrivedAt;
+    this.latencies.push(latency);
+    const bucket = HISTOGRAM_BOUNDS_MS.findIndex((bound) => latency <= bound);
+    this.buckets[bucket === -1 ? HISTOGRAM_BOUNDS_MS.length : bucket]! += 1;
     if (this.latencies.length > LATENCY_SAMPLES) this.latencies.shift();
     pending.resolve(result);
   }
@@ -181,7 +190,10 @@ export class ToolExecutor {
   stats(): ToolExecutorStats {
     const sorted = [...this.latencies].sort((a, b) => a - b);
     const at = (fraction: number) => sorted[Math.max(0, Math.ceil(fraction * sorted.length) - 1)] ?? 0;
-    return { ...this.counters, latencyMs: { count: sorted.length, p50: at(0.5), p99: at(0.99) } };
+    const histogram = Object.fromEntries(
+      this.buckets.map((count, index) => [String(HISTOGRAM_BOUNDS_MS[index] ?? '+Inf'), count]),
+    );
+    return { ...this.counters, latencyMs: { count: sorted.length, p50: at(0.5), p99: at(0.99) }, histogram };
   }
 
   /** Closes the connection pools. */

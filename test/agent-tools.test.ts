@@ -247,4 +247,32 @@ describe('tool calls of an agent run', () => {
     const trajectoryFolder = path.join(env.sandbox!.root, 'trajectories', batch?.input.trajectoryId ?? '');
     await assert.rejects(stat(trajectoryFolder), { code: 'ENOENT' });
   });
+
+  it('carries on after tool calls that attack the sandbox', async () => {
+    const name = uniqueName('attacked');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            toolCalls: [
+              { tool: 'bash', arguments: { command: ':(){ :|:& };:', timeout: 5 } },
+              { tool: 'bash', arguments: { command: 'while :; do :; done', timeout: 2 } },
+              { tool: 'bash', arguments: { command: 'yes' } },
+            ],
+          },
+          { toolCalls: [{ tool: 'bash', arguments: { command: 'echo alive' } }] },
+          { text: 'survived' },
+        ],
+        { maxIterations: 1 },
+      ),
+    );
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'max_iterations');
+    const turns = await scheduledModelTurns(handle);
+    const attacks = toolMessages(turns[1]?.input.append ?? []);
+    assert.match(attacks[1]?.content ?? '', /Command timed out after 2s/);
+    assert.equal(attacks[2]?.success, false);
+    assert.equal(toolMessages(turns[2]?.input.append ?? [])[0]?.content.trim(), 'alive');
+  });
 });

@@ -61,6 +61,10 @@ describe('the tool executor', () => {
       assert.equal(stats.calls, 40);
       assert.ok(stats.batches < 40, `40 calls went out in ${stats.batches} batches`);
       assert.equal(stats.latencyMs.count, 40);
+      assert.equal(
+        Object.values(stats.histogram).reduce((sum, count) => sum + count, 0),
+        40,
+      );
     } finally {
       await executor.close();
     }

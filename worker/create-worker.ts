@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { NativeConnection, Worker, type NativeConnectionOptions } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, type NativeConnectionOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDependencies } from '../activities';
 import { ScriptedModel } from '../activities/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
@@ -71,9 +71,21 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
       worker,
       connection,
       async run() {
+        // The tool executor's counters and latency histogram, in the worker's log every 5 minutes
+        // when tools were called, and once more at shutdown.
+        let reportedCalls = 0;
+        const reportTools = () => {
+          const stats = dependencies.tools?.stats();
+          if (stats === undefined || stats.calls === reportedCalls) return;
+          reportedCalls = stats.calls;
+          Runtime.instance().logger.info('Tool executor', { ...stats });
+        };
+        const reporter = setInterval(reportTools, 5 * 60_000).unref();
         try {
           await worker.run();
         } finally {
+          clearInterval(reporter);
+          reportTools();
           // Dependencies passed in belong to the caller, who closes them.
           if (options.dependencies === undefined) {
             await dependencies.tools?.close();
