@@ -1,18 +1,17 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
-import { describeZodError } from '../common/agent-input';
-import { handOverToSandbox, SANDBOX_USER_ID, sandboxHostIdentity } from './bubblewrap';
 import { archiveArtifacts, ArtifactTooLargeError, listArtifacts, readArtifact } from './artifacts';
+import { handOverToSandbox, SANDBOX_USER_ID, sandboxHostIdentity } from './bubblewrap';
+import { BearerToken, HttpError, parseBody, readJson } from './http';
 import { ExecutionLanes } from './lanes';
-import { PathOutsideWorkspaceError } from './workspace-paths';
 import { ResultStore } from './result-store';
 import { closeStatefulSessions } from './stateful-sessions';
 import { SandboxError, toolCallSchema, type ToolCall, type ToolResult } from './tool-call';
+import { PathOutsideWorkspaceError } from './workspace-paths';
 
 /** Runs one tool call in a workspace: bubblewrap in production. */
 export type ToolRunner = (call: ToolCall, workspace: string, signal: AbortSignal) => Promise<ToolResult>;
@@ -86,16 +85,6 @@ async function artifactCall<T>(operation: () => Promise<T>): Promise<T> {
   }
 }
 
-/** A failure with the HTTP status and the one-line message the client receives. */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 interface Trajectory {
   workspace: string;
   results: ResultStore;
@@ -110,12 +99,12 @@ export class SandboxServer {
   private readonly lanes: ExecutionLanes;
   private readonly trajectories = new Map<string, Trajectory>();
   private readonly shutdown = new AbortController();
-  private readonly tokenDigest: Buffer;
+  private readonly token: BearerToken;
   private server: Server | undefined;
 
   constructor(private readonly options: SandboxServerOptions) {
     this.lanes = new ExecutionLanes(options.lanes);
-    this.tokenDigest = digest(options.token);
+    this.token = new BearerToken(options.token);
   }
 
   /** Starts listening; resolves to the bound port (pass 0 for any free one). */
@@ -187,13 +176,13 @@ export class SandboxServer {
       case 'GET /slots':
         return { trajectories: (await readdir(this.trajectoriesDir())).sort() };
       case 'POST /execute':
-        return this.execute(parseBody(toolCallSchema, await readJson(request)));
+        return this.execute(parseBody(toolCallSchema, await readJson(request, MAX_BODY_BYTES)));
       case 'POST /batch': {
-        const { calls } = parseBody(batchSchema, await readJson(request));
+        const { calls } = parseBody(batchSchema, await readJson(request, MAX_BODY_BYTES));
         return new StreamedResults(calls.map((call) => this.execute(call)));
       }
       case 'POST /release': {
-        const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request));
+        const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request, MAX_BODY_BYTES));
         this.trajectories.delete(trajectoryId);
         await closeStatefulSessions(trajectoryId);
         if (reset)
@@ -242,7 +231,7 @@ export class SandboxServer {
     let status = 200;
     let body: unknown;
     try {
-      this.authorize(request);
+      this.token.authorize(request);
       body = await this.route(request);
     } catch (error) {
       status = error instanceof HttpError ? error.status : 500;
@@ -257,15 +246,6 @@ export class SandboxServer {
     }
     response.writeHead(status, { 'content-type': 'application/json' });
     response.end(JSON.stringify(body));
-  }
-
-  private authorize(request: IncomingMessage): void {
-    const header = request.headers.authorization;
-    if (header === undefined || !header.startsWith('Bearer '))
-      throw new HttpError(401, 'Missing bearer token');
-    if (!timingSafeEqual(digest(header.slice('Bearer '.length)), this.tokenDigest)) {
-      throw new HttpError(403, 'Invalid bearer token');
-    }
   }
 }
 
@@ -287,29 +267,4 @@ async function ensureReachableBySandbox(folder: string): Promise<void> {
     }
     if (current === path.dirname(current)) return;
   }
-}
-
-function digest(token: string): Buffer {
-  return createHash('sha256').update(token).digest();
-}
-
-async function readJson(request: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new HttpError(413, `Request body over ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch (error) {
-    throw new HttpError(400, `Invalid JSON: ${(error as Error).message.split('\n')[0]}`);
-  }
-}
-
-function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) throw new HttpError(400, `Invalid request: ${describeZodError(parsed.error)}`);
-  return parsed.data;
 }

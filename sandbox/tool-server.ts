@@ -1,10 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
 import { toolInputJsonSchema, validateTools, type ExternalTool } from './external-tool';
+import { BearerToken, HttpError, parseBody, readJson } from './http';
 import { ExecutionLanes } from './lanes';
 import { clampTimeoutS, SandboxError, type ToolResult } from './tool-call';
 
@@ -70,16 +70,6 @@ class ExecutionCutOff extends Error {
 /** How a tool's `execute` ended. */
 type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-/** A failure with the HTTP status and the one-line message the client receives. */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /**
  * The external tool server: runs the tools of a user's module for the workers, over HTTP with a
  * bearer token and JSON bodies validated by zod. Executions are capped (more calls queue) and each
@@ -92,7 +82,7 @@ export class ToolServer {
   private readonly descriptions: ToolDescription[];
   private readonly lanes: ExecutionLanes;
   private readonly shutdown = new AbortController();
-  private readonly tokenDigest: Buffer;
+  private readonly token: BearerToken;
   private server: Server | undefined;
   /** Executions cut off whose tool ignored its signal and has not settled yet. */
   private abandoned = 0;
@@ -109,7 +99,7 @@ export class ToolServer {
       inputSchema: toolInputJsonSchema(tool),
     }));
     this.lanes = new ExecutionLanes(concurrency);
-    this.tokenDigest = digest(options.token);
+    this.token = new BearerToken(options.token);
   }
 
   /** Starts listening; resolves to the bound port (pass 0 for any free one). */
@@ -221,7 +211,10 @@ export class ToolServer {
       case 'GET /tools':
         return this.descriptions;
       case 'POST /execute':
-        return this.execute(parseBody(externalToolCallSchema, await readJson(request)), disconnected);
+        return this.execute(
+          parseBody(externalToolCallSchema, await readJson(request, MAX_BODY_BYTES)),
+          disconnected,
+        );
       default:
         throw new HttpError(404, `No route ${route}`);
     }
@@ -236,7 +229,7 @@ export class ToolServer {
     let status = 200;
     let body: unknown;
     try {
-      this.authorize(request);
+      this.token.authorize(request);
       body = await this.route(request, disconnected.signal);
     } catch (error) {
       status = error instanceof HttpError ? error.status : 500;
@@ -246,15 +239,6 @@ export class ToolServer {
     if (response.destroyed) return;
     response.writeHead(status, { 'content-type': 'application/json' });
     response.end(JSON.stringify(body));
-  }
-
-  private authorize(request: IncomingMessage): void {
-    const header = request.headers.authorization;
-    if (header === undefined || !header.startsWith('Bearer '))
-      throw new HttpError(401, 'Missing bearer token');
-    if (!timingSafeEqual(digest(header.slice('Bearer '.length)), this.tokenDigest)) {
-      throw new HttpError(403, 'Invalid bearer token');
-    }
   }
 }
 
@@ -293,29 +277,4 @@ function toResult(
   return typeof output.data === 'string'
     ? { callId, success: true, output: output.data, metadata: {} }
     : { callId, success: true, output: output.data.output, metadata: output.data.metadata ?? {} };
-}
-
-function digest(token: string): Buffer {
-  return createHash('sha256').update(token).digest();
-}
-
-async function readJson(request: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new HttpError(413, `Request body over ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch (error) {
-    throw new HttpError(400, `Invalid JSON: ${(error as Error).message.split('\n')[0]}`);
-  }
-}
-
-function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) throw new HttpError(400, `Invalid request: ${describeZodError(parsed.error)}`);
-  return parsed.data;
 }
