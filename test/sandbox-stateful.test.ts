@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { request } from 'undici';
 import { SandboxServer } from '../sandbox/sandbox-server';
 import { closeStatefulSessions } from '../sandbox/stateful-sessions';
 import { MAX_STREAM_CHARS, TRUNCATION_MARKER, type ToolCall, type ToolResult } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
+import { processesMatching, waitForNoProcess } from './helpers/processes';
 import { waitFor } from './helpers/wait';
 
 /**
@@ -19,8 +18,6 @@ import { waitFor } from './helpers/wait';
  * (state, exit codes, timeouts, policy changes, limits), `tmux` keeps named terminal sessions in the
  * same sandbox, and closing a trajectory's sessions leaves no process behind.
  */
-
-const runFile = promisify(execFile);
 
 /** Root of every folder this file creates, removed at the end. */
 let scratchRoot: string;
@@ -77,25 +74,6 @@ function shell(
 
 function tmux(trajectory: Trajectory, args: Record<string, unknown>): Promise<ToolResult> {
   return runTool(trajectory, 'tmux', args);
-}
-
-/** Host processes whose command line contains `marker`. */
-async function processesMatching(marker: string): Promise<string[]> {
-  try {
-    const { stdout } = await runFile('pgrep', ['-f', marker]);
-    return stdout.trim().split('\n');
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 1) return [];
-    throw error;
-  }
-}
-
-async function waitForNoProcess(marker: string): Promise<void> {
-  await waitFor(
-    `no process left with ${marker}`,
-    async () => (await processesMatching(marker)).length === 0,
-    10_000,
-  );
 }
 
 describe('bash_stateful tool', () => {

@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { checkBubblewrap, runInBubblewrap } from '../sandbox/bubblewrap';
 import {
   MAX_FILE_CHARS,
@@ -17,14 +15,13 @@ import {
 } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
 import { ACCESS_DENIED_MESSAGE, resolveInWorkspace } from '../sandbox/workspace-paths';
+import { processesMatching, waitForNoProcess } from './helpers/processes';
 import { waitFor } from './helpers/wait';
 
 /**
  * The sandbox tools against real bubblewrap: isolation (environment, /tmp, network, read-only
  * system), limits (processes, memory, output, wall time), and the workspace path rules.
  */
-
-const runFile = promisify(execFile);
 
 /** Root of every folder this file creates, removed at the end. */
 let scratchRoot: string;
@@ -67,25 +64,6 @@ function runTool(
   overrides: Partial<ToolCall> = {},
 ): Promise<ToolResult> {
   return runSandboxTool(toolCall(tool, args, overrides), workspace, new AbortController().signal);
-}
-
-/** Host processes whose command line contains `marker` (commands carry it in a comment). */
-async function processesMatching(marker: string): Promise<string[]> {
-  try {
-    const { stdout } = await runFile('pgrep', ['-f', marker]);
-    return stdout.trim().split('\n');
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 1) return [];
-    throw error;
-  }
-}
-
-async function waitForNoProcess(marker: string): Promise<void> {
-  await waitFor(
-    `no process left with ${marker}`,
-    async () => (await processesMatching(marker)).length === 0,
-    10_000,
-  );
 }
 
 describe('bubblewrap', () => {
