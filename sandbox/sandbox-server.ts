@@ -154,11 +154,16 @@ export class SandboxServer {
     return created;
   }
 
-  private async execute(call: ToolCall): Promise<ToolResult> {
-    const { workspace, results } = await this.trajectory(call.trajectoryId);
-    return results.runOnce(call.callId, () =>
-      this.lanes.run(call.trajectoryId, () => this.options.runTool(call, workspace, this.shutdown.signal)),
-    );
+  /**
+   * Runs a call after the earlier calls of its trajectory. Its place in that order is taken at once,
+   * before anything is awaited, so the calls of one batch run in the order the model gave them; a
+   * repeated callId then finds the stored result of the first.
+   */
+  private execute(call: ToolCall): Promise<ToolResult> {
+    return this.lanes.run(call.trajectoryId, async () => {
+      const { workspace, results } = await this.trajectory(call.trajectoryId);
+      return results.runOnce(call.callId, () => this.options.runTool(call, workspace, this.shutdown.signal));
+    });
   }
 
   private async route(request: IncomingMessage): Promise<unknown> {

@@ -98,6 +98,16 @@ describe('the sandbox server', () => {
     assert.equal(read?.output.trim(), 'kept');
   });
 
+  it('runs the calls of one trajectory in the order of the batch', async () => {
+    const trajectory = uniqueName('order');
+    const calls = [0, 1, 2, 3, 4].map((index) =>
+      bash(trajectory, `${trajectory}-${index}`, `echo ${index} >> order`),
+    );
+    await batch(...calls);
+    const [read] = await batch(bash(trajectory, `${trajectory}-read`, 'cat order'));
+    assert.equal(read?.output, '0\n1\n2\n3\n4\n');
+  });
+
   it('runs a repeated callId once and answers the repeat with the stored result', async () => {
     const trajectory = uniqueName('once');
     const append = bash(trajectory, `${trajectory}-append`, 'echo x >> log && wc -l < log');
