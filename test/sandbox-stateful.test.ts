@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
@@ -11,6 +10,7 @@ import { closeStatefulSessions } from '../sandbox/stateful-sessions';
 import { MAX_STREAM_CHARS, TRUNCATION_MARKER, type ToolCall, type ToolResult } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
 import { processesMatching, waitForNoProcess } from './helpers/processes';
+import { useScratchFolder } from './helpers/scratch';
 import { waitFor } from './helpers/wait';
 
 /**
@@ -19,28 +19,19 @@ import { waitFor } from './helpers/wait';
  * same sandbox, and closing a trajectory's sessions leaves no process behind.
  */
 
-/** Root of every folder this file creates, removed at the end. */
-let scratchRoot: string;
 let callNumber = 0;
 
-before(async () => {
-  scratchRoot = await mkdtemp(path.join(os.tmpdir(), 'agents-sandbox-stateful-'));
-  // The sandbox's host user must be able to reach the workspaces below.
-  await chmod(scratchRoot, 0o755);
-});
-
+// Registered first, so the sessions close before the scratch folder is removed.
 after(async () => {
   await closeStatefulSessions();
-  await rm(scratchRoot, { recursive: true, force: true });
 });
+
+const scratch = useScratchFolder('agents-sandbox-stateful-');
 
 /** A trajectory of its own: a fresh workspace, open to the sandbox's user, and a unique ID. */
 async function newTrajectory(): Promise<{ trajectoryId: string; workspace: string }> {
   const trajectoryId = `stateful-${randomUUID()}`;
-  const workspace = path.join(scratchRoot, trajectoryId);
-  await mkdir(workspace);
-  await chmod(workspace, 0o777);
-  return { trajectoryId, workspace };
+  return { trajectoryId, workspace: await scratch.newWorkspace(trajectoryId) };
 }
 
 type Trajectory = Awaited<ReturnType<typeof newTrajectory>>;
@@ -404,7 +395,7 @@ describe('closing stateful sessions', () => {
   });
 
   it('closes a trajectory session on /release and all of them when the server closes', async () => {
-    const root = await mkdtemp(path.join(scratchRoot, 'server-'));
+    const root = await mkdtemp(path.join(scratch.root, 'server-'));
     const token = 'stateful-test-token-0123456789';
     const server = new SandboxServer({ root, token, lanes: 4, runTool: runSandboxTool });
     const baseUrl = `http://127.0.0.1:${await server.listen(0)}`;

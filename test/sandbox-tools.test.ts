@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import {
 import { runSandboxTool } from '../sandbox/tools';
 import { ACCESS_DENIED_MESSAGE, resolveInWorkspace } from '../sandbox/workspace-paths';
 import { processesMatching, waitForNoProcess } from './helpers/processes';
+import { useScratchFolder } from './helpers/scratch';
 import { waitFor } from './helpers/wait';
 
 /**
@@ -23,27 +24,10 @@ import { waitFor } from './helpers/wait';
  * system), limits (processes, memory, output, wall time), and the workspace path rules.
  */
 
-/** Root of every folder this file creates, removed at the end. */
-let scratchRoot: string;
 let callNumber = 0;
 
-before(async () => {
-  scratchRoot = await mkdtemp(path.join(os.tmpdir(), 'agents-sandbox-tools-'));
-  // The sandbox's host user must be able to reach the workspaces below.
-  await chmod(scratchRoot, 0o755);
-});
-
-after(async () => {
-  await rm(scratchRoot, { recursive: true, force: true });
-});
-
-/** A fresh workspace folder, open to the sandbox's user as the sandbox server makes them. */
-async function newWorkspace(): Promise<string> {
-  const workspace = path.join(scratchRoot, `workspace-${randomUUID()}`);
-  await mkdir(workspace);
-  await chmod(workspace, 0o777);
-  return workspace;
-}
+const scratch = useScratchFolder('agents-sandbox-tools-');
+const newWorkspace = () => scratch.newWorkspace();
 
 function toolCall(tool: string, args: Record<string, unknown>, overrides: Partial<ToolCall> = {}): ToolCall {
   callNumber += 1;
@@ -330,13 +314,13 @@ describe('read_file and write_file tools', () => {
     }
     const escape = await runTool(workspace, 'write_file', { path: '../escape.txt', content: 'x' });
     assert.equal(escape.error, 'Access denied: path outside workspace');
-    await assert.rejects(stat(path.join(scratchRoot, 'escape.txt')), { code: 'ENOENT' });
+    await assert.rejects(stat(path.join(scratch.root, 'escape.txt')), { code: 'ENOENT' });
   });
 
   it('refuses a symlink in the workspace that points outside, for reading and writing', async () => {
     const workspace = await newWorkspace();
-    const outsideFile = path.join(scratchRoot, `outside-${randomUUID()}.txt`);
-    const outsideFolder = path.join(scratchRoot, `outside-${randomUUID()}`);
+    const outsideFile = path.join(scratch.root, `outside-${randomUUID()}.txt`);
+    const outsideFolder = path.join(scratch.root, `outside-${randomUUID()}`);
     await writeFile(outsideFile, 'outside secret');
     await mkdir(outsideFolder);
     await symlink(outsideFile, path.join(workspace, 'file-link'));

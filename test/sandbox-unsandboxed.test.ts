@@ -2,17 +2,17 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, mkdir, mkdtemp, readFile, realpath, rm, symlink } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile, realpath, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { checkBubblewrap, SANDBOX_USER_ID } from '../sandbox/bubblewrap';
 import { MAX_STREAM_CHARS, type ToolCall, type ToolResult } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
 import { runUnsandboxed } from '../sandbox/unsandboxed';
 import { AGENTS_BIN, runCli } from './helpers/cli';
+import { useScratchFolder } from './helpers/scratch';
 import { waitFor } from './helpers/wait';
 
 /**
@@ -22,26 +22,10 @@ import { waitFor } from './helpers/wait';
 
 const runFile = promisify(execFile);
 
-/** Root of every folder this file creates, removed at the end. */
-let scratchRoot: string;
 let callNumber = 0;
 
-before(async () => {
-  scratchRoot = await mkdtemp(path.join(os.tmpdir(), 'agents-unsandboxed-'));
-  // Commands run as nobody when the tests run as root: it must reach the workspaces below.
-  await chmod(scratchRoot, 0o755);
-});
-
-after(async () => {
-  await rm(scratchRoot, { recursive: true, force: true });
-});
-
-async function newWorkspace(): Promise<string> {
-  const workspace = path.join(scratchRoot, `workspace-${randomUUID()}`);
-  await mkdir(workspace);
-  await chmod(workspace, 0o777);
-  return workspace;
-}
+const scratch = useScratchFolder('agents-unsandboxed-');
+const newWorkspace = () => scratch.newWorkspace();
 
 /** Whether any process's command line contains `marker` (pgrep exits 1 when none does). */
 async function processesWith(marker: string): Promise<boolean> {
@@ -201,7 +185,7 @@ describe('agents sandbox --unsafe-no-sandbox', () => {
 
   /** The CLI's environment; `withoutBubblewrap` gives it a PATH with only what bin/agents needs. */
   async function cliEnvironment(withoutBubblewrap: boolean): Promise<NodeJS.ProcessEnv> {
-    const home = path.join(scratchRoot, `home-${randomUUID()}`);
+    const home = path.join(scratch.root, `home-${randomUUID()}`);
     const environment: NodeJS.ProcessEnv = {
       ...process.env,
       AGENTS_HOME: home,
