@@ -1,5 +1,16 @@
 import { z } from 'zod';
-import { AGENT_NAME_PATTERN, DEFAULT_ERROR_BACKOFF_S, DEFAULT_INTERVAL_S, MIN_INTERVAL_S } from './constants';
+import {
+  AGENT_NAME_PATTERN,
+  DEFAULT_ANY_FAILURE_LIMIT,
+  DEFAULT_BUDGETS,
+  DEFAULT_CONTEXT_BUDGET_TOKENS,
+  DEFAULT_ERROR_BACKOFF_S,
+  DEFAULT_INTERVAL_S,
+  DEFAULT_PERMISSION_TIMEOUT_S,
+  DEFAULT_SAME_FAILURE_LIMIT,
+  DEFAULT_STAGNATION_WINDOW,
+  MIN_INTERVAL_S,
+} from './constants';
 
 /**
  * The input of an `agentRun` workflow, validated by the client before start so that bad input never
@@ -103,13 +114,72 @@ export const sandboxSettingsSchema = sandboxPolicySchema
   })
   .strict();
 
-/** Limits that protect a run from looping on failures. */
+/** Limits that protect a run from looping on failures (SEED-BEHAVIOURS 20-23). */
 export const guardLimitsSchema = z
   .object({
-    /** Pause after an iteration whose model call failed, instead of the interval (seconds). */
+    /** Pause after an iteration that failed, instead of the interval (seconds). */
     errorBackoffS: z.number().min(0).max(3600).default(DEFAULT_ERROR_BACKOFF_S),
+    /** Stop after this many consecutive failures with the same signature. */
+    sameFailureLimit: z.number().int().min(1).max(1000).default(DEFAULT_SAME_FAILURE_LIMIT),
+    /** Stop after this many consecutive failures of any kind. */
+    anyFailureLimit: z.number().int().min(1).max(1000).default(DEFAULT_ANY_FAILURE_LIMIT),
+    /** Stop when this many successful iterations in a row end with the same summary; below 2 disables. */
+    stagnationWindow: z.number().int().min(0).max(1000).default(DEFAULT_STAGNATION_WINDOW),
   })
   .strict();
+export type GuardLimits = z.infer<typeof guardLimitsSchema>;
+
+/**
+ * A permission rule: `tool(pattern)` or `tool`, where `*` matches any run of characters and `?`
+ * one. The pattern is matched against the call's main argument (a command or a path), or its JSON.
+ */
+export const permissionRuleSchema = z
+  .object({
+    action: z.enum(['allow', 'ask', 'deny']),
+    match: z
+      .string()
+      .regex(/^[A-Za-z0-9_*?-]+(\(.*\))?$/s, 'must be "tool" or "tool(pattern)", for example "bash(git status*)"'),
+  })
+  .strict();
+export type PermissionRule = z.infer<typeof permissionRuleSchema>;
+
+/** Which tool calls run at once, which wait for a person, which are refused. First matching rule wins. */
+export const permissionPolicySchema = z
+  .object({
+    /** `auto-approve` grants what no rule stops (and notifies); `ask` waits for every call but read-only ones. */
+    mode: z.enum(['auto-approve', 'ask']).default('ask'),
+    rules: z.array(permissionRuleSchema).max(200).default([]),
+    /** How long a request waits for a decision before it is denied (seconds). */
+    timeoutS: z.number().min(1).max(7 * 86_400).default(DEFAULT_PERMISSION_TIMEOUT_S),
+    /** After a denial: end the run (`stop`), or give the model the denial and go on (`continue`). */
+    onDeny: z.enum(['stop', 'continue']).default('stop'),
+  })
+  .strict();
+export type PermissionPolicy = z.infer<typeof permissionPolicySchema>;
+
+/** Spending limits; 0 means unlimited (SEED-BEHAVIOURS 15). Daily ones are per UTC day across all runs. */
+export const budgetLimitsSchema = z
+  .object({
+    sessionTokens: z.number().int().nonnegative().default(DEFAULT_BUDGETS.sessionTokens),
+    sessionCostUsd: z.number().nonnegative().default(DEFAULT_BUDGETS.sessionCostUsd),
+    dailyTokens: z.number().int().nonnegative().default(DEFAULT_BUDGETS.dailyTokens),
+    dailyCostUsd: z.number().nonnegative().default(DEFAULT_BUDGETS.dailyCostUsd),
+  })
+  .strict();
+export type BudgetLimits = z.infer<typeof budgetLimitsSchema>;
+
+/** Where the run's notices go, besides the history. */
+export const notificationSinksSchema = z
+  .object({
+    /** The worker's log. */
+    console: z.boolean().default(true),
+    /** One line per iteration in `$AGENTS_HOME/logs/<name>/log.jsonl` on the worker's machine. */
+    logFile: z.boolean().default(true),
+    /** POSTs `{"text": …}` as chat webhooks accept. */
+    webhookUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  })
+  .strict();
+export type NotificationSinks = z.infer<typeof notificationSinksSchema>;
 
 export const agentRunInputSchema = z
   .object({
@@ -119,8 +189,13 @@ export const agentRunInputSchema = z
     intervalS: intervalSchema.default(DEFAULT_INTERVAL_S),
     maxIterations: z.number().int().positive().optional(),
     model: modelSpecSchema,
-    guards: guardLimitsSchema.default({ errorBackoffS: DEFAULT_ERROR_BACKOFF_S }),
-    sandbox: sandboxSettingsSchema.default({ network: false, resetOnEnd: false }),
+    guards: guardLimitsSchema.prefault({}),
+    sandbox: sandboxSettingsSchema.prefault({}),
+    permissions: permissionPolicySchema.prefault({}),
+    budgets: budgetLimitsSchema.prefault({}),
+    notifications: notificationSinksSchema.prefault({}),
+    /** Tokens of conversation the model is given; older turns are compacted into a summary beyond it. */
+    contextBudgetTokens: z.number().int().min(1000).max(10_000_000).default(DEFAULT_CONTEXT_BUDGET_TOKENS),
   })
   .strict();
 

@@ -31,6 +31,36 @@ export const MIN_INTERVAL_S = 0.5;
 /** Wait after an iteration that threw, before the next one (SEED-BEHAVIOURS 6). */
 export const DEFAULT_ERROR_BACKOFF_S = 10;
 
+/** Consecutive failures with one signature, and of any kind, that end a run (SEED-BEHAVIOURS 21). */
+export const DEFAULT_SAME_FAILURE_LIMIT = 3;
+export const DEFAULT_ANY_FAILURE_LIMIT = 4;
+
+/** Identical summaries in a row that end a run as stagnant (SEED-BEHAVIOURS 22). */
+export const DEFAULT_STAGNATION_WINDOW = 3;
+
+/** A circuit breaker's cooldown is waited out plus one second, but never longer than this (SEED-BEHAVIOURS 23). */
+export const MAX_COOLDOWN_WAIT_S = 300;
+
+/** How long a permission request waits for a decision (SEED-BEHAVIOURS 12). */
+export const DEFAULT_PERMISSION_TIMEOUT_S = 30 * 60;
+
+/** How much an `extend` adds to a permission request's timeout when it names no amount (SEED-BEHAVIOURS 13). */
+export const DEFAULT_PERMISSION_EXTENSION_S = 600;
+
+/** Budgets of a run that sets none (SEED-BEHAVIOURS 15): 0 would mean unlimited. */
+export const DEFAULT_BUDGETS = {
+  sessionTokens: 200_000,
+  sessionCostUsd: 2,
+  dailyTokens: 2_000_000,
+  dailyCostUsd: 20,
+} as const;
+
+/** Budget warnings are sent once each as usage crosses these fractions of a limit (SEED-BEHAVIOURS 16). */
+export const BUDGET_WARNING_FRACTIONS = [0.8, 0.95] as const;
+
+/** Conversation size the model is given, in tokens, before older turns are compacted. */
+export const DEFAULT_CONTEXT_BUDGET_TOKENS = 32_000;
+
 /** The iteration summary keeps this many trailing characters of the model's text (SEED-BEHAVIOURS 5). */
 export const SUMMARY_MAX_CHARS = 400;
 

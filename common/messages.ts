@@ -8,15 +8,23 @@ import type { AgentStatus, IterationRecord } from './agent-run-types';
  * even when no worker is up; each takes one JSON object, exactly what the Web UI's form sends.
  */
 
-/** Decides a pending permission request. */
+/**
+ * Decides a pending permission request, or (with `extendS` and no `approve`) gives it more time.
+ * `by` names who decided, for the audit; the signal's own identity is recorded too.
+ */
 export const permissionPayloadSchema = z
   .object({
     requestId: z.string().regex(/^pr_[0-9a-f]{16}$/, 'must be "pr_" followed by 16 hex digits'),
-    approve: z.boolean(),
+    approve: z.boolean().optional(),
     note: z.string().max(2000).optional(),
     by: z.string().max(200).optional(),
+    /** Seconds to add to the request's timeout. */
+    extendS: z.number().positive().max(7 * 86_400).optional(),
   })
-  .strict();
+  .strict()
+  .refine((payload) => payload.approve !== undefined || payload.extendS !== undefined, {
+    message: 'needs "approve": true|false, or "extendS": seconds to extend the timeout',
+  });
 export type PermissionPayload = z.infer<typeof permissionPayloadSchema>;
 
 /** Lifts a budget pause, optionally with new budgets for this run. */
