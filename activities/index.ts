@@ -1,4 +1,7 @@
+import type { AgentNotification } from '../common/notification';
+import type { DailyLedgerActivities, DailyUsageInput, DailyUsageResult } from './daily-ledger';
 import type { ModelProviders } from './model-provider';
+import type { Notifier } from './notifier';
 import { runModelTurn, type ModelTurnInput, type ModelTurnResult } from './model-turn';
 import { runToolBatch, type ToolBatchInput } from './tool-batch';
 import type { ToolExecutor } from './tool-executor';
@@ -17,6 +20,10 @@ export interface ActivityDependencies {
   tools?: ToolExecutor;
   /** The external tool server, for tools the sandbox does not run. */
   externalTools?: ToolServerClient;
+  /** Delivers a run's notices to its sinks. */
+  notifier: Notifier;
+  /** The shared daily budget ledgers; the worker supplies them from its own connection when absent. */
+  ledger?: DailyLedgerActivities;
 }
 
 /** Builds the activities of `agentRun` around their dependencies. */
@@ -33,6 +40,15 @@ export function createActivities(dependencies: ActivityDependencies) {
     /** One batch of tool calls, run in the trajectory's sandbox. */
     async toolBatch(input: ToolBatchInput): Promise<ToolResult[]> {
       return runToolBatch(input, dependencies);
+    },
+    /** One notice of a run, to its sinks; never fails because a sink did. */
+    async notify(notification: AgentNotification): Promise<void> {
+      await dependencies.notifier.deliver(notification);
+    },
+    /** Reads, and with a charge first adds to, the day's spend of all runs. */
+    async dailyUsage(input: DailyUsageInput): Promise<DailyUsageResult> {
+      if (dependencies.ledger === undefined) throw new Error('this worker has no daily budget ledger');
+      return dependencies.ledger.dailyUsage(input);
     },
   };
 }

@@ -11,6 +11,8 @@ export interface ModelTurnInput {
   model: ModelSpec;
   /** Identifies the run's conversation across workers and continue-as-new. */
   transcriptKey: string;
+  /** Compactions of the conversation so far: a stored transcript of another revision is stale. */
+  revision: number;
   /** Messages the conversation had before this turn. */
   baseLength: number;
   /** The messages this turn adds before the model answers (the iteration's prompt). */
@@ -47,6 +49,7 @@ export async function runModelTurn(
   }
   const transcript = await dependencies.transcripts.extend(
     input.transcriptKey,
+    input.revision,
     input.baseLength,
     input.append,
     input.full,
@@ -63,6 +66,7 @@ export async function runModelTurn(
       onProgress: () => context.heartbeat(),
     });
     await dependencies.transcripts.save(input.transcriptKey, {
+      revision: input.revision,
       systemPrompt: transcript.systemPrompt,
       messages: [...transcript.messages, assistantMessage(response)],
     });

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/common';
+import { CIRCUIT_OPEN_FAILURE } from '../common/constants';
 import type { ModelSpec, ScriptedTurn } from '../common/agent-input';
 import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
 
@@ -29,6 +30,15 @@ export class ScriptedModel implements ModelProvider<ScriptedSpec> {
   async generate(request: ModelRequest<ScriptedSpec>): Promise<ModelResponse> {
     const turn = pickScriptedTurn(request.spec, request.callIndex);
     if (turn.delayMs > 0) await this.wait(turn.delayMs, request);
+    if (turn.circuitOpenS !== undefined) {
+      // What a real provider's breaker reports: structured, so the runner waits out the cooldown.
+      throw ApplicationFailure.create({
+        message: `Circuit breaker OPEN for scripted model. Cooldown: ${turn.circuitOpenS}s`,
+        type: CIRCUIT_OPEN_FAILURE,
+        nonRetryable: true,
+        details: [{ cooldownS: turn.circuitOpenS }],
+      });
+    }
     if (turn.error !== undefined) {
       if (turn.failAttempts === undefined) {
         throw ApplicationFailure.nonRetryable(turn.error, SCRIPTED_MODEL_ERROR);

@@ -6,6 +6,8 @@ import { TRANSCRIPT_UNAVAILABLE } from '../common/constants';
 
 /** A stored conversation: the system prompt and every message so far. */
 export interface Transcript {
+  /** Compactions so far; absent in transcripts stored before compaction existed (0). */
+  revision?: number;
   systemPrompt: string;
   messages: TranscriptMessage[];
 }
@@ -21,19 +23,22 @@ export class TranscriptStore {
 
   /**
    * Returns the transcript cut to `baseLength` messages with `append` added. A longer stored
-   * transcript is what a crashed attempt left behind and is cut back; a shorter one cannot be
-   * repaired here and fails with `TranscriptUnavailable`, so the workflow resends it whole.
+   * transcript is what a crashed attempt left behind and is cut back; a shorter one, or one of
+   * another revision (compacted since, or before), cannot be repaired here and fails with
+   * `TranscriptUnavailable`, so the workflow resends it whole.
    */
   async extend(
     key: string,
+    revision: number,
     baseLength: number,
     append: TranscriptMessage[],
     full?: Transcript,
   ): Promise<Transcript> {
     const stored = full ?? (await this.load(key));
-    if (stored === undefined || stored.messages.length < baseLength) {
+    const storedRevision = full === undefined ? (stored?.revision ?? 0) : revision;
+    if (stored === undefined || storedRevision !== revision || stored.messages.length < baseLength) {
       throw ApplicationFailure.nonRetryable(
-        `transcript ${key} has ${stored?.messages.length ?? 0} of ${baseLength} messages on this worker`,
+        `transcript ${key} has ${stored?.messages.length ?? 0} of ${baseLength} messages of revision ${revision} on this worker`,
         TRANSCRIPT_UNAVAILABLE,
       );
     }

@@ -46,6 +46,8 @@ export const scriptedTurnSchema = z
     delayMs: z.number().int().min(0).max(600_000).default(0),
     error: z.string().min(1).optional(),
     failAttempts: z.number().int().positive().optional(),
+    /** Refuse the call as a provider whose circuit breaker is open for this many seconds. */
+    circuitOpenS: z.number().positive().max(3600).optional(),
     /** Tools the model calls in this turn; their results go to the next turn. */
     toolCalls: z
       .array(
@@ -138,7 +140,10 @@ export const permissionRuleSchema = z
     action: z.enum(['allow', 'ask', 'deny']),
     match: z
       .string()
-      .regex(/^[A-Za-z0-9_*?-]+(\(.*\))?$/s, 'must be "tool" or "tool(pattern)", for example "bash(git status*)"'),
+      .regex(
+        /^[A-Za-z0-9_*?-]+(\(.*\))?$/s,
+        'must be "tool" or "tool(pattern)", for example "bash(git status*)"',
+      ),
   })
   .strict();
 export type PermissionRule = z.infer<typeof permissionRuleSchema>;
@@ -150,7 +155,11 @@ export const permissionPolicySchema = z
     mode: z.enum(['auto-approve', 'ask']).default('ask'),
     rules: z.array(permissionRuleSchema).max(200).default([]),
     /** How long a request waits for a decision before it is denied (seconds). */
-    timeoutS: z.number().min(1).max(7 * 86_400).default(DEFAULT_PERMISSION_TIMEOUT_S),
+    timeoutS: z
+      .number()
+      .min(1)
+      .max(7 * 86_400)
+      .default(DEFAULT_PERMISSION_TIMEOUT_S),
     /** After a denial: end the run (`stop`), or give the model the denial and go on (`continue`). */
     onDeny: z.enum(['stop', 'continue']).default('stop'),
   })

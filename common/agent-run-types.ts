@@ -1,4 +1,4 @@
-import type { TokenUsage } from './agent-input';
+import type { BudgetLimits, TokenUsage } from './agent-input';
 
 /** Where a run is; the value of the `AgentState` search attribute (contract). */
 export const AGENT_STATES = [
@@ -55,9 +55,15 @@ export interface AgentStatus {
   state: AgentState;
   iteration: number;
   maxIterations: number | null;
-  /** Permission requests waiting for a `permission` signal (none until a policy asks). */
+  /** Permission requests waiting for a `permission` signal. */
   pendingPermissions: PendingPermission[];
   usage: RunUsage;
+  /** The run's budgets, `resume` overrides applied; 0 is unlimited. */
+  budgets: BudgetLimits;
+  /** Today's spend of all runs as last read from the shared ledger (UTC day). */
+  dailyUsage: { day: string; tokens: number; costUsd: number } | null;
+  /** Why the run is paused, while it is `paused_budget`. */
+  pauseReason: string | null;
   lastError: string | null;
   exitReason: ExitReason | null;
   stopReason: string | null;
@@ -69,12 +75,16 @@ export interface AgentStatus {
 
 /** A tool call waiting for approval. */
 export interface PendingPermission {
+  /** `pr_` and 16 hex digits, from the workflow's deterministic random. */
   requestId: string;
   tool: string;
-  input: unknown;
+  /** The tool call's arguments, in full. */
+  input: Record<string, unknown>;
+  /** What the call does and which rule or mode asked for approval. */
   rationale: string;
   iteration: number;
   requestedAt: string;
+  /** When the request is denied if nobody decides it; an `extendS` signal moves it. */
   expiresAt: string;
 }
 

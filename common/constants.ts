@@ -82,6 +82,15 @@ export const REPLACE_GRACE_S = 15;
 /** Failure type when a worker holds less of a run's transcript than the workflow expects. */
 export const TRANSCRIPT_UNAVAILABLE = 'TranscriptUnavailable';
 
+/**
+ * Failure type of a model call refused because the provider's circuit breaker is open; its details
+ * carry `{ cooldownS }`, which the runner waits out instead of its interval (SEED-BEHAVIOURS 23).
+ */
+export const CIRCUIT_OPEN_FAILURE = 'ModelCircuitOpen';
+
+/** Iteration records a run keeps for the `iterations` query; older ones are in the log and the export. */
+export const MAX_RECORDS_KEPT = 500;
+
 /** Upper bound of one tool batch: the longest tool timeout (600 s) and room for the sandbox's queue. */
 export const TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S = 15 * 60;
 

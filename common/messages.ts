@@ -19,7 +19,11 @@ export const permissionPayloadSchema = z
     note: z.string().max(2000).optional(),
     by: z.string().max(200).optional(),
     /** Seconds to add to the request's timeout. */
-    extendS: z.number().positive().max(7 * 86_400).optional(),
+    extendS: z
+      .number()
+      .positive()
+      .max(7 * 86_400)
+      .optional(),
   })
   .strict()
   .refine((payload) => payload.approve !== undefined || payload.extendS !== undefined, {

@@ -208,7 +208,40 @@ describe('current details', () => {
     outputTokens: 80,
     costUsd: 0.0123,
     lastError: null,
+    pendingPermissions: [],
+    pauseReason: null,
   };
+
+  it('shows each pending request with the exact signal JSON that approves it', () => {
+    const details = renderCurrentDetails({
+      ...running,
+      state: 'awaiting_approval',
+      pendingPermissions: [
+        {
+          requestId: 'pr_0123456789abcdef',
+          tool: 'bash',
+          input: { command: 'git push' },
+          rationale: 'bash: git push (ask mode)',
+          iteration: 3,
+          requestedAt: '2026-11-21T10:00:00.000Z',
+          expiresAt: '2026-11-21T10:30:00.000Z',
+        },
+      ],
+    });
+    assert.ok(details.includes('`{"requestId":"pr_0123456789abcdef","approve":true}`'));
+    assert.ok(details.includes('{"command":"git push"}'));
+    assert.ok(details.includes('expires 2026-11-21T10:30:00.000Z'));
+  });
+
+  it('shows why a paused run is paused and how to resume it', () => {
+    const details = renderCurrentDetails({
+      ...running,
+      state: 'paused_budget',
+      pauseReason: 'session token budget reached',
+    });
+    assert.ok(details.includes('**Paused:** session token budget reached'));
+    assert.ok(details.includes('signal `resume`'));
+  });
 
   it('shows the state, the progress as "N of M", the usage and the last summary', () => {
     const details = renderCurrentDetails(running);
@@ -359,7 +392,7 @@ describe('transcript store', () => {
   it('extends a transcript given whole without reading the store', async () => {
     const store = new TranscriptStore(path.join(await freshDirectory(), 'never-created'));
     const full: Transcript = { systemPrompt: 'sys', messages: [user('u1'), assistant('a1')] };
-    const extended = await store.extend('run-1', 2, [user('u2')], full);
+    const extended = await store.extend('run-1', 0, 2, [user('u2')], full);
     assert.deepEqual(extended, { systemPrompt: 'sys', messages: [user('u1'), assistant('a1'), user('u2')] });
     assert.equal(full.messages.length, 2, 'the given transcript is not changed');
   });
@@ -367,7 +400,7 @@ describe('transcript store', () => {
   it('appends to a transcript saved earlier', async () => {
     const store = new TranscriptStore(path.join(await freshDirectory(), 'nested', 'store'));
     await store.save('run-1', { systemPrompt: 'sys', messages: [user('u1'), assistant('a1')] });
-    const extended = await store.extend('run-1', 2, [user('u2')]);
+    const extended = await store.extend('run-1', 0, 2, [user('u2')]);
     assert.deepEqual(extended, { systemPrompt: 'sys', messages: [user('u1'), assistant('a1'), user('u2')] });
   });
 
@@ -377,24 +410,33 @@ describe('transcript store', () => {
       systemPrompt: 'sys',
       messages: [user('u1'), assistant('a1'), user('u2'), assistant('a2 from a crashed attempt')],
     });
-    const extended = await store.extend('run-1', 3, [user('u3')]);
+    const extended = await store.extend('run-1', 0, 3, [user('u3')]);
     assert.deepEqual(extended.messages, [user('u1'), assistant('a1'), user('u2'), user('u3')]);
   });
 
   it('fails with TranscriptUnavailable when the stored transcript is shorter than the base', async () => {
     const store = new TranscriptStore(await freshDirectory());
     await store.save('run-1', { systemPrompt: 'sys', messages: [user('u1')] });
-    await assertUnavailable(store.extend('run-1', 3, [user('u3')]));
+    await assertUnavailable(store.extend('run-1', 0, 3, [user('u3')]));
+  });
+
+  it('fails with TranscriptUnavailable when the stored transcript is of another revision, as after a compaction', async () => {
+    const store = new TranscriptStore(await freshDirectory());
+    await store.save('run-1', { systemPrompt: 'sys', messages: [user('u1'), assistant('a1'), user('u2')] });
+    await assertUnavailable(store.extend('run-1', 1, 2, [user('u3')]));
+    await store.save('run-1', { revision: 1, systemPrompt: 'sys', messages: [user('summary'), user('u2')] });
+    const extended = await store.extend('run-1', 1, 2, [user('u3')]);
+    assert.deepEqual(extended.messages, [user('summary'), user('u2'), user('u3')]);
   });
 
   it('fails with TranscriptUnavailable when the worker has no transcript for the key', async () => {
     const store = new TranscriptStore(await freshDirectory());
-    await assertUnavailable(store.extend('unknown-run', 0, [user('u1')]));
+    await assertUnavailable(store.extend('unknown-run', 0, 0, [user('u1')]));
   });
 
   it('fails with TranscriptUnavailable when a transcript given whole is shorter than the base', async () => {
     const store = new TranscriptStore(await freshDirectory());
-    await assertUnavailable(store.extend('run-1', 2, [], { systemPrompt: 'sys', messages: [user('u1')] }));
+    await assertUnavailable(store.extend('run-1', 0, 2, [], { systemPrompt: 'sys', messages: [user('u1')] }));
   });
 
   it('stores a key with odd characters as one safe file inside its directory', async () => {
@@ -405,7 +447,7 @@ describe('transcript store', () => {
     await store.save(key, { systemPrompt: 'sys', messages: [user('u1')] });
     assert.deepEqual(await readdir(parent), ['store']);
     assert.deepEqual(await readdir(directory), ['agent-x_.._.._evil_key_1.json']);
-    const extended = await store.extend(key, 1, [assistant('a1')]);
+    const extended = await store.extend(key, 0, 1, [assistant('a1')]);
     assert.deepEqual(extended.messages, [user('u1'), assistant('a1')]);
   });
 });

@@ -1,6 +1,9 @@
 import path from 'node:path';
+import { Client } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type NativeConnectionOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDependencies } from '../activities';
+import { createDailyLedgerActivities } from '../activities/daily-ledger';
+import { Notifier } from '../activities/notifier';
 import { ScriptedModel } from '../activities/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
 import { ToolServerClient } from '../activities/tool-server-client';
@@ -26,6 +29,10 @@ export function createActivityDependencies(
   return {
     models: createModelProviders(),
     transcripts: new TranscriptStore(path.join(home, 'transcripts')),
+    notifier: new Notifier({
+      home,
+      log: (level, message, fields) => Runtime.instance().logger[level](message, fields),
+    }),
     ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
     ...(toolServer === undefined ? {} : { externalTools: new ToolServerClient(toolServer) }),
   };
@@ -57,6 +64,9 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
   const connection = await NativeConnection.connect(options.connectionOptions);
   const dependencies =
     options.dependencies ?? createActivityDependencies(options.home, options.sandboxes, options.toolServer);
+  // The daily ledgers are workflows of the same namespace, reached over the worker's own connection.
+  const client = new Client({ connection, namespace: options.namespace });
+  dependencies.ledger ??= createDailyLedgerActivities(() => client);
   try {
     const worker = await Worker.create({
       connection,
@@ -90,6 +100,7 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
           if (options.dependencies === undefined) {
             await dependencies.tools?.close();
             await dependencies.externalTools?.close();
+            await dependencies.notifier.close();
           }
           await connection.close();
         }

@@ -1,6 +1,6 @@
 import * as wf from '@temporalio/workflow';
 import type { AgentActivities, ModelTurnInput, ModelTurnResult } from '../activities';
-import type { AgentRunInput } from '../common/agent-input';
+import type { AgentRunInput, BudgetLimits } from '../common/agent-input';
 import type {
   AgentRunResult,
   AgentState,
@@ -8,10 +8,13 @@ import type {
   ExitReason,
   IterationRecord,
   ModelToolCall,
+  PendingPermission,
   RunUsage,
   TranscriptMessage,
 } from '../common/agent-run-types';
 import {
+  CIRCUIT_OPEN_FAILURE,
+  MAX_RECORDS_KEPT,
   MAX_TOOL_ROUNDS_PER_ITERATION,
   MODEL_HEARTBEAT_TIMEOUT_S,
   MODEL_START_TO_CLOSE_TIMEOUT_S,
@@ -29,21 +32,57 @@ import {
   stopPayloadSchema,
   stopSignal,
 } from '../common/messages';
+import type { PermissionDecision as DecisionNotice } from '../common/notification';
 import { agentIterationKey, agentStateKey } from '../common/search-attributes';
 import { assistantMessage, FINISH_TOOL } from '../common/transcript';
 import type { ToolResult } from '../sandbox/tool-call';
-import { renderCurrentDetails } from './current-details';
+import {
+  applyBudgetOverrides,
+  budgetWarnings,
+  checkBudgets,
+  currentWarningKeys,
+  utcDay,
+  type Spend,
+} from './budgets';
+import { compactTranscript } from './compaction';
+import { approveSignalJson, renderCurrentDetails } from './current-details';
+import { assessIteration, initialGuardState, nextWaitS, type FailureInfo, type GuardState } from './guards';
 import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
+import {
+  closeRequests,
+  decidePermission,
+  denialResultText,
+  describeToolCall,
+  expireRequests,
+  msUntilNextExpiry,
+  newPermissionBook,
+  newRequestId,
+  openRequest,
+  receiveDecision,
+  undecidedRequests,
+  type PermissionRequest,
+} from './permission-policy';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
-import { finishResult, resultOrMissing, toolBatchSummary, toolResultMessage } from './tool-results';
+import { RunNotices } from './run-notices';
+import {
+  finishResult,
+  refusalMessage,
+  resultOrMissing,
+  toolBatchSummary,
+  toolResultMessage,
+} from './tool-results';
 
 /** What a run hands to its next execution on continue-as-new: plain JSON. */
 export interface CarriedState {
   iteration: number;
   modelCalls: number;
+  /** The latest records (at most MAX_RECORDS_KEPT); every record is in the history and the log. */
   records: IterationRecord[];
   usage: RunUsage;
+  /** The conversation, compacted to the run's context budget. */
   transcript: TranscriptMessage[];
+  /** Compactions so far: a worker whose stored transcript has another revision gets it resent. */
+  transcriptRevision: number;
   /** Tool results the model has not read yet: they open the next iteration's turn. */
   pendingMessages: TranscriptMessage[];
   /** Whether the run has a workspace on a sandbox server, to release when it ends. */
@@ -51,12 +90,23 @@ export interface CarriedState {
   lastError: string | null;
   ignoredSignals: number;
   startedAt: string;
+  guards: GuardState;
+  /** The run's budgets, with every `resume` override applied. */
+  budgets: BudgetLimits;
+  /** Budget warnings already sent, so each goes out once. */
+  warnedBudgets: string[];
+  /** Tokens and cost of the last model call: the projection for the next one. */
+  lastCallSpend: Spend;
+  noticeSequence: number;
 }
+
+/** Why a batch of tool calls ended the run instead of going on. */
+type PermissionExit = Extract<ExitReason, 'permission_denied' | 'permission_timeout'>;
 
 /**
  * One autonomous agent: iteration after iteration of the task program until it is stopped or a
- * limit ends it. Every model call is an activity, every pause a durable timer, every decision a
- * signal; the history is the run's complete, replayable story.
+ * limit ends it. Every model call and tool batch is an activity, every pause a durable timer or an
+ * awaited condition, every decision a signal; the history is the run's complete, replayable story.
  */
 export async function agentRun(input: AgentRunInput, carried?: CarriedState): Promise<AgentRunResult> {
   const info = wf.workflowInfo();
@@ -66,25 +116,43 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     records: [],
     usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 },
     transcript: [],
+    transcriptRevision: 0,
     pendingMessages: [],
     usedSandbox: false,
     lastError: null,
     ignoredSignals: 0,
     startedAt: new Date().toISOString(),
+    guards: initialGuardState(),
+    budgets: input.budgets,
+    warnedBudgets: [],
+    lastCallSpend: { tokens: 0, costUsd: 0 },
+    noticeSequence: 0,
     // State carried from before a field existed keeps that field's default.
     ...carried,
   };
   const systemPrompt = buildSystemPrompt(input.template.content);
   // The conversation's key outlives continue-as-new and is new for every replacement run.
   const transcriptKey = `${info.workflowId}-${info.firstExecutionRunId}`;
+  const notices = new RunNotices({
+    agent: input.name,
+    runKey: transcriptKey,
+    sinks: input.notifications,
+    sequence: run.noticeSequence,
+  });
+  const permissions = newPermissionBook();
 
   let state: AgentState = 'running';
   let published: { state: AgentState; iteration: number } | undefined;
   let stopReason: string | null = null;
   let exitReason: ExitReason | null = null;
+  let pauseReason: string | null = null;
+  let resumeRequested = false;
+  let dailySpend: Spend & { day: string } = { day: '', tokens: 0, costUsd: 0 };
   let turnScope: wf.CancellationScope | undefined;
-  let phase: 'model turn' | 'tool batch' = 'model turn';
+  let phase: 'model turn' | 'tool batch' | 'approval' | 'budget pause' = 'model turn';
   let finishRequested = false;
+  let permissionExit: PermissionExit | undefined;
+  let askedThisIteration = false;
   let updatedAt = run.startedAt;
 
   function publish(next: AgentState): void {
@@ -107,6 +175,8 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
         outputTokens: run.usage.outputTokens,
         costUsd: run.usage.costUsd,
         lastError: run.lastError,
+        pendingPermissions: undecidedRequests(permissions),
+        pauseReason: state === 'paused_budget' ? pauseReason : null,
       }),
     );
   }
@@ -122,19 +192,27 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     if (stopReason !== null) return;
     stopReason = parsed.data.reason ?? 'stop requested';
     wf.log.info('Stop requested', { reason: stopReason });
-    if (state === 'running') publish('stopping');
-    // A stop during a model turn ends the turn now rather than when the model finishes.
+    if (state === 'running' || state === 'awaiting_approval' || state === 'paused_budget')
+      publish('stopping');
+    // A stop during a model turn, an approval wait or a budget pause ends it now.
     turnScope?.cancel();
   });
   wf.setHandler(permissionSignal, (payload: unknown) => {
     const parsed = permissionPayloadSchema.safeParse(payload);
     if (!parsed.success) return ignoreSignal('permission', parsed.error.message);
-    ignoreSignal('permission', `no pending request ${parsed.data.requestId}`);
+    const receipt = receiveDecision(permissions, parsed.data, new Date().toISOString());
+    if (receipt === 'ignored') return ignoreSignal('permission', `no open request ${parsed.data.requestId}`);
+    // Counted as ignored unless a request with this ID opens later and takes it.
+    if (receipt === 'held') return ignoreSignal('permission', `no request ${parsed.data.requestId} yet`);
+    publish(state);
   });
   wf.setHandler(resumeSignal, (payload: unknown) => {
     const parsed = resumePayloadSchema.safeParse(payload ?? {});
     if (!parsed.success) return ignoreSignal('resume', parsed.error.message);
-    ignoreSignal('resume', 'the run is not paused');
+    const overrides = parsed.data.budgets;
+    if (overrides !== undefined) run.budgets = applyBudgetOverrides(run.budgets, overrides);
+    if (state === 'paused_budget') resumeRequested = true;
+    else if (overrides === undefined) ignoreSignal('resume', 'the run is not paused');
   });
   wf.setHandler(statusQuery, (): AgentStatus => ({
     name: input.name,
@@ -142,8 +220,11 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     state,
     iteration: run.iteration,
     maxIterations: input.maxIterations ?? null,
-    pendingPermissions: [],
+    pendingPermissions: undecidedRequests(permissions),
     usage: { ...run.usage },
+    budgets: run.budgets,
+    dailyUsage: dailySpend.day === '' ? null : { ...dailySpend },
+    pauseReason: state === 'paused_budget' ? pauseReason : null,
     lastError: run.lastError,
     exitReason,
     stopReason,
@@ -158,9 +239,82 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     return run.records.filter((record) => record.iteration >= from).slice(0, limit);
   });
 
+  const { dailyUsage } = wf.proxyActivities<AgentActivities>({
+    startToCloseTimeout: '30s',
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+    summary: 'daily budget',
+  });
+
+  function hasDailyLimits(): boolean {
+    return run.budgets.dailyTokens > 0 || run.budgets.dailyCostUsd > 0;
+  }
+
   /**
-   * Calls the model with only the messages this turn adds; resends the whole conversation if the
-   * worker lacks it.
+   * Today's spend of all runs, from the shared ledger. A ledger that cannot be reached is logged and
+   * the last known figure used: budgets protect money, but must not stop work on their own failure.
+   */
+  async function refreshDailySpend(charge?: { chargeId: string } & Spend): Promise<void> {
+    const day = utcDay(Date.now());
+    if (charge === undefined && !hasDailyLimits()) return;
+    try {
+      const totals = await dailyUsage({ day, ...(charge === undefined ? {} : { charge }) });
+      dailySpend = { day, tokens: totals.tokens, costUsd: totals.costUsd };
+    } catch (error) {
+      if (wf.isCancellation(error)) throw error;
+      wf.log.warn('Daily ledger unavailable', { error: failureMessage(error) });
+      if (dailySpend.day !== day) dailySpend = { day, tokens: 0, costUsd: 0 };
+    }
+  }
+
+  function budgetUsage() {
+    const today = utcDay(Date.now());
+    return {
+      session: { tokens: run.usage.inputTokens + run.usage.outputTokens, costUsd: run.usage.costUsd },
+      daily: dailySpend.day === today ? dailySpend : { tokens: 0, costUsd: 0 },
+    };
+  }
+
+  /**
+   * Checks the budgets with what the next step is expected to spend; over budget, the run pauses
+   * until `resume` (which may raise the budgets; the check runs again) or `stop`. Returns false when
+   * stopped while paused.
+   */
+  async function withinBudget(projected: Spend, freshDaily: boolean): Promise<boolean> {
+    for (;;) {
+      if (freshDaily || dailySpend.day !== utcDay(Date.now())) await refreshDailySpend();
+      const usage = budgetUsage();
+      const verdict = checkBudgets(run.budgets, usage, projected);
+      if (!verdict.exceeded) {
+        const day = utcDay(Date.now());
+        run.warnedBudgets = currentWarningKeys(run.warnedBudgets, day);
+        for (const warning of budgetWarnings(run.budgets, usage, run.warnedBudgets, day)) {
+          run.warnedBudgets.push(...warning.keys);
+          notices.send('warning', `Budget warning: ${warning.message}`, run.iteration);
+        }
+        return true;
+      }
+      const previousPhase = phase;
+      pauseReason = verdict.reason;
+      resumeRequested = false;
+      phase = 'budget pause';
+      publish('paused_budget');
+      notices.send(
+        'paused',
+        `Paused: ${verdict.reason}. Send signal resume, with new budgets if needed: {"budgets": {"${verdict.budget}": …}}`,
+        run.iteration,
+      );
+      await wf.condition(() => resumeRequested || stopReason !== null);
+      if (stopReason !== null) return false;
+      notices.send('resumed', 'Resumed.', run.iteration);
+      phase = previousPhase;
+      publish('running');
+      freshDaily = true;
+    }
+  }
+
+  /**
+   * Calls the model with only the messages this turn adds; sends the whole conversation when it was
+   * just compacted or the worker lacks it.
    */
   async function callModel(append: TranscriptMessage[]): Promise<ModelTurnResult> {
     const { modelTurn } = wf.proxyActivities<AgentActivities>({
@@ -169,19 +323,31 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
       summary: `model turn ${run.iteration}`,
     });
+    const compaction = compactTranscript(run.transcript, append, input.contextBudgetTokens, systemPrompt);
+    if (compaction !== undefined) {
+      run.transcript = compaction.messages;
+      run.transcriptRevision += 1;
+      wf.log.info('Conversation compacted', {
+        replaced: compaction.replaced,
+        kept: compaction.messages.length,
+      });
+    }
     const turn: ModelTurnInput = {
       model: input.model,
       transcriptKey,
+      revision: run.transcriptRevision,
       baseLength: run.transcript.length,
       append,
       callIndex: run.modelCalls,
     };
-    if (run.transcript.length === 0) turn.full = { systemPrompt, messages: [] };
+    if (run.transcript.length === 0 || compaction !== undefined) {
+      turn.full = { systemPrompt, messages: run.transcript };
+    }
     let result: ModelTurnResult;
     try {
       result = await modelTurn(turn);
     } catch (error) {
-      if (failureType(error) !== TRANSCRIPT_UNAVAILABLE) throw error;
+      if (failureInfo(error).type !== TRANSCRIPT_UNAVAILABLE) throw error;
       result = await modelTurn({ ...turn, full: { systemPrompt, messages: run.transcript } });
     } finally {
       // A failed call counts too, so a scripted model moves on to its next turn.
@@ -191,44 +357,157 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     return result;
   }
 
+  /** Adds a model call's spend to the run and to the shared daily ledger. */
+  async function chargeModelCall(answer: ModelTurnResult): Promise<void> {
+    const spend = { tokens: answer.usage.inputTokens + answer.usage.outputTokens, costUsd: answer.costUsd };
+    run.usage.inputTokens += answer.usage.inputTokens;
+    run.usage.outputTokens += answer.usage.outputTokens;
+    run.usage.costUsd += answer.costUsd;
+    run.lastCallSpend = spend;
+    if (spend.tokens === 0 && spend.costUsd === 0) return;
+    // Fixed by the run and the call, so a retried charge counts once.
+    await refreshDailySpend({ chargeId: `${transcriptKey}:${run.modelCalls - 1}`, ...spend });
+  }
+
   /**
-   * Runs the tool calls of the model's last answer as one activity and returns the messages that
-   * carry their results back. Each call's ID is fixed by the run, the model call and its position,
-   * so a retried batch asks the sandbox for the same calls and never runs one twice.
+   * Waits until a person decides each request with a `permission` signal, its timeout denies it, or
+   * a stop cancels the wait. Returns the requests with their decisions.
+   */
+  async function awaitDecisions(requests: PendingPermission[]): Promise<PermissionRequest[]> {
+    const ids = requests.map((request) => request.requestId);
+    const ours = () => permissions.pending.filter((request) => ids.includes(request.requestId));
+    const previousPhase = phase;
+    phase = 'approval';
+    askedThisIteration = true;
+    for (const request of requests) {
+      // A decision that arrived before its request opened is taken now.
+      if (openRequest(permissions, request).decision !== undefined) run.ignoredSignals -= 1;
+      notices.send(
+        'approval_needed',
+        `Approval needed: ${request.rationale}. Request ${request.requestId} expires ${request.expiresAt}; approve with signal permission ${approveSignalJson(request.requestId)}`,
+        run.iteration,
+        { request },
+      );
+    }
+    publish('awaiting_approval');
+    while (ours().some((request) => request.decision === undefined)) {
+      await wf.condition(
+        () => ours().every((request) => request.decision !== undefined),
+        msUntilNextExpiry(permissions, Date.now()),
+      );
+      expireRequests(permissions, new Date().toISOString());
+    }
+    const decided = closeRequests(permissions, ids);
+    for (const request of decided) {
+      const decision = request.decision;
+      if (decision === undefined) continue;
+      const notice: DecisionNotice = {
+        requestId: request.requestId,
+        tool: request.tool,
+        approved: decision.approve,
+        via: decision.timedOut ? 'timeout' : 'signal',
+        ...(decision.by === undefined ? {} : { by: decision.by }),
+        ...(decision.note === undefined ? {} : { note: decision.note }),
+      };
+      const verb = decision.timedOut ? 'Timed out, denied' : decision.approve ? 'Approved' : 'Denied';
+      const by = decision.by === undefined ? '' : ` by ${decision.by}`;
+      notices.send('decided', `${verb}${by}: ${request.rationale}`, run.iteration, { decision: notice });
+    }
+    phase = previousPhase;
+    publish('running');
+    return decided;
+  }
+
+  /**
+   * Runs the tool calls of the model's last answer: the permission policy first, then one activity
+   * for the calls allowed. Each call's ID is fixed by the run, the model call and its position, so
+   * a retried batch asks the sandbox for the same calls and never runs one twice.
    */
   async function runTools(calls: ModelToolCall[]): Promise<TranscriptMessage[]> {
     const modelCall = run.modelCalls - 1;
     const batch = calls.map((call, index) => ({ callId: `${transcriptKey}:${modelCall}:${index}`, call }));
-    const sandboxed = batch.filter(({ call }) => call.tool !== FINISH_TOOL);
+    /** Calls that will not run, with what the model reads instead. */
+    const refused = new Map<string, string>();
+    const asked: Array<{ callId: string; request: PendingPermission }> = [];
+    for (const { callId, call } of batch) {
+      if (call.tool === FINISH_TOOL) continue;
+      const verdict = decidePermission(input.permissions, call);
+      const description = describeToolCall(call);
+      if (verdict.action === 'deny') {
+        refused.set(callId, `Denied by the run's permission policy (${verdict.reason})`);
+        notices.send('decided', `Denied by policy: ${description} (${verdict.reason})`, run.iteration, {
+          decision: { requestId: callId, tool: call.tool, approved: false, via: 'rule', rule: verdict.rule },
+        });
+      } else if (verdict.action === 'ask') {
+        const requestedAt = Date.now();
+        asked.push({
+          callId,
+          request: {
+            requestId: newRequestId(Math.random),
+            tool: call.tool,
+            input: call.arguments,
+            rationale: `${description} (${verdict.reason})`,
+            iteration: run.iteration,
+            requestedAt: new Date(requestedAt).toISOString(),
+            expiresAt: new Date(requestedAt + input.permissions.timeoutS * 1000).toISOString(),
+          },
+        });
+      } else if (verdict.rule === undefined && input.permissions.mode === 'auto-approve') {
+        notices.send('auto_approved', `Auto-approved: ${description}`, run.iteration, {
+          decision: { requestId: callId, tool: call.tool, approved: true, via: 'auto-approve' },
+        });
+      }
+    }
+    if (asked.length > 0) {
+      const decided = await awaitDecisions(asked.map(({ request }) => request));
+      for (const { callId, request } of asked) {
+        const decision = decided.find((entry) => entry.requestId === request.requestId)?.decision;
+        if (decision?.approve === true) continue;
+        refused.set(
+          callId,
+          decision === undefined ? 'Denied: user rejected this operation' : denialResultText(decision),
+        );
+        if (decision?.timedOut === true) permissionExit = 'permission_timeout';
+        else if (input.permissions.onDeny === 'stop') permissionExit ??= 'permission_denied';
+      }
+    }
+    // A denial that ends the run ends it before anything else of the batch runs.
+    if (permissionExit !== undefined) {
+      for (const { callId } of batch) {
+        if (!refused.has(callId)) refused.set(callId, 'Not run: the run ended on a permission decision');
+      }
+    }
+    const toRun = batch.filter(({ callId, call }) => call.tool !== FINISH_TOOL && !refused.has(callId));
     const results = new Map<string, ToolResult>();
-    if (sandboxed.length > 0) {
+    if (toRun.length > 0) {
       const { toolBatch } = wf.proxyActivities<AgentActivities>({
         startToCloseTimeout: `${TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S}s`,
         heartbeatTimeout: `${MODEL_HEARTBEAT_TIMEOUT_S}s`,
         retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
-        summary: toolBatchSummary(sandboxed.map(({ call }) => call)),
+        summary: toolBatchSummary(toRun.map(({ call }) => call)),
       });
       run.usedSandbox = true;
       const answered = await toolBatch({
         trajectoryId: transcriptKey,
         policy: { network: input.sandbox.network },
-        calls: sandboxed,
+        calls: toRun.map(({ callId, call }) => ({ callId, call })),
       });
       for (const result of answered) results.set(result.callId, result);
     }
-    return batch.map(({ callId, call }) =>
-      toolResultMessage(
-        call,
-        call.tool === FINISH_TOOL ? finishResult(callId) : resultOrMissing(results, callId),
-      ),
-    );
+    return batch.map(({ callId, call }) => {
+      const refusal = refused.get(callId);
+      if (call.tool === FINISH_TOOL) return toolResultMessage(call, finishResult(callId));
+      if (refusal !== undefined) return refusalMessage(call, refusal);
+      return toolResultMessage(call, resultOrMissing(results, callId));
+    });
   }
 
   /**
    * The iteration's conversation: the prompt, then model turns and tool batches until the model
-   * answers without tool calls, calls `finish`, or uses up its tool rounds. Returns its text.
+   * answers without tool calls, calls `finish`, uses up its tool rounds, or a denial ends the run.
+   * Returns its text.
    */
-  async function converse(usage: RunUsage): Promise<string> {
+  async function converse(): Promise<string> {
     const texts: string[] = [];
     let append: TranscriptMessage[] = [
       ...run.pendingMessages,
@@ -237,14 +516,14 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     run.pendingMessages = [];
     for (let round = 1; ; round += 1) {
       phase = 'model turn';
+      if (!(await withinBudget(run.lastCallSpend, false))) break;
       const answer = await callModel(append);
       texts.push(answer.text);
-      usage.inputTokens += answer.usage.inputTokens;
-      usage.outputTokens += answer.usage.outputTokens;
-      usage.costUsd += answer.costUsd;
+      await chargeModelCall(answer);
       if (answer.toolCalls.length === 0) break;
       phase = 'tool batch';
       append = await runTools(answer.toolCalls);
+      if (permissionExit !== undefined) break;
       if (answer.toolCalls.some((call) => call.tool === FINISH_TOOL)) {
         finishRequested = true;
         break;
@@ -259,48 +538,59 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     return texts.filter((text) => text !== '').join('\n');
   }
 
-  async function runIteration(): Promise<IterationRecord> {
+  /** Runs one iteration and records it, whatever happened in it. */
+  async function runIteration(): Promise<{ record: IterationRecord; text: string; failure?: FailureInfo }> {
     run.iteration += 1;
+    askedThisIteration = false;
     publish('running');
     const startedAtMs = Date.now();
+    const usageBefore = { ...run.usage };
     let text = '';
-    let status: IterationRecord['status'] = 'ok';
-    let error: string | undefined;
-    const usage: RunUsage = { inputTokens: 0, outputTokens: 0, costUsd: 0 };
+    let failure: FailureInfo | undefined;
     turnScope = new wf.CancellationScope();
     try {
-      text = await turnScope.run(() => converse(usage));
-    } catch (failure) {
-      if (wf.isCancellation(failure) && stopReason !== null) {
+      text = await turnScope.run(() => converse());
+    } catch (error) {
+      if (wf.isCancellation(error) && stopReason !== null) {
         text = `[Stopped during the ${phase}: ${stopReason}]`;
-      } else if (wf.isCancellation(failure)) {
-        throw failure;
+      } else if (wf.isCancellation(error)) {
+        throw error;
       } else {
-        status = 'error';
-        error = failureMessage(failure);
-        text += errorMarker(error);
-        run.lastError = shortenError(error);
+        failure = failureInfo(error);
+        text += errorMarker(failure.message);
+        run.lastError = shortenError(failure.message);
       }
     } finally {
       turnScope = undefined;
     }
+    // Requests a stop left undecided are closed with the iteration.
+    closeRequests(
+      permissions,
+      permissions.pending.map((request) => request.requestId),
+    );
     const record = buildIterationRecord({
       iteration: run.iteration,
       startedAtMs,
       endedAtMs: Date.now(),
       text,
-      status,
-      tokensIn: usage.inputTokens,
-      tokensOut: usage.outputTokens,
-      costUsd: usage.costUsd,
-      error,
+      status: failure !== undefined ? 'error' : askedThisIteration ? 'permission' : 'ok',
+      tokensIn: run.usage.inputTokens - usageBefore.inputTokens,
+      tokensOut: run.usage.outputTokens - usageBefore.outputTokens,
+      costUsd: run.usage.costUsd - usageBefore.costUsd,
+      error: failure?.message,
     });
     run.records.push(record);
-    run.usage.inputTokens += record.tokensIn;
-    run.usage.outputTokens += record.tokensOut;
-    run.usage.costUsd += record.costUsd;
+    if (run.records.length > MAX_RECORDS_KEPT) run.records.splice(0, run.records.length - MAX_RECORDS_KEPT);
+    notices.send(
+      record.status === 'error' ? 'error' : 'iteration',
+      record.status === 'error'
+        ? `Iteration ${record.iteration} failed: ${record.error ?? ''}`
+        : `Iteration ${record.iteration} done (${record.durationS}s): ${record.summary}`,
+      record.iteration,
+      { record },
+    );
     wf.log.info('Iteration recorded', { iteration: record.iteration, status: record.status });
-    return record;
+    return { record, text, ...(failure === undefined ? {} : { failure }) };
   }
 
   function reachedMaxIterations(): boolean {
@@ -312,15 +602,34 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
       if (stopReason !== null) return 'stopped';
       if (reachedMaxIterations()) return 'max_iterations';
       if (wf.workflowInfo().continueAsNewSuggested) {
+        run.noticeSequence = notices.sequence;
+        await notices.settle();
         await wf.condition(wf.allHandlersFinished);
         return wf.continueAsNew<typeof agentRun>(input, run);
       }
-      const record = await runIteration();
+      if (!(await withinBudget({ tokens: 0, costUsd: 0 }, true))) return 'stopped';
+      const { record, text, failure } = await runIteration();
       // A stop that came during the iteration still lets it be recorded, then ends the run.
       if (stopReason !== null) return 'stopped';
+      if (permissionExit !== undefined) return permissionExit;
       if (finishRequested) return 'finished';
+      const guarded = {
+        status: record.status,
+        text,
+        summary: record.summary,
+        ...(failure === undefined ? {} : { failure }),
+      };
+      const assessment = assessIteration(run.guards, guarded, input.guards);
+      run.guards = assessment.state;
+      if (assessment.stop !== undefined) {
+        stopReason = assessment.stop.message;
+        return assessment.stop.exitReason;
+      }
       if (reachedMaxIterations()) return 'max_iterations';
-      const pauseS = record.status === 'error' ? input.guards.errorBackoffS : input.intervalS;
+      const pauseS = nextWaitS(guarded, {
+        intervalS: input.intervalS,
+        errorBackoffS: input.guards.errorBackoffS,
+      });
       if (pauseS > 0) {
         publish('sleeping');
         await wf.condition(() => stopReason !== null, pauseS * 1000);
@@ -348,6 +657,13 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     }
   }
 
+  if (carried === undefined) {
+    notices.send(
+      'started',
+      `Started ${input.template.name}${input.args === '' ? '' : ` with args: ${input.args}`}`,
+      0,
+    );
+  }
   publish('running');
   try {
     exitReason = await loop();
@@ -355,11 +671,17 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     if (wf.isCancellation(error)) {
       publish('stopped');
       await releaseWorkspace();
+      await notices.settle();
     }
     throw error;
   }
   await releaseWorkspace();
+  // Set by a signal handler or a guard while the loop ran: wider than the narrowed type here.
+  const reason = stopReason as string | null;
+  const why = reason === null ? '' : `: ${reason}`;
+  notices.send('stopped', `Stopped after ${run.iteration} iterations (${exitReason})${why}`, run.iteration);
   publish('stopped');
+  await notices.settle();
   await wf.condition(wf.allHandlersFinished);
   return { exitReason, iterations: run.iteration, usage: run.usage };
 }
@@ -370,8 +692,19 @@ function failureMessage(failure: unknown): string {
   return failure instanceof Error ? failure.message : String(failure);
 }
 
-/** The `type` of the ApplicationFailure behind an activity failure, if any. */
-function failureType(failure: unknown): string | undefined {
+/**
+ * What the guards learn from a failure: its message, the `type` of the ApplicationFailure behind it,
+ * and the cooldown an open circuit breaker reported in its details.
+ */
+function failureInfo(failure: unknown): FailureInfo {
   const cause = failure instanceof wf.ActivityFailure ? failure.cause : failure;
-  return cause instanceof wf.ApplicationFailure ? (cause.type ?? undefined) : undefined;
+  const info: FailureInfo = { message: failureMessage(failure) };
+  if (cause instanceof wf.ApplicationFailure) {
+    if (cause.type) info.type = cause.type;
+    const details = cause.details?.[0] as { cooldownS?: unknown } | undefined;
+    if (cause.type === CIRCUIT_OPEN_FAILURE && typeof details?.cooldownS === 'number') {
+      info.cooldownS = details.cooldownS;
+    }
+  }
+  return info;
 }

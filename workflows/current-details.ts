@@ -1,4 +1,4 @@
-import type { AgentState } from '../common/agent-run-types';
+import type { AgentState, PendingPermission } from '../common/agent-run-types';
 
 /** What the Web UI's "current details" panel shows about a run. */
 export interface DetailsView {
@@ -10,11 +10,18 @@ export interface DetailsView {
   outputTokens: number;
   costUsd: number;
   lastError: string | null;
+  pendingPermissions: PendingPermission[];
+  pauseReason: string | null;
+}
+
+/** The exact `permission` signal input that approves a request, as the Web UI's form takes it. */
+export function approveSignalJson(requestId: string): string {
+  return JSON.stringify({ requestId, approve: true });
 }
 
 /**
  * Renders the run's current details as Markdown for the Temporal Web UI, including the exact
- * signal JSON a person can paste into the UI's signal form.
+ * signal JSON a person can paste into the UI's signal form for each decision waiting on them.
  */
 export function renderCurrentDetails(view: DetailsView): string {
   const progress =
@@ -23,6 +30,24 @@ export function renderCurrentDetails(view: DetailsView): string {
     `**State:** ${view.state} · **Iteration:** ${progress}`,
     `**Usage:** ${view.inputTokens} tokens in, ${view.outputTokens} out, $${view.costUsd.toFixed(4)}`,
   ];
+  for (const request of view.pendingPermissions) {
+    lines.push(
+      '',
+      `**Approval needed** (${request.requestId}, expires ${request.expiresAt}): ${request.rationale}`,
+      '```json',
+      JSON.stringify(request.input).slice(0, 2000),
+      '```',
+      `Approve: send signal \`permission\` with input \`${approveSignalJson(request.requestId)}\``,
+      `Deny: \`${JSON.stringify({ requestId: request.requestId, approve: false })}\` · more time: \`${JSON.stringify({ requestId: request.requestId, extendS: 600 })}\``,
+    );
+  }
+  if (view.pauseReason !== null) {
+    lines.push(
+      '',
+      `**Paused:** ${view.pauseReason}`,
+      'Resume: send signal `resume` with input `{}`, or with new budgets, e.g. `{"budgets": {"sessionTokens": 400000}}`',
+    );
+  }
   if (view.lastSummary !== undefined) lines.push('', `**Last summary:** ${view.lastSummary}`);
   if (view.lastError !== null) lines.push('', `**Last error:** ${view.lastError}`);
   if (view.state !== 'stopped' && view.state !== 'failed') {

@@ -1,2 +1,3 @@
 /** Entry point of the workflow bundle: every workflow type the agents worker registers. */
 export { agentRun } from './agent-run';
+export { dailyBudgetLedger } from './daily-ledger';

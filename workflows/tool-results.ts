@@ -26,6 +26,11 @@ export function finishResult(callId: string): ToolResult {
   return { callId, success: true, output: 'The run ends after this iteration.', metadata: {} };
 }
 
+/** What the model reads back for a call that did not run: a denial, or the run ending first. */
+export function refusalMessage(call: ModelToolCall, refusal: string): TranscriptMessage {
+  return { role: 'tool', toolCallId: call.id, tool: call.tool, content: refusal, success: false };
+}
+
 /** The result the sandbox gave for a call, or a failure saying it gave none. */
 export function resultOrMissing(results: ReadonlyMap<string, ToolResult>, callId: string): ToolResult {
   return (

@@ -9,7 +9,10 @@ export function uniqueName(prefix: string): string {
 /** The task program the tests run: short, and recognisable inside the system prompt. */
 export const TEST_TEMPLATE = '# Test program\n\n1. Do one small step.\n2. Summarise it.';
 
-/** A run input with a scripted model playing `turns`; anything else can be overridden. */
+/**
+ * A run input with a scripted model playing `turns`; anything else can be overridden. Tool calls
+ * run without asking unless a test sets its own permission policy.
+ */
 export function scriptedRun(
   name: string,
   turns: Array<Partial<ScriptedTurn>>,
@@ -21,6 +24,7 @@ export function scriptedRun(
     args: '',
     intervalS: 0,
     model: { provider: 'scripted', turns },
+    permissions: { mode: 'auto-approve' },
     ...overrides,
   };
 }

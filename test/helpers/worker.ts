@@ -25,6 +25,7 @@ export async function startWorker(
       await running;
       await dependencies.tools?.close();
       await dependencies.externalTools?.close();
+      await dependencies.notifier.close();
     },
   };
 }

@@ -1,0 +1,298 @@
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import {
+  Client,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+} from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { temporal as proto } from '@temporalio/proto';
+import { Worker } from '@temporalio/worker';
+import { createDailyLedgerActivities, INVALID_DAILY_USAGE_INPUT } from '../activities/daily-ledger';
+import { TASK_QUEUE } from '../common/constants';
+import {
+  chargeUpdate,
+  DAILY_LEDGER_ID_PREFIX,
+  DAILY_LEDGER_WORKFLOW_TYPE,
+  dailyLedgerWorkflowId,
+  dayStartMs,
+  INVALID_CHARGE,
+  ledgerClosesAtMs,
+  RECENT_CHARGE_IDS_KEPT,
+  utcDay,
+  type Charge,
+} from '../common/daily-ledger';
+import { loadWorkflowBundle } from '../worker/workflow-bundle';
+import { DailyLedgerBook, dailyBudgetLedger, INVALID_LEDGER_ID } from '../workflows/daily-ledger';
+import { countEvents } from './helpers/history';
+import { useAgentsEnvironment } from './helpers/environment';
+import { startWorker } from './helpers/worker';
+import { waitFor } from './helpers/wait';
+
+// The server suggests continue-as-new after 40 events instead of thousands, so a handful of charges
+// exercise it; every test below then also runs across continue-as-new boundaries.
+const env = useAgentsEnvironment({ dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 } });
+
+const DAY_MS = 86_400_000;
+let daysUsed = 0;
+
+/** A day no other test of this file charges: far in the future, or long past when `past`. */
+function uniqueDay(options: { past?: boolean } = {}): string {
+  daysUsed += 1;
+  const base = dayStartMs(options.past === true ? '2020-01-01' : '2100-01-01') ?? 0;
+  return utcDay(base + daysUsed * DAY_MS);
+}
+
+/** Two independent callers of the activity, as two runs on two workers would be. */
+function twoCallers() {
+  const first = createDailyLedgerActivities(() => env.temporal.client);
+  let secondClient: Client | undefined;
+  const second = createDailyLedgerActivities(async () => {
+    secondClient ??= new Client({
+      connection: env.temporal.connection,
+      namespace: env.temporal.config.temporal.namespace,
+    });
+    return Promise.resolve(secondClient);
+  });
+  return { first, second };
+}
+
+function charge(chargeId: string, tokens: number, costUsd: number): Charge {
+  return { chargeId, tokens, costUsd };
+}
+
+/** Every execution of a ledger's continue-as-new chain, newest first. */
+async function historiesOf(workflowId: string) {
+  const histories: Array<{ workflowId: string; history: proto.api.history.v1.IHistory }> = [];
+  let runId: string | undefined = (await env.temporal.client.workflow.getHandle(workflowId).describe()).runId;
+  while (runId !== undefined) {
+    const history = await env.temporal.client.workflow.getHandle(workflowId, runId).fetchHistory();
+    histories.push({ workflowId, history });
+    runId =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId || undefined;
+  }
+  return histories;
+}
+
+describe('the daily budget ledger', () => {
+  it("charges from two runs add up in one day's ledger", async () => {
+    const { first, second } = twoCallers();
+    const day = uniqueDay();
+    await Promise.all([
+      first.dailyUsage({ day, charge: charge('run-a:0', 100, 0.01) }),
+      second.dailyUsage({ day, charge: charge('run-b:0', 50, 0.02) }),
+    ]);
+    const afterThird = await second.dailyUsage({ day, charge: charge('run-b:1', 7, 0.004) });
+    assert.deepEqual(afterThird, { day, tokens: 157, costUsd: 0.034, charges: 3 });
+    assert.deepEqual(await first.dailyUsage({ day }), afterThird);
+
+    const description = await env.temporal.client.workflow.getHandle(`agents-budget-${day}`).describe();
+    assert.equal(description.type, DAILY_LEDGER_WORKFLOW_TYPE);
+    assert.equal(description.taskQueue, TASK_QUEUE);
+    assert.equal(description.status.name, 'RUNNING');
+  });
+
+  it('a retried charge with the same chargeId counts once', async () => {
+    const { first, second } = twoCallers();
+    const day = uniqueDay();
+    const once = await first.dailyUsage({ day, charge: charge('run-a:3', 1000, 0.5) });
+    const retries = await Promise.all([
+      first.dailyUsage({ day, charge: charge('run-a:3', 1000, 0.5) }),
+      second.dailyUsage({ day, charge: charge('run-a:3', 1000, 0.5) }),
+    ]);
+    assert.deepEqual(once, { day, tokens: 1000, costUsd: 0.5, charges: 1 });
+    assert.deepEqual(retries, [once, once]);
+    assert.deepEqual(await second.dailyUsage({ day }), once);
+  });
+
+  it('a retried charge counts once after the ledger continued as new, and every run of it replays', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    console.time('seq');
+    for (let call = 0; call < 15; call += 1) {
+      await first.dailyUsage({ day, charge: charge(`run-long:${call}`, 10, 0.001) });
+    }
+    console.timeEnd('seq');
+    console.time('describe+retry');
+    const handle = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    const description = await handle.describe();
+    assert.notEqual(description.runId, description.raw.workflowExecutionInfo?.firstRunId, 'continued as new');
+
+    // A retry of the very first charge reaches a later run than the one that recorded it.
+    const retried = await first.dailyUsage({ day, charge: charge('run-long:0', 10, 0.001) });
+    assert.deepEqual(retried, { day, tokens: 150, costUsd: 0.015, charges: 15 });
+
+    console.timeEnd('describe+retry');
+    // Charges racing a continue-as-new, each sent twice, still count once each.
+    const racing = Array.from({ length: 20 }, (_, call) => charge(`run-race:${call}`, 1, 0.0001));
+    console.time('race');
+    await Promise.all([...racing, ...racing].map(async (sent) => { const t = Date.now(); await first.dailyUsage({ day, charge: sent }); console.log(sent.chargeId, Date.now() - t); }));
+    console.timeEnd('race');
+    assert.deepEqual(await first.dailyUsage({ day }), { day, tokens: 170, costUsd: 0.017, charges: 35 });
+
+    console.time('hist');
+    const histories = await historiesOf(handle.workflowId);
+    console.timeEnd('hist');
+    console.log('RUNS', histories.length, histories.map((h) => h.history.events?.length));
+    assert.ok(histories.length >= 2);
+    const recordTo = process.env.AGENTS_RECORD_HISTORIES;
+    if (recordTo !== undefined && recordTo !== '') {
+      // Named for the workflow ID: the ledger reads its day from it when the history is replayed.
+      await mkdir(recordTo, { recursive: true });
+      const oldest = histories.at(-1)!;
+      await writeFile(path.join(recordTo, `${oldest.workflowId}.json`), JSON.stringify(oldest.history));
+    }
+    console.time('replay');
+    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
+    let replayed = 0;
+    for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) {
+      assert.equal(result.error, undefined, `${result.workflowId}: ${String(result.error)}`);
+      replayed += 1;
+    }
+    assert.equal(replayed, histories.length);
+    console.timeEnd('replay');
+  });
+
+  it('reading a day with no ledger returns zero and starts none', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    assert.deepEqual(await first.dailyUsage({ day }), { day, tokens: 0, costUsd: 0, charges: 0 });
+    await assert.rejects(
+      env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day)).describe(),
+      WorkflowNotFoundError,
+    );
+  });
+
+  it('a bad charge is rejected and not recorded', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    const recorded = await first.dailyUsage({ day, charge: charge('good:0', 20, 0.2) });
+
+    await assert.rejects(
+      first.dailyUsage({ day, charge: charge('bad:0', -5, 0) }),
+      (error: unknown) =>
+        error instanceof ApplicationFailure &&
+        error.type === INVALID_DAILY_USAGE_INPUT &&
+        error.nonRetryable &&
+        /charge\.tokens/.test(error.message),
+    );
+    await assert.rejects(
+      first.dailyUsage({ day: '2100-02-30' }),
+      (error: unknown) => error instanceof ApplicationFailure && error.type === INVALID_DAILY_USAGE_INPUT,
+    );
+
+    // Sent past the activity straight to the ledger, the ledger's validator refuses it.
+    const handle = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    const fractionalTokens = { chargeId: 'bad:1', tokens: 1.5, costUsd: 0.1 };
+    await assert.rejects(
+      handle.executeUpdate(chargeUpdate, { args: [fractionalTokens], updateId: 'bad:1' }),
+      (error: unknown) =>
+        error instanceof WorkflowUpdateFailedError &&
+        error.cause instanceof ApplicationFailure &&
+        error.cause.type === INVALID_CHARGE &&
+        /tokens/.test(error.cause.message),
+    );
+
+    assert.deepEqual(await first.dailyUsage({ day }), recorded);
+    assert.equal(await countEvents(handle, 'workflowExecutionUpdateAcceptedEventAttributes'), 1);
+  });
+
+  it('the ledger survives a server restart', async () => {
+    const { first, second } = twoCallers();
+    const day = utcDay(Date.now());
+    await first.dailyUsage({ day, charge: charge('before-crash:0', 300, 0.3) });
+
+    await env.worker.stop();
+    await env.temporal.stopServer({ crash: true });
+    await env.temporal.restartServer();
+    env.worker = await startWorker(env.temporal);
+
+    // Retried like the activity would be while the server comes back: the charge ID keeps it single.
+    await waitFor('a charge after the restart', () =>
+      second.dailyUsage({ day, charge: charge('after-crash:0', 45, 0.05) }),
+    );
+    assert.deepEqual(await first.dailyUsage({ day }), { day, tokens: 345, costUsd: 0.35, charges: 2 });
+  });
+
+  it('days are separate', async () => {
+    const { first, second } = twoCallers();
+    const [monday, tuesday] = [uniqueDay(), uniqueDay()];
+    await first.dailyUsage({ day: monday, charge: charge('run-a:0', 11, 0.11) });
+    await second.dailyUsage({ day: tuesday, charge: charge('run-a:1', 22, 0.22) });
+    // The same charge ID on another day is another charge.
+    await second.dailyUsage({ day: tuesday, charge: charge('run-a:0', 33, 0.33) });
+    assert.deepEqual(await first.dailyUsage({ day: monday }), {
+      day: monday,
+      tokens: 11,
+      costUsd: 0.11,
+      charges: 1,
+    });
+    assert.deepEqual(await first.dailyUsage({ day: tuesday }), {
+      day: tuesday,
+      tokens: 55,
+      costUsd: 0.55,
+      charges: 2,
+    });
+  });
+
+  it('a ledger ends two days after its day, and a charge that comes later is dropped', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay({ past: true });
+    // Its first charge starts it already past its end: it records the charge, then completes.
+    const recorded = await first.dailyUsage({ day, charge: charge('late:0', 70, 0.07) });
+    assert.deepEqual(recorded, { day, tokens: 70, costUsd: 0.07, charges: 1 });
+    const handle = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    assert.deepEqual(await handle.result(), recorded);
+
+    const dropped = await first.dailyUsage({ day, charge: charge('late:1', 5, 0.005) });
+    assert.deepEqual(dropped, { ...recorded, chargeDropped: true });
+    assert.deepEqual(await first.dailyUsage({ day }), recorded);
+    assert.equal((await handle.describe()).status.name, 'COMPLETED');
+  });
+
+  it('a ledger started under an ID that names no day fails at once', async () => {
+    const handle = await env.temporal.client.workflow.start(dailyBudgetLedger, {
+      workflowId: `${DAILY_LEDGER_ID_PREFIX}someday-${Date.now()}`,
+      taskQueue: TASK_QUEUE,
+      args: [],
+    });
+    await assert.rejects(
+      handle.result(),
+      (error: unknown) =>
+        error instanceof WorkflowFailedError &&
+        error.cause instanceof ApplicationFailure &&
+        error.cause.type === INVALID_LEDGER_ID,
+    );
+  });
+});
+
+describe('the daily ledger book', () => {
+  it('forgets only the oldest charge IDs beyond the ones it keeps, and carries the rest', () => {
+    const book = new DailyLedgerBook('2100-01-01');
+    for (let call = 0; call <= RECENT_CHARGE_IDS_KEPT; call += 1) book.charge(charge(`c${call}`, 1, 0));
+    const carried = new DailyLedgerBook('2100-01-01', book.state());
+    assert.equal(carried.charge(charge(`c${RECENT_CHARGE_IDS_KEPT}`, 1, 0)), false, 'newest still known');
+    assert.equal(carried.charge(charge('c1', 1, 0)), false, 'second oldest still known');
+    assert.equal(carried.charge(charge('c0', 1, 0)), true, 'oldest forgotten');
+    assert.equal(carried.state().recentChargeIds.length, RECENT_CHARGE_IDS_KEPT);
+    assert.equal(carried.usage().charges, RECENT_CHARGE_IDS_KEPT + 2);
+  });
+
+  it('adds costs without binary floating-point residue', () => {
+    const book = new DailyLedgerBook('2100-01-01');
+    book.charge(charge('a', 0, 0.1));
+    book.charge(charge('b', 0, 0.2));
+    assert.equal(book.usage().costUsd, 0.3);
+  });
+
+  it('knows real days from malformed ones and closes a ledger 48 hours after its day', () => {
+    assert.equal(dayStartMs('2100-02-30'), undefined);
+    assert.equal(dayStartMs('2100-13-01'), undefined);
+    assert.equal(dayStartMs('2024-02-29'), Date.UTC(2024, 1, 29));
+    assert.equal(ledgerClosesAtMs('2024-02-29'), Date.UTC(2024, 2, 3));
+    assert.equal(dailyLedgerWorkflowId('2024-02-29'), 'agents-budget-2024-02-29');
+  });
+});
