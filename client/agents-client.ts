@@ -22,9 +22,21 @@ import {
   type AgentState,
   type AgentStatus,
   type IterationRecord,
+  type PendingPermission,
 } from '../common/agent-run-types';
 import { REPLACE_GRACE_S, TASK_QUEUE, WORKFLOW_ID_PREFIX, WORKFLOW_TYPE } from '../common/constants';
-import { iterationsQuery, statusQuery, stopSignal, type IterationsQueryArgs } from '../common/messages';
+import {
+  iterationsQuery,
+  permissionPayloadSchema,
+  permissionSignal,
+  resumePayloadSchema,
+  resumeSignal,
+  statusQuery,
+  stopSignal,
+  type IterationsQueryArgs,
+  type PermissionPayload,
+  type ResumePayload,
+} from '../common/messages';
 import {
   agentIterationKey,
   agentNameKey,
@@ -176,6 +188,51 @@ export class AgentsClient {
       running.map((run) => this.client.workflow.getHandle(run.workflowId).signal(stopSignal, { reason })),
     );
     return running.map((run) => run.name);
+  }
+
+  /**
+   * Sends a `permission` signal: a decision, or with `extendS` more time. A signal rather than an
+   * update, so it reaches the run with no worker up; the run ignores (and counts) an unknown ID.
+   */
+  async decide(name: string, payload: PermissionPayload): Promise<void> {
+    const parsed = permissionPayloadSchema.safeParse(payload);
+    if (!parsed.success) {
+      throw new AgentsError(
+        'invalid_argument',
+        `Invalid permission decision: ${describeZodError(parsed.error)}`,
+      );
+    }
+    const handle = await this.handleFor(name);
+    if (!(await this.isOpen(handle))) throw new AgentsError('not_found', `Agent ${name} is not running`);
+    await handle.signal(permissionSignal, parsed.data);
+  }
+
+  /** Sends `resume` to a run paused on its budgets, with new budgets for it if given. */
+  async resume(name: string, payload: ResumePayload = {}): Promise<void> {
+    const parsed = resumePayloadSchema.safeParse(payload);
+    if (!parsed.success) {
+      throw new AgentsError('invalid_argument', `Invalid resume: ${describeZodError(parsed.error)}`);
+    }
+    const handle = await this.handleFor(name);
+    if (!(await this.isOpen(handle))) throw new AgentsError('not_found', `Agent ${name} is not running`);
+    await handle.signal(resumeSignal, parsed.data);
+  }
+
+  /**
+   * The permission requests waiting for a decision: of one run, or of every run the visibility
+   * store shows awaiting approval.
+   */
+  async pending(name?: string): Promise<Array<{ name: string; request: PendingPermission }>> {
+    const names =
+      name === undefined
+        ? (await this.list({ state: 'awaiting_approval', runningOnly: true })).map((run) => run.name)
+        : [name];
+    const answers = await Promise.all(
+      names.map(async (agent) => ({ agent, status: await this.status(agent) })),
+    );
+    return answers.flatMap(({ agent, status }) =>
+      status.pendingPermissions.map((request) => ({ name: agent, request })),
+    );
   }
 
   /** Lists runs from the visibility store, newest first, optionally by `AgentState`. */

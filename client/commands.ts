@@ -1,19 +1,28 @@
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import os from 'node:os';
 import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
 import { z } from 'zod';
-import { describeZodError, intervalSchema, type AgentRunInputDraft } from '../common/agent-input';
+import {
+  budgetLimitsSchema,
+  describeZodError,
+  intervalSchema,
+  permissionRuleSchema,
+  type AgentRunInputDraft,
+  type BudgetLimits,
+  type PermissionRule,
+} from '../common/agent-input';
 import { AGENT_STATES, type AgentRunResult } from '../common/agent-run-types';
-import { TASK_QUEUE } from '../common/constants';
+import { DEFAULT_PERMISSION_EXTENSION_S, TASK_QUEUE } from '../common/constants';
 import type { SandboxEndpoint } from '../activities/tool-executor';
 import { checkBubblewrap } from '../sandbox/bubblewrap';
 import { SandboxServer } from '../sandbox/sandbox-server';
 import { loadOrCreateToken } from '../sandbox/token';
 import { runSandboxTool, type SandboxIsolation } from '../sandbox/tools';
 import { createAgentsWorker } from '../worker/create-worker';
-import { AgentsClient, validateRunInput } from './agents-client';
+import { AgentsClient, validateRunInput, workflowIdFor } from './agents-client';
 import { sandboxTokenFile, webUiRunUrl, type AgentsConfig } from './config';
-import { connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
+import { cliIdentity, connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
 import {
   ensureSearchAttributes,
   isServerUp,
@@ -22,7 +31,8 @@ import {
   stopBackgroundServer,
 } from './embedded-server';
 import { AgentsError } from './errors';
-import { formatListings, formatRecord, formatStatus } from './format';
+import { formatListings, formatPending, formatRecord, formatStatus } from './format';
+import { auditEntries, formatJsonl, formatMarkdown } from './run-export';
 import { parseModelOption } from './model-option';
 import { toolServerCommand, toolServerTokenFile } from './tool-server-command';
 import { ensureTemporalBinary, findTemporalBinary } from './temporal-binary';
@@ -59,6 +69,42 @@ function numberOption(
     throw new AgentsError('invalid_argument', `--${option} '${raw}': ${reason}`);
   }
   return parsed.data;
+}
+
+function texts(context: CommandContext, option: string): string[] {
+  const value = (context.values as Record<string, unknown>)[option];
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
+}
+
+/** `--rule "allow bash(git status*)"`, in the order given: the first match wins. */
+function parseRules(context: CommandContext): PermissionRule[] {
+  return texts(context, 'rule').map((raw) => {
+    const [action = '', ...rest] = raw.trim().split(/\s+/);
+    const parsed = permissionRuleSchema.safeParse({ action, match: rest.join(' ') });
+    if (!parsed.success) {
+      throw new AgentsError(
+        'invalid_argument',
+        `--rule '${raw}': ${describeZodError(parsed.error)}. Accepted: "allow|ask|deny tool(pattern)", e.g. "allow bash(git status*)"`,
+      );
+    }
+    return parsed.data;
+  });
+}
+
+/** The budget options shared by `start` and `resume`; only the ones given. */
+function budgetOptions(context: CommandContext): Partial<BudgetLimits> {
+  const budgets: Partial<BudgetLimits> = {};
+  const options = {
+    'session-tokens': 'sessionTokens',
+    'session-cost': 'sessionCostUsd',
+    'daily-tokens': 'dailyTokens',
+    'daily-cost': 'dailyCostUsd',
+  } as const;
+  for (const [option, field] of Object.entries(options)) {
+    const value = numberOption(context, option, budgetLimitsSchema.shape[field].unwrap());
+    if (value !== undefined) budgets[field] = value;
+  }
+  return budgets;
 }
 
 function requireName(context: CommandContext, usage: string): string {
@@ -134,6 +180,24 @@ export async function startCommand(context: CommandContext): Promise<void> {
   if (interval !== undefined) draft.intervalS = interval;
   const maxIterations = numberOption(context, 'max-iterations', z.number().int().positive());
   if (maxIterations !== undefined) draft.maxIterations = maxIterations;
+  const mode = text(context, 'permission-mode');
+  if (mode !== undefined && mode !== 'ask' && mode !== 'auto-approve') {
+    throw new AgentsError('invalid_argument', `--permission-mode '${mode}'. Accepted: ask, auto-approve`);
+  }
+  const onDeny = text(context, 'on-deny');
+  if (onDeny !== undefined && onDeny !== 'stop' && onDeny !== 'continue') {
+    throw new AgentsError('invalid_argument', `--on-deny '${onDeny}'. Accepted: stop, continue`);
+  }
+  const permissionTimeout = numberOption(context, 'permission-timeout', z.number().min(1));
+  draft.permissions = {
+    rules: parseRules(context),
+    ...(mode === undefined ? {} : { mode }),
+    ...(onDeny === undefined ? {} : { onDeny }),
+    ...(permissionTimeout === undefined ? {} : { timeoutS: permissionTimeout }),
+  };
+  draft.budgets = budgetOptions(context);
+  const webhook = text(context, 'webhook');
+  if (webhook !== undefined) draft.notifications = { webhookUrl: webhook };
   validateRunInput(draft);
   await withClient(context, async (agents) => {
     const handle = await agents.start(draft, { replace: flag(context, 'replace') });
@@ -164,6 +228,107 @@ export async function stopCommand(context: CommandContext): Promise<void> {
     const stopped = await agents.stop(name, reason);
     context.print(stopped ? `Asked agent ${name} to stop.` : `Agent ${name} is not running.`);
   });
+}
+
+/** `agents approve|deny <name> <requestId> | --all [--note TEXT] [--by NAME]` */
+function decideCommand(approve: boolean) {
+  return async (context: CommandContext): Promise<void> => {
+    const verb = approve ? 'approve' : 'deny';
+    const usage = `agents ${verb} <name> <requestId> | <name> --all [--note TEXT] [--by NAME]`;
+    const [name, requestId, ...extra] = context.positionals;
+    if (name === undefined) throw new AgentsError('invalid_argument', `An agent name is required: ${usage}`);
+    if (extra.length > 0)
+      throw new AgentsError('invalid_argument', `Unexpected argument '${extra[0]}': ${usage}`);
+    if ((requestId === undefined) === !flag(context, 'all')) {
+      throw new AgentsError('invalid_argument', `Give a request ID or --all: ${usage}`);
+    }
+    const note = text(context, 'note');
+    const by = text(context, 'by') ?? cliIdentity().replace(/^agents-cli /, '');
+    await withClient(context, async (agents) => {
+      const ids =
+        requestId === undefined
+          ? (await agents.pending(name)).map(({ request }) => request.requestId)
+          : [requestId];
+      if (ids.length === 0) {
+        context.print(`Agent ${name} has no pending permission requests.`);
+        return;
+      }
+      for (const id of ids) {
+        await agents.decide(name, { requestId: id, approve, by, ...(note === undefined ? {} : { note }) });
+        context.print(`${approve ? 'Approved' : 'Denied'} ${id} of agent ${name}.`);
+      }
+    });
+  };
+}
+
+/** `agents extend <name> <requestId> [--seconds S]` */
+export async function extendCommand(context: CommandContext): Promise<void> {
+  const usage = 'agents extend <name> <requestId> [--seconds S]';
+  const [name, requestId, ...extra] = context.positionals;
+  if (name === undefined || requestId === undefined || extra.length > 0) {
+    throw new AgentsError('invalid_argument', `An agent name and a request ID are required: ${usage}`);
+  }
+  const seconds = numberOption(context, 'seconds', z.number().positive()) ?? DEFAULT_PERMISSION_EXTENSION_S;
+  await withClient(context, async (agents) => {
+    await agents.decide(name, { requestId, extendS: seconds });
+    context.print(`Gave request ${requestId} of agent ${name} ${seconds} more seconds.`);
+  });
+}
+
+/** `agents pending [<name>] [--json]`: requests waiting for a decision, across all runs by default. */
+export async function pendingCommand(context: CommandContext): Promise<void> {
+  const [name, ...extra] = context.positionals;
+  if (extra.length > 0)
+    throw new AgentsError('invalid_argument', `Unexpected argument '${extra[0]}': agents pending [<name>]`);
+  await withClient(context, async (agents) => {
+    const pending = await agents.pending(name);
+    if (flag(context, 'json')) context.print(JSON.stringify(pending, null, 2));
+    else context.print(formatPending(pending));
+  });
+}
+
+/** `agents resume <name> [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD]` */
+export async function resumeCommand(context: CommandContext): Promise<void> {
+  const name = requireName(
+    context,
+    'agents resume <name> [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD]',
+  );
+  const budgets = budgetOptions(context);
+  await withClient(context, async (agents) => {
+    await agents.resume(name, Object.keys(budgets).length === 0 ? {} : { budgets });
+    context.print(
+      `Asked agent ${name} to resume${Object.keys(budgets).length === 0 ? '' : ` with ${JSON.stringify(budgets)}`}.`,
+    );
+  });
+}
+
+/** `agents export <name> [--format jsonl|md] [--output FILE]`: the run's whole story from its history. */
+export async function exportCommand(context: CommandContext): Promise<void> {
+  const name = requireName(context, 'agents export <name> [--format jsonl|md] [--output FILE]');
+  const format = text(context, 'format') ?? 'jsonl';
+  if (format !== 'jsonl' && format !== 'md') {
+    throw new AgentsError('invalid_argument', `--format '${format}'. Accepted: jsonl, md`);
+  }
+  const output = text(context, 'output');
+  const sink = output === undefined ? process.stdout : createWriteStream(output);
+  await withClient(context, async (agents, session) => {
+    await agents.handleFor(name);
+    const entries = auditEntries(session.client, workflowIdFor(name));
+    const lines = format === 'jsonl' ? mapLines(entries, formatJsonl) : formatMarkdown(entries);
+    for await (const line of lines) {
+      if (!sink.write(`${line}\n`)) await once(sink, 'drain');
+    }
+  });
+  if (output !== undefined) {
+    await new Promise<void>((resolve, reject) =>
+      sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+    );
+    context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
+  }
+}
+
+async function* mapLines<T>(items: AsyncIterable<T>, format: (item: T) => string): AsyncGenerator<string> {
+  for await (const item of items) yield format(item);
 }
 
 /** `agents list [--state S]` */
@@ -514,6 +679,13 @@ export async function demoCommand(context: CommandContext): Promise<void> {
   });
 }
 
+const BUDGET_OPTIONS = {
+  'session-tokens': { type: 'string' },
+  'session-cost': { type: 'string' },
+  'daily-tokens': { type: 'string' },
+  'daily-cost': { type: 'string' },
+} as const;
+
 /** Every `agents` command with its options (for `node:util` parseArgs) and one line of help. */
 export const COMMANDS = {
   demo: {
@@ -571,17 +743,59 @@ export const COMMANDS = {
   start: {
     run: startCommand,
     usage:
-      'start <name> --template T [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--replace] [--watch]',
-    help: 'start an agent run',
+      'start <name> --template T [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--replace] [--watch]',
+    help: 'start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them',
     options: {
       template: { type: 'string', short: 't' },
       args: { type: 'string' },
       interval: { type: 'string' },
       'max-iterations': { type: 'string' },
       model: { type: 'string' },
+      'permission-mode': { type: 'string' },
+      rule: { type: 'string', multiple: true },
+      'permission-timeout': { type: 'string' },
+      'on-deny': { type: 'string' },
+      ...BUDGET_OPTIONS,
+      webhook: { type: 'string' },
       replace: { type: 'boolean' },
       watch: { type: 'boolean', short: 'w' },
     },
+  },
+  approve: {
+    run: decideCommand(true),
+    usage: 'approve <name> <requestId> | <name> --all [--note TEXT] [--by NAME]',
+    help: 'approve a pending permission request (or all of a run)',
+    options: { all: { type: 'boolean' }, note: { type: 'string' }, by: { type: 'string' } },
+  },
+  deny: {
+    run: decideCommand(false),
+    usage: 'deny <name> <requestId> | <name> --all [--note TEXT] [--by NAME]',
+    help: 'deny a pending permission request (or all of a run)',
+    options: { all: { type: 'boolean' }, note: { type: 'string' }, by: { type: 'string' } },
+  },
+  extend: {
+    run: extendCommand,
+    usage: `extend <name> <requestId> [--seconds S]`,
+    help: `give a pending permission request more time (default ${DEFAULT_PERMISSION_EXTENSION_S} s)`,
+    options: { seconds: { type: 'string' } },
+  },
+  pending: {
+    run: pendingCommand,
+    usage: 'pending [<name>] [--json]',
+    help: 'permission requests waiting for a decision, across all runs unless a name is given',
+    options: { json: { type: 'boolean' } },
+  },
+  resume: {
+    run: resumeCommand,
+    usage: 'resume <name> [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD]',
+    help: 'resume a run paused on its budgets, with new budgets for it if given (0 lifts a limit)',
+    options: { ...BUDGET_OPTIONS },
+  },
+  export: {
+    run: exportCommand,
+    usage: 'export <name> [--format jsonl|md] [--output FILE]',
+    help: "a run's whole story from its Temporal history, across continue-as-new: prompts, outputs, tool calls, approvals",
+    options: { format: { type: 'string' }, output: { type: 'string', short: 'o' } },
   },
   stop: {
     run: stopCommand,

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import type { AgentsConfig } from './config';
@@ -53,6 +54,18 @@ export async function connectTemporal(
     );
   }
   const connection = await Connection.connect(clientConnectionOptions(config));
-  const client = new Client({ connection, namespace: temporal.namespace });
+  // The identity is recorded on every signal this client sends: the audit shows who decided.
+  const client = new Client({ connection, namespace: temporal.namespace, identity: cliIdentity() });
   return { client, connection, namespace: temporal.namespace, close: () => connection.close() };
+}
+
+/** Who the CLI acts as, in the history of every signal it sends: `agents-cli <user>@<host>`. */
+export function cliIdentity(): string {
+  let user = 'unknown';
+  try {
+    user = os.userInfo().username;
+  } catch {
+    // No user entry (some containers): the host still says where the decision came from.
+  }
+  return `agents-cli ${user}@${os.hostname()}`;
 }

@@ -1,4 +1,4 @@
-import type { AgentStatus, IterationRecord } from '../common/agent-run-types';
+import type { AgentStatus, IterationRecord, PendingPermission } from '../common/agent-run-types';
 import type { AgentListing } from './agents-client';
 
 function oneLine(text: string, max: number): string {
@@ -42,10 +42,39 @@ export function formatStatus(status: AgentStatus): string {
     `  started     ${status.startedAt}`,
     `  updated     ${status.updatedAt}`,
   ];
-  if (status.pendingPermissions.length > 0)
-    lines.push(`  pending     ${status.pendingPermissions.length} permission request(s)`);
+  for (const request of status.pendingPermissions) {
+    lines.push(
+      `  pending     ${request.requestId} ${request.tool} ${oneLine(JSON.stringify(request.input), 80)} (expires ${request.expiresAt})`,
+    );
+  }
+  if (status.pauseReason !== null)
+    lines.push(`  paused      ${status.pauseReason} (\`agents resume ${status.name}\`)`);
+  lines.push(`  budgets     ${formatBudgets(status)}`);
   if (status.lastError !== null) lines.push(`  last error  ${oneLine(status.lastError, 200)}`);
   if (status.stopReason !== null) lines.push(`  stop reason ${status.stopReason}`);
   if (status.ignoredSignals > 0) lines.push(`  ignored signals ${status.ignoredSignals}`);
   return lines.join('\n');
+}
+
+function formatBudgets(status: AgentStatus): string {
+  const limit = (value: number, unit: (value: number) => string) => (value === 0 ? 'unlimited' : unit(value));
+  const tokens = (value: number) => `${value} tokens`;
+  const usd = (value: number) => `$${value.toFixed(2)}`;
+  const { budgets } = status;
+  const daily =
+    status.dailyUsage === null
+      ? ''
+      : ` (today ${status.dailyUsage.tokens} tokens, $${status.dailyUsage.costUsd.toFixed(4)})`;
+  return `session ${limit(budgets.sessionTokens, tokens)} / ${limit(budgets.sessionCostUsd, usd)}, daily ${limit(budgets.dailyTokens, tokens)} / ${limit(budgets.dailyCostUsd, usd)}${daily}`;
+}
+
+/** Pending permission requests for `agents pending`: one line each, with the command that decides it. */
+export function formatPending(pending: Array<{ name: string; request: PendingPermission }>): string {
+  if (pending.length === 0) return 'No permission requests are waiting.';
+  return pending
+    .map(
+      ({ name, request }) =>
+        `${name}  ${request.requestId}  ${request.tool} ${oneLine(JSON.stringify(request.input), 100)}\n    ${oneLine(request.rationale, 120)}; expires ${request.expiresAt}\n    agents approve ${name} ${request.requestId}   |   agents deny ${name} ${request.requestId}`,
+    )
+    .join('\n');
 }
