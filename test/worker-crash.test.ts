@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -9,9 +9,10 @@ import { temporal as proto } from '@temporalio/proto';
 import { AgentsClient } from '../client/agents-client';
 import { startCli } from './helpers/cli';
 import { startTestSandbox, TEST_SANDBOX_TOKEN } from './helpers/environment';
-import { scheduledModelTurns } from './helpers/history';
+import { completedActivitiesOfType, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
-import { startTestTemporal, type TestTemporal } from './helpers/temporal-server';
+import { startTestTemporal, testTemporalBinary, type TestTemporal } from './helpers/temporal-server';
+import { promisify } from 'node:util';
 import { waitFor } from './helpers/wait';
 
 let temporal: TestTemporal;
@@ -94,7 +95,7 @@ describe('crashes during a run', () => {
     );
 
     const events = (await handle.fetchHistory()).events ?? [];
-    const completedTurns = events.filter((event) => event.activityTaskCompletedEventAttributes != null);
+    const completedTurns = completedActivitiesOfType(events, 'modelTurn');
     assert.equal(completedTurns.length, 3, 'each model turn completed exactly once');
     const retriedAfterHeartbeatTimeout = events.some(
       (event) =>
@@ -171,5 +172,70 @@ describe('crashes during a run', () => {
     const trajectories = path.join(sandbox!.root, 'trajectories');
     const [trajectory] = (await readdir(trajectories)).filter((entry) => entry.startsWith(`agent-${name}-`));
     assert.equal(await readFile(path.join(trajectories, trajectory!, 'workspace', 'log'), 'utf8'), 'x\n');
+  });
+
+  it('a run awaiting approval survives a worker SIGKILL and a server restart, is approved with `temporal workflow signal`, and completes', async () => {
+    const first = await startWorkerProcess(temporal.home);
+    const name = uniqueName('approval-crash');
+    const handle = await agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            text: 'asking',
+            toolCalls: [{ tool: 'bash', arguments: { command: 'echo approved >> approvals' } }],
+          },
+          { text: 'done' },
+        ],
+        { maxIterations: 1, permissions: { mode: 'ask' } },
+      ),
+    );
+    const waiting = await waitFor('the run to await approval', async () => {
+      const status = await agents.status(name);
+      return status.state === 'awaiting_approval' ? status : undefined;
+    });
+    const requestId = waiting.pendingPermissions[0]?.requestId;
+    assert.match(requestId ?? '', /^pr_[0-9a-f]{16}$/);
+
+    first.kill('SIGKILL');
+    await once(first, 'exit');
+    await temporal.stopServer({ crash: true });
+    await temporal.restartServer();
+
+    // The decision needs no worker: it is a signal, stored in the history until one comes.
+    const input = JSON.stringify({ requestId, approve: true, by: 'operator' });
+    await promisify(execFile)(await testTemporalBinary(), [
+      'workflow',
+      'signal',
+      '--address',
+      temporal.config.temporal.address,
+      '--workflow-id',
+      handle.workflowId,
+      '--name',
+      'permission',
+      '--input',
+      input,
+    ]);
+    await startWorkerProcess(otherMachineHome);
+
+    const result = await waitFor('the run to complete after approval', () => handle.result(), 90_000);
+    assert.equal(result.exitReason, 'max_iterations');
+    const [record] = await agents.iterations(name);
+    assert.equal(record?.status, 'permission');
+    const trajectories = path.join(sandbox!.root, 'trajectories');
+    const [trajectory] = (await readdir(trajectories)).filter((entry) => entry.startsWith(`agent-${name}-`));
+    assert.equal(
+      await readFile(path.join(trajectories, trajectory!, 'workspace', 'approvals'), 'utf8'),
+      'approved\n',
+    );
+    const events = (await handle.fetchHistory()).events ?? [];
+    const signal = events.find(
+      (event) => event.workflowExecutionSignaledEventAttributes?.signalName === 'permission',
+    );
+    assert.match(
+      signal?.workflowExecutionSignaledEventAttributes?.identity ?? '',
+      /./,
+      'the signal names who sent it',
+    );
   });
 });

@@ -40,3 +40,16 @@ export async function countEvents(
   const history = await handle.fetchHistory();
   return (history.events ?? []).filter((event) => event[attributesField] != null).length;
 }
+
+/** The completed activities of one type (e.g. `modelTurn`), matched to their scheduled events. */
+export function completedActivitiesOfType(events: HistoryEvent[], activityType: string): HistoryEvent[] {
+  const scheduledOfType = new Set(
+    events
+      .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === activityType)
+      .map((event) => String(event.eventId)),
+  );
+  return events.filter((event) => {
+    const scheduledEventId = event.activityTaskCompletedEventAttributes?.scheduledEventId;
+    return scheduledEventId != null && scheduledOfType.has(String(scheduledEventId));
+  });
+}
