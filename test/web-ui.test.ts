@@ -6,7 +6,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { Browser } from 'playwright-core';
 import type { ToolResult } from '../sandbox/tool-call';
-import { findChromium, launchChromium, RunPage } from './helpers/browser';
+import { findChromium, launchChromium, RunPage, writeSideBySide } from './helpers/browser';
 import { useAgentsEnvironment } from './helpers/environment';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
@@ -18,7 +18,7 @@ const chromiumPath = findChromium();
 /** Appended to every test name here, so a run without Chromium says why these tests did not run. */
 const skipped = chromiumPath === undefined ? ' (skipped: chromium is not installed)' : '';
 
-/** Where the approval test writes its picture of the filled-in form, for the README. */
+/** Where the approval test writes, for the README, the run's current details beside the filled-in form. */
 const screenshotPath = process.env.AGENTS_SCREENSHOT;
 
 /** The signal JSON the current details tell a person to paste: `{"requestId": "pr_…", "approve": true}`. */
@@ -34,11 +34,16 @@ after(async () => {
   await browser?.close();
 });
 
+/** The file's browser; the tests that call this are skipped when there is none. */
+function chromium(): Browser {
+  if (browser === undefined) throw new Error('Chromium was not launched');
+  return browser;
+}
+
 /** Opens the run's page in the Web UI of this file's dev server. */
 async function openRunPage(handle: { workflowId: string; firstExecutionRunId: string }): Promise<RunPage> {
-  if (browser === undefined) throw new Error('Chromium was not launched');
   const { uiPort, namespace } = env.temporal.config.temporal;
-  return RunPage.open(browser, {
+  return RunPage.open(chromium(), {
     uiPort,
     namespace,
     workflowId: handle.workflowId,
@@ -115,10 +120,11 @@ describe('the Temporal Web UI of the dev server, in headless Chromium', () => {
         const signalInput = APPROVAL_JSON.exec(details)?.[0] ?? '';
         assert.deepEqual(JSON.parse(signalInput), { requestId: pending?.requestId, approve: true });
 
+        const detailsPicture = screenshotPath === undefined ? undefined : await page.currentDetailsPicture();
         await page.fillSignalForm('permission', signalInput);
-        if (screenshotPath !== undefined) {
+        if (screenshotPath !== undefined && detailsPicture !== undefined) {
           await mkdir(path.dirname(screenshotPath), { recursive: true });
-          await page.screenshot(screenshotPath);
+          await writeSideBySide(chromium(), [detailsPicture, await page.signalFormPicture()], screenshotPath);
         }
         await page.submitSignalForm();
 
@@ -136,7 +142,7 @@ describe('the Temporal Web UI of the dev server, in headless Chromium', () => {
           status: recordStatus,
           summary,
         })),
-        [{ iteration: 1, status: 'ok', summary: 'Checking.\nDone.' }],
+        [{ iteration: 1, status: 'permission', summary: 'Checking.\nDone.' }],
       );
       const [toolResult] = await toolResultsInHistory(handle);
       assert.equal(toolResult?.success, true, toolResult?.error);
@@ -153,38 +159,27 @@ describe('the Temporal Web UI of the dev server, in headless Chromium', () => {
     { skip: chromiumPath === undefined },
     async () => {
       const name = uniqueName('web-ui-stop');
-console.log('T', Date.now() % 100000, 0);
       const handle = await env.agents.start(scriptedRun(name, [{ text: 'One step.' }], { intervalS: 3600 }));
-console.log('T', Date.now() % 100000, 1);
       await waitFor(
-console.log('T', Date.now() % 100000, 2);
         `agent ${name} to sleep`,
         async () => (await env.agents.status(name)).state === 'sleeping',
       );
 
       const page = await openRunPage(handle);
-console.log('T', Date.now() % 100000, 7);
       try {
         await page.currentDetailsMatching(/State: sleeping/);
-console.log('T', Date.now() % 100000, 9);
         await page.fillSignalForm('stop', '{"reason": "from the web ui"}');
-console.log('T', Date.now() % 100000, 10);
         await page.submitSignalForm();
-console.log('T', Date.now() % 100000, 11);
         // The interval is an hour: only the signal from the page ends the run within the deadline.
         const result = await waitFor('the stopped run to finish', () => handle.result());
-console.log('T', Date.now() % 100000, 13);
         assert.equal(result.exitReason, 'stopped');
         await page.waitForStatus('Completed');
-console.log('T', Date.now() % 100000, 15);
       } finally {
         await page.close();
-console.log('T', Date.now() % 100000, 17);
       }
 
       assert.equal((await env.agents.status(name)).stopReason, 'from the web ui');
       const signals = await signalsInHistory(handle);
-console.log('T', Date.now() % 100000, 21);
       assert.deepEqual(signals, [{ signalName: 'stop', input: { reason: 'from the web ui' } }]);
     },
   );

@@ -42,7 +42,7 @@ export interface RunPageTarget {
  * the visible tabs, menus and form fields, found by their roles and labels.
  */
 export class RunPage {
-  private constructor(readonly page: Page) {}
+  private constructor(private readonly page: Page) {}
 
   /** Opens the run on its "User Metadata" tab, where the run's current details are rendered. */
   static async open(browser: Browser, target: RunPageTarget): Promise<RunPage> {
@@ -92,16 +92,51 @@ export class RunPage {
     await this.page.getByRole('status').getByText(status, { exact: true }).first().waitFor();
   }
 
-  /** Writes a PNG of the page as it looks now. */
-  async screenshot(path: string): Promise<void> {
-    await this.page.screenshot({ path });
+  /** A PNG of the "Current Details" panel: its heading and the rendered Markdown below it. */
+  async currentDetailsPicture(): Promise<Buffer> {
+    const heading = await this.page.getByRole('heading', { name: 'Current Details' }).boundingBox();
+    const details = await this.page.locator('#user-metadata-current-details').boundingBox();
+    if (heading === null || details === null) throw new Error('The current details are not on screen');
+    // The heading sits in a banner with 8px of padding; the frame spans the panel's width.
+    const top = heading.y - 8;
+    return this.page.screenshot({
+      fullPage: true,
+      clip: { x: details.x, y: top, width: details.width, height: details.y + details.height - top },
+    });
   }
 
+  /** A PNG of the open signal form. */
+  async signalFormPicture(): Promise<Buffer> {
+    return this.signalForm().screenshot();
+  }
+
+  /** Closes the page; the browser stays up for the file's other tests. */
   async close(): Promise<void> {
     await this.page.close();
   }
 
   private signalForm(): Locator {
     return this.page.getByRole('dialog', { name: 'Send a Signal' });
+  }
+}
+
+/**
+ * Writes `pictures` side by side into one PNG at `path`, laid out by the browser itself, so a
+ * README can show the run's details and the form that acts on them together.
+ */
+export async function writeSideBySide(browser: Browser, pictures: Buffer[], path: string): Promise<void> {
+  // Room for two pictures of a 1400×900 page, so none is squeezed to fit.
+  const page = await browser.newPage({ viewport: { width: 2900, height: 1000 } });
+  try {
+    const images = pictures
+      .map((picture) => `<img src="data:image/png;base64,${picture.toString('base64')}">`)
+      .join('');
+    await page.setContent(
+      '<body style="margin:0"><div style="display:inline-flex;gap:24px;align-items:flex-start;' +
+        `padding:24px;background:#e5e7eb">${images}</div></body>`,
+    );
+    await page.locator('body > div').screenshot({ path });
+  } finally {
+    await page.close();
   }
 }
