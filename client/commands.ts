@@ -20,7 +20,7 @@ import { SandboxServer } from '../sandbox/sandbox-server';
 import { loadOrCreateToken } from '../sandbox/token';
 import { runSandboxTool, type SandboxIsolation } from '../sandbox/tools';
 import { createAgentsWorker } from '../worker/create-worker';
-import { AgentsClient, validateRunInput, workflowIdFor } from './agents-client';
+import { AgentsClient, validateRunInput } from './agents-client';
 import { sandboxTokenFile, webUiRunUrl, type AgentsConfig } from './config';
 import { cliIdentity, connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
 import {
@@ -32,7 +32,7 @@ import {
 } from './embedded-server';
 import { AgentsError } from './errors';
 import { formatListings, formatPending, formatRecord, formatStatus } from './format';
-import { auditEntries, formatJsonl, formatMarkdown } from './run-export';
+import { exportRun } from './run-export';
 import { parseModelOption } from './model-option';
 import { toolServerCommand, toolServerTokenFile } from './tool-server-command';
 import { ensureTemporalBinary, findTemporalBinary } from './temporal-binary';
@@ -310,25 +310,20 @@ export async function exportCommand(context: CommandContext): Promise<void> {
     throw new AgentsError('invalid_argument', `--format '${format}'. Accepted: jsonl, md`);
   }
   const output = text(context, 'output');
-  const sink = output === undefined ? process.stdout : createWriteStream(output);
-  await withClient(context, async (agents, session) => {
-    await agents.handleFor(name);
-    const entries = auditEntries(session.client, workflowIdFor(name));
-    const lines = format === 'jsonl' ? mapLines(entries, formatJsonl) : formatMarkdown(entries);
-    for await (const line of lines) {
-      if (!sink.write(`${line}\n`)) await once(sink, 'drain');
+  await withClient(context, async (_agents, session) => {
+    // Resolved before the file is created, so an unknown agent leaves no empty file behind.
+    const chunks = await exportRun(session.client, name, { format });
+    const sink = output === undefined ? process.stdout : createWriteStream(output);
+    for await (const chunk of chunks) {
+      if (!sink.write(chunk)) await once(sink, 'drain');
+    }
+    if (output !== undefined) {
+      await new Promise<void>((resolve, reject) =>
+        sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+      );
+      context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
     }
   });
-  if (output !== undefined) {
-    await new Promise<void>((resolve, reject) =>
-      sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
-    );
-    context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
-  }
-}
-
-async function* mapLines<T>(items: AsyncIterable<T>, format: (item: T) => string): AsyncGenerator<string> {
-  for await (const item of items) yield format(item);
 }
 
 /** `agents list [--state S]` */

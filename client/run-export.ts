@@ -277,6 +277,9 @@ const carriedSchema = z.looseObject({
   usage: z.looseObject({ inputTokens: z.number(), outputTokens: z.number(), costUsd: z.number() }).optional(),
 });
 
+/** Temporal's run IDs: UUIDs of any version. */
+const runIdSchema = z.guid();
+
 /** Signals the run acts on, with the schema the workflow checks their payload against. */
 const SIGNAL_SCHEMAS = new Map<string, z.ZodType>([
   ['permission', permissionPayloadSchema],
@@ -298,7 +301,7 @@ interface ScheduledActivity {
 
 /**
  * Turns the events of a chain's histories, fed in order, into audit entries. It remembers what the
- * story needs across events (scheduled activities, the tool calls awaiting results, the permission
+ * story needs across events (scheduled activities, the tool results already shown, the permission
  * signals a later decision points to, the last state shown), and nothing else, so a history of any
  * length streams through it.
  */
@@ -307,8 +310,6 @@ export class AuditReader {
   private state: string | undefined;
   private lastCallIndex: number | undefined;
   private readonly scheduled = new Map<string, ScheduledActivity>();
-  /** Tool calls the model made whose result has not been shown, by the model's call ID. */
-  private readonly awaitingResult = new Map<string, string>();
   /** Results shown from a tool batch, so the same results read back by the model are not shown twice. */
   private readonly shownResults = new Set<string>();
   private readonly permissionSignals = new Map<string, SignalRecord>();
@@ -505,13 +506,12 @@ export class AuditReader {
               ...iterationBase,
               kind: 'tool_result',
               callId,
-              tool: message.tool ?? this.awaitingResult.get(callId) ?? 'unknown',
+              tool: message.tool ?? 'unknown',
               success: message.success ?? false,
               output: message.content,
               source: 'workflow',
             });
           }
-          this.awaitingResult.delete(callId);
         }
       }
       return entries;
@@ -605,7 +605,6 @@ export class AuditReader {
           },
         ];
         for (const call of toolCalls) {
-          this.awaitingResult.set(call.id, call.tool);
           entries.push({
             ...iterationBase,
             kind: 'tool_call',
@@ -724,7 +723,8 @@ export class AuditReader {
       if (!parsed.success) problem = `invalid payload: ${describeZodError(parsed.error)}`;
       else if (signal === 'permission') {
         const decision = parsed.data as z.infer<typeof permissionPayloadSchema>;
-        if (decision.approve !== undefined) {
+        // The first decision a request receives is the one that counts; later ones are ignored.
+        if (decision.approve !== undefined && !this.permissionSignals.has(decision.requestId)) {
           this.permissionSignals.set(decision.requestId, {
             at: base.at,
             identity,
@@ -787,6 +787,12 @@ export async function resolveRunChain(
   const name = workflowId.startsWith(WORKFLOW_ID_PREFIX)
     ? workflowId.slice(WORKFLOW_ID_PREFIX.length)
     : workflowId;
+  if (options.runId !== undefined && !runIdSchema.safeParse(options.runId).success) {
+    throw new AgentsError(
+      'invalid_argument',
+      `Invalid run ID '${options.runId}': must be a UUID, as \`agents list\` and the Web UI show`,
+    );
+  }
   const which = options.runId === undefined ? '' : ` with run ID ${options.runId}`;
   let description;
   try {
@@ -801,11 +807,6 @@ export async function resolveRunChain(
         `No agent run '${name}'${which} (workflow ${workflowId}) in namespace ${namespace}`,
         { cause: error },
       );
-    }
-    if (isGrpcServiceError(error) && options.runId !== undefined) {
-      throw new AgentsError('invalid_argument', `Invalid run ID '${options.runId}': ${error.details}`, {
-        cause: error,
-      });
     }
     throw error;
   }
@@ -870,13 +871,11 @@ export async function* chainEntries(client: Client, chain: RunChain): AsyncGener
   for (const runId of chain.runIds) {
     for await (const event of historyEvents(client, chain.workflowId, runId)) {
       for (const entry of reader.read(runId, event)) {
-        if (entry.kind === 'run_started') {
-          if (first && chain.missingRunId !== undefined) {
-            yield { at: entry.at, runId, kind: 'earlier_runs_missing', missingRunId: chain.missingRunId };
-          }
-          first = false;
-        }
         yield entry;
+        if (first && entry.kind === 'run_started' && chain.missingRunId !== undefined) {
+          yield { at: entry.at, runId, kind: 'earlier_runs_missing', missingRunId: chain.missingRunId };
+        }
+        first = false;
       }
     }
   }
@@ -953,13 +952,14 @@ export async function* formatMarkdown(
 }
 
 /** One entry as Markdown: a paragraph ending in a blank line. */
-export function markdownOf(entry: AuditEntry): string {
+function markdownOf(entry: AuditEntry): string {
   const at = `at ${entry.at}`;
   switch (entry.kind) {
     case 'run_started': {
       if (entry.continuedFrom !== undefined) {
-        const carried = entry.carried === undefined ? '' : ` after iteration ${entry.carried.iteration}`;
-        return `_Execution \`${entry.runId}\` continues \`${entry.continuedFrom}\`${carried}, ${at}._\n\n`;
+        const carried =
+          entry.carried === undefined ? '' : `, carrying on after iteration ${entry.carried.iteration}`;
+        return `_Execution \`${entry.runId}\` started ${at}${carried}._\n\n`;
       }
       const input = entry.input ?? {};
       const lines = [
@@ -974,11 +974,11 @@ export function markdownOf(entry: AuditEntry): string {
       return `${lines.join('\n')}\n\n`;
     }
     case 'earlier_runs_missing':
-      return `_The history of earlier execution \`${entry.missingRunId}\` is no longer on the server: the story starts later._\n\n`;
+      return `_Earlier executions (the last of them \`${entry.missingRunId}\`) are no longer on the server: the story starts here._\n\n`;
     case 'system_prompt':
       return `**System prompt** ${at}\n\n${fenced(entry.text)}`;
     case 'conversation_sent':
-      return `**The whole conversation** (${entry.messages.length} messages) was given to the model again ${at}.\n\n`;
+      return `**Conversation compacted or resent** ${at}: the model was given the whole conversation again (${entry.messages.length} messages, in full in the jsonl export).\n\n`;
     case 'prompt':
       return `**Prompt** ${at}\n\n${fenced(entry.text)}`;
     case 'model_output': {
@@ -993,7 +993,7 @@ export function markdownOf(entry: AuditEntry): string {
     case 'model_failed':
       return `**Model call failed** ${at}${entry.failureType ? ` (${entry.failureType})` : ''}: ${oneLine(entry.error)}\n\n`;
     case 'tool_call':
-      return `**Tool call** \`${entry.tool}\` (\`${entry.callId}\`)\n\n${fenced(JSON.stringify(entry.arguments, null, 2), 'json')}`;
+      return `**Tool call** \`${entry.tool}\` (\`${entry.callId}\`)\n\n${fenced(JSON.stringify(entry.arguments ?? null, null, 2), 'json')}`;
     case 'tool_result': {
       const outcome = entry.success ? 'succeeded' : 'failed';
       const source = entry.source === 'workflow' ? ', given by the run' : '';
@@ -1006,10 +1006,13 @@ export function markdownOf(entry: AuditEntry): string {
     case 'permission_requested':
       return (
         `**Permission requested** \`${entry.requestId}\` for \`${entry.tool}\` ${at}, until ${entry.expiresAt}` +
-        `${entry.rationale ? `: ${oneLine(entry.rationale)}` : ''}\n\n${fenced(JSON.stringify(entry.input, null, 2), 'json')}`
+        `${entry.rationale ? `: ${oneLine(entry.rationale)}` : ''}\n\n${fenced(JSON.stringify(entry.input ?? null, null, 2), 'json')}`
       );
-    case 'permission_decided':
-      return `**${entry.approved ? 'Approved' : 'Denied'}** \`${entry.requestId}\` (\`${entry.tool}\`) ${decisionText(entry)}\n\n`;
+    case 'permission_decided': {
+      // Calls decided without asking are named by their call ID, which the tool result shows already.
+      const request = entry.requestId.startsWith('pr_') ? `\`${entry.requestId}\` ` : '';
+      return `**${entry.approved ? 'Approved' : 'Denied'}** ${request}(\`${entry.tool}\`) ${decisionText(entry)}\n\n`;
+    }
     case 'signal': {
       const payload = entry.payload === undefined ? 'no payload' : inlineCode(JSON.stringify(entry.payload));
       const ignored = entry.valid ? '' : ` — ignored: ${oneLine(entry.problem ?? 'invalid')}`;
@@ -1026,9 +1029,11 @@ export function markdownOf(entry: AuditEntry): string {
         return `- Timer ${entry.timerId} started ${at}: ${entry.seconds ?? '?'} s\n\n`;
       return `- Timer ${entry.timerId} ${entry.event === 'fired' ? 'fired' : 'cancelled (woken early)'} ${at}\n\n`;
     case 'activity':
+      // The daily ledger's bookkeeping is in the jsonl export; only its failures matter to a reader.
+      if (entry.activity === 'dailyUsage' && entry.error === undefined) return '';
       return `- \`${entry.activity}\`${entry.summary ? ` (${entry.summary})` : ''} ${entry.error ? `failed: ${oneLine(entry.error)}` : 'done'} ${at}\n\n`;
     case 'continued_as_new':
-      return `---\n\n_Continued as new ${at} in execution \`${entry.newRunId}\`._\n\n`;
+      return `---\n\n_Execution \`${entry.runId}\` continued as new ${at}._\n\n`;
     case 'run_ended':
       return `## End\n\n${endText(entry)}\n`;
   }

@@ -56,6 +56,16 @@ function finishedMarkerRun(): Promise<{ name: string; result: AgentRunResult }> 
   return markerRun;
 }
 
+/** A handle through another client: the identity a person's tool gives is what the audit must show. */
+function aliceHandle(workflowId: string) {
+  const alice = new Client({
+    connection: env.temporal.connection,
+    namespace: env.temporal.config.temporal.namespace,
+    identity: 'alice@audit-desk',
+  });
+  return alice.workflow.getHandle(workflowId);
+}
+
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const collected: T[] = [];
   for await (const item of items) collected.push(item);
@@ -126,6 +136,7 @@ describe('the audit export of a run', () => {
     // Each iteration reads: prompt, model output, its tool call, the result, the model's answer to it.
     for (const marker of markers) {
       const story = entries
+        .filter((entry) => ['prompt', 'model_output', 'tool_call', 'tool_result'].includes(entry.kind))
         .filter((entry) => JSON.stringify(entry).includes(marker))
         .map((entry) => entry.kind);
       assert.deepEqual(story, ['model_output', 'tool_call', 'tool_result', 'model_output'], marker);
@@ -153,7 +164,8 @@ describe('the audit export of a run', () => {
     assert.ok(markdown.includes('permissions: auto-approve'));
     assert.equal(count(markdown, '**System prompt**'), 1);
     assert.ok(markdown.includes('Begin the program. Args: audit me'));
-    assert.ok(markdown.includes('_Continued as new at '));
+    assert.match(markdown, /_Execution `[0-9a-f-]+` continued as new at /);
+    assert.match(markdown, /_Execution `[0-9a-f-]+` started at .*, carrying on after iteration \d+\._/);
     let position = 0;
     for (let iteration = 1; iteration <= MARKER_ITERATIONS; iteration += 1) {
       const marker = `marker-${iteration}`;
@@ -179,6 +191,122 @@ describe('the audit export of a run', () => {
     );
   });
 
+  it('tells each approval request and its decision by signal, with who sent it', async () => {
+    const name = uniqueName('export-ask');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            text: 'Two commands.',
+            toolCalls: [
+              { tool: 'bash', arguments: { command: 'echo approved-marker' } },
+              { tool: 'bash', arguments: { command: 'echo denied-marker' } },
+            ],
+          },
+          { text: 'One ran, one was refused.' },
+        ],
+        { maxIterations: 1, permissions: { mode: 'ask', onDeny: 'continue' } },
+      ),
+    );
+    const pending = await waitFor('two approval requests', async () => {
+      const requests = (await env.agents.status(name)).pendingPermissions;
+      return requests.length === 2 && requests;
+    });
+    const requestFor = (command: string) =>
+      pending.find((request) => (request.input as { command?: string }).command === command)!.requestId;
+    const approvedId = requestFor('echo approved-marker');
+    const deniedId = requestFor('echo denied-marker');
+    const alice = aliceHandle(handle.workflowId);
+    await alice.signal('permission', { requestId: approvedId, approve: true, by: 'alice', note: 'harmless' });
+    await alice.signal('permission', {
+      requestId: deniedId,
+      approve: false,
+      by: 'alice',
+      note: 'not this one',
+    });
+    assert.equal((await handle.result()).exitReason, 'max_iterations');
+
+    const entries = await collect(auditEntries(env.temporal.client, handle.workflowId));
+    assert.deepEqual(
+      ofKind(entries, 'permission_requested').map(({ requestId, tool, input }) => ({
+        requestId,
+        tool,
+        input,
+      })),
+      [
+        { requestId: approvedId, tool: 'bash', input: { command: 'echo approved-marker' } },
+        { requestId: deniedId, tool: 'bash', input: { command: 'echo denied-marker' } },
+      ],
+    );
+    const signals = ofKind(entries, 'signal');
+    const decisions = ofKind(entries, 'permission_decided');
+    assert.deepEqual(
+      decisions.map(({ requestId, approved, via, by, note, signal }) => ({
+        requestId,
+        approved,
+        via,
+        by,
+        note,
+        signal,
+      })),
+      [
+        {
+          requestId: approvedId,
+          approved: true,
+          via: 'signal',
+          by: 'alice',
+          note: 'harmless',
+          signal: { at: signals[0]?.at, identity: 'alice@audit-desk', by: 'alice', note: 'harmless' },
+        },
+        {
+          requestId: deniedId,
+          approved: false,
+          via: 'signal',
+          by: 'alice',
+          note: 'not this one',
+          signal: { at: signals[1]?.at, identity: 'alice@audit-desk', by: 'alice', note: 'not this one' },
+        },
+      ],
+    );
+    assert.deepEqual(
+      ofKind(entries, 'state').map((entry) => entry.state),
+      ['running', 'awaiting_approval', 'running', 'stopped'],
+    );
+    // The approved call ran in the sandbox; the refused one's result is what the run told the model.
+    const [calls, results] = [ofKind(entries, 'tool_call'), ofKind(entries, 'tool_result')];
+    assert.deepEqual(
+      results.map(({ callId, success, source, output }) => ({
+        callId,
+        success,
+        source,
+        output: output.trim(),
+      })),
+      [
+        { callId: calls[0]?.callId, success: true, source: 'sandbox', output: 'approved-marker' },
+        {
+          callId: calls[1]?.callId,
+          success: false,
+          source: 'workflow',
+          output: 'Denied: user rejected this operation (not this one)',
+        },
+      ],
+    );
+
+    const markdown = (await collect(formatMarkdown(entries))).join('');
+    assert.ok(markdown.includes(`**Permission requested** \`${approvedId}\` for \`bash\``));
+    assert.ok(
+      markdown.includes(
+        `**Approved** \`${approvedId}\` (\`bash\`) by alice (identity alice@audit-desk) at ${signals[0]?.at} — "harmless"`,
+      ),
+    );
+    assert.ok(
+      markdown.includes(
+        `**Denied** \`${deniedId}\` (\`bash\`) by alice (identity alice@audit-desk) at ${signals[1]?.at} — "not this one"`,
+      ),
+    );
+  });
+
   it('a stop signal appears with its identity, and ignored signals as ignored', async () => {
     const name = uniqueName('export-stop');
     const handle = await env.agents.start(
@@ -188,16 +316,10 @@ describe('the audit export of a run', () => {
       }),
     );
     await waitFor('the run to sleep', async () => (await env.agents.status(name)).state === 'sleeping');
-    // Another client: the identity a person's tool gives is what the audit must show.
-    const alice = new Client({
-      connection: env.temporal.connection,
-      namespace: env.temporal.config.temporal.namespace,
-      identity: 'alice@audit-desk',
-    });
-    const aliceHandle = alice.workflow.getHandle(handle.workflowId);
-    await aliceHandle.signal('poke', {});
-    await aliceHandle.signal('permission', { approve: 'yes' });
-    await aliceHandle.signal('stop', { reason: 'the audit is over' });
+    const alice = aliceHandle(handle.workflowId);
+    await alice.signal('poke', {});
+    await alice.signal('permission', { approve: 'yes' });
+    await alice.signal('stop', { reason: 'the audit is over' });
     assert.equal((await handle.result()).exitReason, 'stopped');
 
     const entries = await collect(auditEntries(env.temporal.client, handle.workflowId));
@@ -236,6 +358,45 @@ describe('the audit export of a run', () => {
         markdown.includes('ignored: unknown'),
     );
     assert.ok(markdown.includes('exit reason `stopped`'));
+  });
+
+  it('exports the latest run of a replaced agent, or the earlier one its run ID names', async () => {
+    const name = uniqueName('export-replaced');
+    const first = await env.agents.start(scriptedRun(name, [{ text: 'First run.' }], { maxIterations: 1 }));
+    await first.result();
+    const second = await env.agents.start(
+      scriptedRun(name, [{ text: 'Second run.' }], { maxIterations: 1 }),
+      {
+        replace: true,
+      },
+    );
+    await second.result();
+
+    const outputs = async (options: { runId?: string }) =>
+      ofKind(
+        await collect(auditEntries(env.temporal.client, workflowIdFor(name), options)),
+        'model_output',
+      ).map((output) => [output.runId, output.text]);
+    assert.deepEqual(await outputs({}), [[second.firstExecutionRunId, 'Second run.']]);
+    assert.deepEqual(await outputs({ runId: first.firstExecutionRunId }), [
+      [first.firstExecutionRunId, 'First run.'],
+    ]);
+
+    const unknownRun = '00000000-0000-4000-8000-000000000000';
+    await assert.rejects(
+      exportRun(env.temporal.client, name, { format: 'jsonl', runId: unknownRun }),
+      (error: unknown) =>
+        error instanceof AgentsError &&
+        error.message ===
+          `No agent run '${name}' with run ID ${unknownRun} (workflow agent-${name}) in namespace default`,
+    );
+    await assert.rejects(
+      exportRun(env.temporal.client, name, { format: 'jsonl', runId: 'not-a-run-id' }),
+      (error: unknown) =>
+        error instanceof AgentsError &&
+        error.code === 'invalid_argument' &&
+        error.message.startsWith("Invalid run ID 'not-a-run-id': must be a UUID"),
+    );
   });
 
   it('exporting an unknown agent fails with one clear line', async () => {

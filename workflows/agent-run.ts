@@ -64,6 +64,7 @@ import {
 } from './permission-policy';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
 import { RunNotices } from './run-notices';
+import { RUNNER_COMMANDS_PATCH, runSettings } from './run-settings';
 import {
   finishResult,
   refusalMessage,
@@ -108,8 +109,10 @@ type PermissionExit = Extract<ExitReason, 'permission_denied' | 'permission_time
  * limit ends it. Every model call and tool batch is an activity, every pause a durable timer or an
  * awaited condition, every decision a signal; the history is the run's complete, replayable story.
  */
-export async function agentRun(input: AgentRunInput, carried?: CarriedState): Promise<AgentRunResult> {
+export async function agentRun(startInput: AgentRunInput, carried?: CarriedState): Promise<AgentRunResult> {
   const info = wf.workflowInfo();
+  const input = runSettings(startInput);
+  const runnerCommands = wf.patched(RUNNER_COMMANDS_PATCH);
   const run: CarriedState = {
     iteration: 0,
     modelCalls: 0,
@@ -138,6 +141,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
     runKey: transcriptKey,
     sinks: input.notifications,
     sequence: run.noticeSequence,
+    enabled: runnerCommands,
   });
   const permissions = newPermissionBook();
 
@@ -255,7 +259,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
    */
   async function refreshDailySpend(charge?: { chargeId: string } & Spend): Promise<void> {
     const day = utcDay(Date.now());
-    if (charge === undefined && !hasDailyLimits()) return;
+    if (!runnerCommands || (charge === undefined && !hasDailyLimits())) return;
     try {
       const totals = await dailyUsage({ day, ...(charge === undefined ? {} : { charge }) });
       dailySpend = { day, tokens: totals.tokens, costUsd: totals.costUsd };
@@ -605,7 +609,7 @@ export async function agentRun(input: AgentRunInput, carried?: CarriedState): Pr
         run.noticeSequence = notices.sequence;
         await notices.settle();
         await wf.condition(wf.allHandlersFinished);
-        return wf.continueAsNew<typeof agentRun>(input, run);
+        return wf.continueAsNew<typeof agentRun>(startInput, run);
       }
       if (!(await withinBudget({ tokens: 0, costUsd: 0 }, true))) return 'stopped';
       const { record, text, failure } = await runIteration();

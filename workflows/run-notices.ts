@@ -21,6 +21,8 @@ export class RunNotices {
       sinks: NotificationSinks;
       /** Notices sent so far in the whole run, carried across continue-as-new: IDs stay unique. */
       sequence: number;
+      /** False when replaying an execution recorded before notices existed. */
+      enabled: boolean;
     },
   ) {}
 
@@ -30,6 +32,7 @@ export class RunNotices {
   }
 
   send(kind: NotificationKind, text: string, iteration: number, details: NoticeDetails = {}): void {
+    if (!this.context.enabled) return;
     this.context.sequence += 1;
     const notification: AgentNotification = {
       id: `${this.context.runKey}:${this.context.sequence}`,
