@@ -75,6 +75,8 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(context);
     return 0;
   } catch (error) {
+    // The reader went away (`agents export x | head`): nothing left to say, and nothing failed.
+    if ((error as NodeJS.ErrnoException).code === 'EPIPE') return 0;
     if (verbose) console.error(error);
     const message = error instanceof AgentsError ? error.message : describeUnexpected(error);
     process.stderr.write(`agents: ${message.split('\n')[0]}\n`);

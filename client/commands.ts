@@ -118,8 +118,9 @@ function requireName(context: CommandContext, usage: string): string {
 async function withClient<T>(
   context: CommandContext,
   action: (agents: AgentsClient, session: TemporalSession) => Promise<T>,
+  onServer: (message: string) => void = context.print,
 ): Promise<T> {
-  const session = await connectTemporal(context.config, (message) => context.print(message));
+  const session = await connectTemporal(context.config, onServer);
   try {
     return await action(new AgentsClient(session.client), session);
   } finally {
@@ -310,20 +311,25 @@ export async function exportCommand(context: CommandContext): Promise<void> {
     throw new AgentsError('invalid_argument', `--format '${format}'. Accepted: jsonl, md`);
   }
   const output = text(context, 'output');
-  await withClient(context, async (_agents, session) => {
-    // Resolved before the file is created, so an unknown agent leaves no empty file behind.
-    const chunks = await exportRun(session.client, name, { format });
-    const sink = output === undefined ? process.stdout : createWriteStream(output);
-    for await (const chunk of chunks) {
-      if (!sink.write(chunk)) await once(sink, 'drain');
-    }
-    if (output !== undefined) {
-      await new Promise<void>((resolve, reject) =>
-        sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
-      );
-      context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
-    }
-  });
+  await withClient(
+    context,
+    async (_agents, session) => {
+      // Resolved before the file is created, so an unknown agent leaves no empty file behind.
+      const chunks = await exportRun(session.client, name, { format });
+      const sink = output === undefined ? process.stdout : createWriteStream(output);
+      for await (const chunk of chunks) {
+        if (!sink.write(chunk)) await once(sink, 'drain');
+      }
+      if (output !== undefined) {
+        await new Promise<void>((resolve, reject) =>
+          sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+        );
+        context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
+      }
+      // On stdout the export is the output: news about the server goes to stderr.
+    },
+    output === undefined ? (message) => process.stderr.write(`${message}\n`) : context.print,
+  );
 }
 
 /** `agents list [--state S]` */

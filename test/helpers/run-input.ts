@@ -11,7 +11,8 @@ export const TEST_TEMPLATE = '# Test program\n\n1. Do one small step.\n2. Summar
 
 /**
  * A run input with a scripted model playing `turns`; anything else can be overridden. Tool calls
- * run without asking unless a test sets its own permission policy.
+ * run without asking unless a test sets its own permission policy, and since a script repeats
+ * itself, the stagnation guard is off unless a test sets its window.
  */
 export function scriptedRun(
   name: string,
@@ -26,5 +27,6 @@ export function scriptedRun(
     model: { provider: 'scripted', turns },
     permissions: { mode: 'auto-approve' },
     ...overrides,
+    guards: { stagnationWindow: 0, ...overrides.guards },
   };
 }
