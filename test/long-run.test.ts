@@ -15,7 +15,7 @@ const ITERATIONS = 300;
 const OUTPUT_BYTES = 20_000;
 
 describe('a long run with large tool outputs', () => {
-  it(`runs ${ITERATIONS} iterations with ${OUTPUT_BYTES / 1000} KB of tool output each, keeps every history under 10 MB, and exports every call`, async () => {
+  it(`runs ${ITERATIONS} iterations with ${OUTPUT_BYTES / 1000} KB of tool output each, keeps every history under 10 MB, and exports every call`, async (context) => {
     const name = uniqueName('long-tools');
     const handle = await env.agents.start(
       scriptedRun(
@@ -43,6 +43,9 @@ describe('a long run with large tool outputs', () => {
       executions.push(execution);
     }
     assert.ok(executions.length >= 2, `the run continued as new (${executions.length} executions)`);
+    context.diagnostic(
+      `${executions.length} executions, history sizes ${executions.map((execution) => `${((execution.historySize ?? 0) / 1e6).toFixed(2)} MB / ${execution.historyLength} events`).join(', ')}`,
+    );
     for (const execution of executions) {
       assert.ok(
         (execution.historySize ?? 0) < HISTORY_SIZE_WARNING_BYTES,
