@@ -24,7 +24,9 @@ import {
 } from '../common/agent-input';
 import type { AgentState, TranscriptMessage } from '../common/agent-run-types';
 import { TRANSCRIPT_UNAVAILABLE } from '../common/constants';
+import { COMPACTED_HEADING, compactTranscript, estimateTokens } from '../workflows/compaction';
 import { renderCurrentDetails, type DetailsView } from '../workflows/current-details';
+import { runSettings } from '../workflows/run-settings';
 import { buildIterationRecord, errorMarker, shortenError, summarize } from '../workflows/iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
 
@@ -195,6 +197,95 @@ describe('iteration records', () => {
     assert.equal(record.status, 'error');
     assert.equal(record.error, 'r'.repeat(300));
     assert.equal(record.durationS, 0.5);
+  });
+});
+
+describe('conversation compaction', () => {
+  const user = (content: string): TranscriptMessage => ({ role: 'user', content });
+  const answer = (content: string, tool?: string): TranscriptMessage =>
+    tool === undefined
+      ? { role: 'assistant', content }
+      : {
+          role: 'assistant',
+          content,
+          toolCalls: [{ id: `call-${content}`, tool, arguments: { command: 'ls' } }],
+        };
+  const result = (content: string, success = true): TranscriptMessage => ({
+    role: 'tool',
+    toolCallId: 'call',
+    tool: 'bash',
+    content,
+    success,
+  });
+  /** Ten iterations of a prompt, an answer with a tool call, a 4,000-character result and a summary. */
+  const conversation = Array.from({ length: 10 }, (_, index) => [
+    user(`Continue (iteration ${index + 1}).`),
+    answer(`Listing files ${index + 1}.`, 'bash'),
+    result('f'.repeat(4000), index !== 3),
+    answer(`Summary of iteration ${index + 1}.`),
+  ]).flat();
+
+  it('leaves a conversation within its budget alone', () => {
+    assert.equal(compactTranscript(conversation, [user('next')], 20_000, 'system'), undefined);
+  });
+
+  it('replaces older turns with one summary and keeps the recent ones, cut at a user message', () => {
+    const compaction = compactTranscript(conversation, [user('next')], 5_000, 'system');
+    assert.ok(compaction !== undefined);
+    const [summary, ...kept] = compaction.messages;
+    assert.equal(summary?.role, 'user');
+    assert.ok(summary?.content.startsWith(COMPACTED_HEADING));
+    assert.equal(
+      kept[0]?.role,
+      'user',
+      'the recent part starts at a prompt, no tool result without its call',
+    );
+    assert.deepEqual(kept, conversation.slice(compaction.replaced));
+    assert.ok(estimateTokens([...compaction.messages, user('next')], 'system') <= 5_000);
+    assert.ok(summary?.content.includes('said: Summary of iteration 1.'));
+    assert.ok(summary?.content.includes('called bash {"command":"ls"}'));
+    assert.ok(summary?.content.includes('bash failed: ffff'), 'failed tools are remembered');
+  });
+
+  it('folds an earlier summary into the next one', () => {
+    const first = compactTranscript(conversation, [], 5_000, '');
+    assert.ok(first !== undefined);
+    const grown = [...first.messages, ...conversation.slice(0, 12)];
+    const second = compactTranscript(grown, [], 5_000, '');
+    assert.ok(second !== undefined);
+    assert.ok(second.messages[0]?.content.includes('said: Summary of iteration 1.'));
+    assert.equal(second.messages[0]?.content.split(COMPACTED_HEADING).length, 2, 'one heading');
+  });
+
+  it('is deterministic', () => {
+    assert.deepEqual(
+      compactTranscript(conversation, [], 5_000, 'system'),
+      compactTranscript(structuredClone(conversation), [], 5_000, 'system'),
+    );
+  });
+});
+
+describe('runs started by earlier versions', () => {
+  it('keep running tools without asking, with no budgets and no guard that could end them', () => {
+    const legacy = {
+      name: 'old',
+      template: { name: 't', source: 'file', content: '# T' },
+      args: '',
+      intervalS: 2,
+      model: { provider: 'scripted', turns: [{ text: 'hi' }] },
+      guards: { errorBackoffS: 10 },
+      sandbox: { network: false, resetOnEnd: false },
+    } as unknown as Parameters<typeof runSettings>[0];
+    const settings = runSettings(legacy);
+    assert.equal(settings.permissions.mode, 'auto-approve');
+    assert.deepEqual(settings.budgets, {
+      sessionTokens: 0,
+      sessionCostUsd: 0,
+      dailyTokens: 0,
+      dailyCostUsd: 0,
+    });
+    assert.equal(settings.guards.stagnationWindow, 0);
+    assert.equal(settings.guards.errorBackoffS, 10);
   });
 });
 
