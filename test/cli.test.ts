@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -68,6 +68,17 @@ describe('the agents CLI', () => {
       [['list', '--state', 'dreaming'], /Unknown --state 'dreaming'\. Accepted: running, sleeping/],
       [['launch'], /Unknown command 'launch'\. Commands: demo, dev/],
       [['status', name, 'extra'], /Unexpected argument 'extra'/],
+      [
+        ['start', name, '--template', 'demo', '--rule', 'permit bash(*)'],
+        /--rule 'permit bash\(\*\)': action/,
+      ],
+      [
+        ['start', name, '--template', 'demo', '--permission-mode', 'yolo'],
+        /--permission-mode 'yolo'\. Accepted: ask, auto-approve/,
+      ],
+      [['start', name, '--template', 'demo', '--session-cost=-1'], /--session-cost '-1': .*0/],
+      [['export', name, '--format', 'pdf'], /--format 'pdf'\. Accepted: jsonl, md/],
+      [['approve', name], /Give a request ID or --all/],
     ];
     const results = await Promise.all(cases.map(([args]) => runCli(args, env.temporal.environment)));
     results.forEach((result, index) => assertOneLineFailure(result, cases[index]![1]));
@@ -303,6 +314,73 @@ describe('the agents CLI', () => {
     } finally {
       await runCli(['server', 'stop'], environment);
       await rm(home, { recursive: true, force: true });
+    }
+  });
+
+  it('shows a pending request, approves it, and exports the decision with who made it', async () => {
+    const name = uniqueName('cli-approve');
+    const directory = await mkdtemp(path.join(os.tmpdir(), 'agents-cli-script-'));
+    const script = path.join(directory, 'turns.json');
+    await writeFile(
+      script,
+      JSON.stringify([
+        {
+          text: 'Writing notes.',
+          toolCalls: [{ tool: 'write_file', arguments: { path: 'notes.md', content: 'hi' } }],
+        },
+        { text: 'Wrote notes.' },
+      ]),
+    );
+    try {
+      const started = await runCli(
+        [
+          'start',
+          name,
+          '--template',
+          'demo',
+          '--model',
+          `scripted:${script}`,
+          '--max-iterations',
+          '1',
+          '--interval',
+          '0',
+        ],
+        env.temporal.environment,
+      );
+      assert.equal(started.code, 0, started.stderr);
+      await waitFor(
+        'the run to await approval',
+        async () => (await env.agents.status(name)).state === 'awaiting_approval',
+      );
+
+      const pending = await runCli(['pending'], env.temporal.environment);
+      assert.equal(pending.code, 0, pending.stderr);
+      const requestId = /pr_[0-9a-f]{16}/.exec(pending.stdout)?.[0];
+      assert.ok(requestId !== undefined, pending.stdout);
+      assert.match(pending.stdout, new RegExp(`${name}\\s+${requestId}\\s+write_file \\{"path":"notes.md"`));
+
+      const approved = await runCli(
+        ['approve', name, '--all', '--note', 'looks fine', '--by', 'ana'],
+        env.temporal.environment,
+      );
+      assert.equal(approved.code, 0, approved.stderr);
+      assert.match(approved.stdout, new RegExp(`Approved ${requestId} of agent ${name}`));
+      const result = await env.temporal.client.workflow
+        .getHandle<typeof agentRun>(workflowIdFor(name))
+        .result();
+      assert.equal(result.exitReason, 'max_iterations');
+
+      const exported = await runCli(['export', name, '--format', 'md'], env.temporal.environment);
+      assert.equal(exported.code, 0, exported.stderr);
+      assert.match(exported.stdout, new RegExp(`\\*\\*Approved\\*\\* \`${requestId}\``));
+      assert.match(exported.stdout, /by ana \(identity agents-cli /);
+      assert.doesNotMatch(
+        exported.stdout,
+        /Using the Temporal dev server/,
+        'server news stays off the export',
+      );
+    } finally {
+      await rm(directory, { recursive: true, force: true });
     }
   });
 });

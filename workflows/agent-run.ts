@@ -214,7 +214,14 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     const parsed = resumePayloadSchema.safeParse(payload ?? {});
     if (!parsed.success) return ignoreSignal('resume', parsed.error.message);
     const overrides = parsed.data.budgets;
-    if (overrides !== undefined) run.budgets = applyBudgetOverrides(run.budgets, overrides);
+    if (overrides !== undefined) {
+      run.budgets = applyBudgetOverrides(run.budgets, overrides);
+      // A new limit warns again at 80 % and 95 % of itself.
+      const changed = Object.keys(overrides);
+      run.warnedBudgets = run.warnedBudgets.filter(
+        (key) => !changed.some((name) => key.startsWith(`${name}:`)),
+      );
+    }
     if (state === 'paused_budget') resumeRequested = true;
     else if (overrides === undefined) ignoreSignal('resume', 'the run is not paused');
   });
@@ -384,8 +391,9 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     phase = 'approval';
     askedThisIteration = true;
     for (const request of requests) {
-      // A decision that arrived before its request opened is taken now.
-      if (openRequest(permissions, request).decision !== undefined) run.ignoredSignals -= 1;
+      // Payloads that arrived before their request opened were counted as ignored; it takes them now.
+      run.ignoredSignals -= permissions.early.filter((early) => early.requestId === request.requestId).length;
+      openRequest(permissions, request);
       notices.send(
         'approval_needed',
         `Approval needed: ${request.rationale}. Request ${request.requestId} expires ${request.expiresAt}; approve with signal permission ${approveSignalJson(request.requestId)}`,

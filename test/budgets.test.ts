@@ -1,0 +1,261 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import type { WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { Worker } from '@temporalio/worker';
+import type { AgentRunInputDraft, BudgetLimits, ScriptedTurn } from '../common/agent-input';
+import type { AgentStatus } from '../common/agent-run-types';
+import { resumeSignal } from '../common/messages';
+import type { AgentNotification } from '../common/notification';
+import { createActivityDependencies } from '../worker/create-worker';
+import { loadWorkflowBundle } from '../worker/workflow-bundle';
+import { useAgentsEnvironment } from './helpers/environment';
+import { scheduledModelTurns } from './helpers/history';
+import { scriptedRun, uniqueName } from './helpers/run-input';
+import { waitFor } from './helpers/wait';
+import { startWorker } from './helpers/worker';
+
+// One dev server for this file, a fresh worker for each test. Daily budgets count the spend of every
+// run on this server today, so the tests about them read the day's total rather than assume it.
+const env = useAgentsEnvironment();
+
+/** Every workflow this file starts, replayed at the end to prove the workflow code is deterministic. */
+const startedWorkflowIds: string[] = [];
+
+/** No limit at all: each test sets the one budget it is about. */
+const UNLIMITED: BudgetLimits = { sessionTokens: 0, sessionCostUsd: 0, dailyTokens: 0, dailyCostUsd: 0 };
+
+/** A scripted turn that spends `tokens` tokens. */
+function spending(tokens: number, text = `spent ${tokens}`): Partial<ScriptedTurn> {
+  return { text, usage: { inputTokens: tokens, outputTokens: 0 } };
+}
+
+async function start(
+  name: string,
+  turns: Array<Partial<ScriptedTurn>>,
+  budgets: Partial<BudgetLimits>,
+  overrides: Partial<AgentRunInputDraft> = {},
+) {
+  const handle = await env.agents.start(
+    scriptedRun(name, turns, { budgets: { ...UNLIMITED, ...budgets }, ...overrides }),
+  );
+  startedWorkflowIds.push(handle.workflowId);
+  return handle;
+}
+
+async function waitForState(name: string, state: AgentStatus['state']): Promise<AgentStatus> {
+  return waitFor(`agent ${name} to be ${state}`, async () => {
+    const status = await env.agents.status(name);
+    return status.state === state ? status : undefined;
+  });
+}
+
+/** The notices the run sent, in order, from the inputs of its `notify` activities. */
+async function notices(handle: WorkflowHandle): Promise<AgentNotification[]> {
+  const history = await handle.fetchHistory();
+  return (history.events ?? []).flatMap((event) => {
+    const attributes = event.activityTaskScheduledEventAttributes;
+    const payload = attributes?.input?.payloads?.[0];
+    if (attributes?.activityType?.name !== 'notify' || payload === undefined) return [];
+    return [defaultPayloadConverter.fromPayload<AgentNotification>(payload)];
+  });
+}
+
+/** The kinds of the run's notices that are about budget pauses, in order. */
+async function pauseNoticeKinds(handle: WorkflowHandle): Promise<string[]> {
+  return (await notices(handle))
+    .map((notice) => notice.kind)
+    .filter((kind) => kind === 'paused' || kind === 'resumed');
+}
+
+describe('budgets of an agent run', () => {
+  it('pauses with a reason and a paused notice when the session token budget is used up', async () => {
+    const name = uniqueName('session-pause');
+    const handle = await start(name, [spending(120)], { sessionTokens: 100 });
+    const paused = await waitForState(name, 'paused_budget');
+    assert.equal(paused.pauseReason, 'session token budget reached: 120 of 100 tokens');
+    assert.equal(paused.iteration, 1, 'paused before the second iteration began');
+    assert.equal((await scheduledModelTurns(handle)).length, 1);
+    const notice = await waitFor('the paused notice', async () =>
+      (await notices(handle)).find((candidate) => candidate.kind === 'paused'),
+    );
+    assert.match(
+      notice.text,
+      /^Paused: session token budget reached: 120 of 100 tokens\. Send signal resume/,
+    );
+
+    await env.agents.stop(name);
+    assert.equal((await handle.result()).exitReason, 'stopped');
+  });
+
+  it('pauses again when resumed with no new budgets while still over budget', async () => {
+    const name = uniqueName('resume-again');
+    const handle = await start(name, [spending(120)], { sessionTokens: 100 });
+    await waitForState(name, 'paused_budget');
+    await handle.signal(resumeSignal, {});
+    await waitFor('a second paused notice', async () => {
+      const kinds = await pauseNoticeKinds(handle);
+      return kinds.length >= 3 ? kinds : undefined;
+    });
+    assert.deepEqual(await pauseNoticeKinds(handle), ['paused', 'resumed', 'paused']);
+    const status = await env.agents.status(name);
+    assert.equal(status.state, 'paused_budget');
+    assert.equal(status.ignoredSignals, 0);
+    assert.equal((await scheduledModelTurns(handle)).length, 1, 'no model call while over budget');
+
+    await env.agents.stop(name);
+    assert.equal((await handle.result()).exitReason, 'stopped');
+  });
+
+  it('continues to completion when resumed with raised budgets, and status shows them', async () => {
+    const name = uniqueName('resume-raised');
+    const handle = await start(name, [spending(120)], { sessionTokens: 100 }, { maxIterations: 2 });
+    await waitForState(name, 'paused_budget');
+    await handle.signal(resumeSignal, { budgets: { sessionTokens: 1000 } });
+
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'max_iterations');
+    assert.equal(result.iterations, 2);
+    assert.equal(result.usage.inputTokens, 240);
+    const status = await env.agents.status(name);
+    assert.deepEqual(status.budgets, { ...UNLIMITED, sessionTokens: 1000 });
+    assert.equal(status.pauseReason, null);
+    assert.deepEqual(await pauseNoticeKinds(handle), ['paused', 'resumed']);
+  });
+
+  it('pauses before the next model call when the last call projects past the budget', async () => {
+    const name = uniqueName('projected');
+    const handle = await start(name, [spending(60)], { sessionTokens: 100 });
+    // 60 used is below 100, so the second iteration begins; 60 + 60 would reach it, so its model call waits.
+    const paused = await waitForState(name, 'paused_budget');
+    assert.equal(
+      paused.pauseReason,
+      'session token budget would be exceeded by the next request: 60 + 60 of 100 tokens',
+    );
+    assert.equal(paused.iteration, 2);
+    assert.equal(paused.usage.inputTokens, 60);
+    assert.equal((await scheduledModelTurns(handle)).length, 1, 'the second model call never started');
+
+    await env.agents.stop(name);
+    assert.equal((await handle.result()).exitReason, 'stopped');
+    assert.equal((await scheduledModelTurns(handle)).length, 1);
+  });
+
+  it('stops cleanly while paused, with exitReason stopped and no further model call', async () => {
+    const name = uniqueName('stop-paused');
+    const handle = await start(name, [spending(120)], { sessionTokens: 100 });
+    await waitForState(name, 'paused_budget');
+    await env.agents.stop(name, 'over budget for today');
+
+    const result = await waitFor('the stopped result', () => handle.result(), 20_000);
+    assert.deepEqual(result, {
+      exitReason: 'stopped',
+      iterations: 1,
+      usage: { inputTokens: 120, outputTokens: 0, costUsd: 0 },
+    });
+    const status = await env.agents.status(name);
+    assert.equal(status.state, 'stopped');
+    assert.equal(status.stopReason, 'over budget for today');
+    assert.equal(status.pauseReason, null);
+    assert.equal((await scheduledModelTurns(handle)).length, 1);
+    const kinds = (await notices(handle)).map((notice) => notice.kind);
+    assert.equal(kinds.at(-1), 'stopped');
+    assert.ok(!kinds.includes('resumed'));
+  });
+
+  it('warns once at 80 % and once at 95 % of a budget', async () => {
+    const name = uniqueName('warnings');
+    // Each call small enough that the next, projected from it, stays under the limit: 98 of 100 at the end.
+    const sizes = [40, 20, 12, 10, 4, 4, 2, 2, 1, 1, 1, 1];
+    const handle = await start(
+      name,
+      sizes.map((size) => spending(size)),
+      { sessionTokens: 100 },
+      { maxIterations: sizes.length, guards: { stagnationWindow: 0 } },
+    );
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'max_iterations');
+    assert.equal(result.usage.inputTokens, 98);
+    const warnings = (await notices(handle)).filter((notice) => notice.kind === 'warning');
+    assert.deepEqual(
+      warnings.map((warning) => warning.text),
+      [
+        'Budget warning: session token budget 80% used: 82 of 100 tokens',
+        'Budget warning: session token budget 95% used: 95 of 100 tokens',
+      ],
+    );
+    assert.deepEqual(
+      warnings.map((warning) => warning.iteration),
+      [4, 9],
+      'each sent at the check after the call that crossed it',
+    );
+  });
+
+  it("pauses a run on the daily token budget because of another run's spend", async () => {
+    const first = uniqueName('daily-first');
+    const firstHandle = await start(first, [spending(500)], {}, { maxIterations: 1 });
+    await firstHandle.result();
+    const afterFirst = (await env.agents.status(first)).dailyUsage;
+    assert.ok(afterFirst, 'a run that spent reads the day back from the ledger');
+    assert.ok(afterFirst.tokens >= 500);
+
+    // The second run alone stays far below its daily budget: only the first run's spend counts it out.
+    const second = uniqueName('daily-second');
+    const limit = afterFirst.tokens + 300;
+    const secondHandle = await start(second, [spending(300)], { dailyTokens: limit });
+    const paused = await waitForState(second, 'paused_budget');
+    assert.equal(paused.iteration, 1);
+    assert.equal(paused.usage.inputTokens, 300);
+    assert.deepEqual(paused.dailyUsage, { day: afterFirst.day, tokens: limit, costUsd: 0 });
+    assert.equal(
+      paused.pauseReason,
+      `daily token budget reached: ${limit.toLocaleString('en-US')} of ${limit.toLocaleString('en-US')} tokens`,
+    );
+
+    await env.agents.stop(second);
+    assert.equal((await secondHandle.result()).exitReason, 'stopped');
+  });
+
+  it('keeps the daily ledger across a server restart', async () => {
+    const first = uniqueName('ledger-before');
+    const firstHandle = await start(first, [spending(700)], {}, { maxIterations: 1 });
+    await firstHandle.result();
+    const spent = (await env.agents.status(first)).dailyUsage;
+    assert.ok(spent);
+
+    await env.worker.stop();
+    await env.temporal.stopServer({ crash: true });
+    await env.temporal.restartServer();
+    env.worker = await startWorker(env.temporal, createActivityDependencies(env.temporal.home));
+
+    const second = uniqueName('ledger-after');
+    const secondHandle = await waitFor('the restarted server to take a new run', () =>
+      start(second, [spending(1)], { dailyTokens: spent.tokens }),
+    );
+    const paused = await waitForState(second, 'paused_budget');
+    assert.equal(paused.iteration, 0, 'paused before its first iteration');
+    assert.deepEqual(paused.dailyUsage, spent);
+    assert.equal((await scheduledModelTurns(secondHandle)).length, 0);
+
+    await env.agents.stop(second);
+    assert.equal((await secondHandle.result()).exitReason, 'stopped');
+  });
+
+  it('replays every history of this file without a determinism error', async () => {
+    const histories = await Promise.all(
+      startedWorkflowIds.map(async (workflowId) => ({
+        workflowId,
+        history: await env.temporal.client.workflow.getHandle(workflowId).fetchHistory(),
+      })),
+    );
+    assert.ok(histories.length >= 10);
+    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
+    let replayed = 0;
+    for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) {
+      assert.equal(result.error, undefined, `${result.workflowId}: ${String(result.error)}`);
+      replayed += 1;
+    }
+    assert.equal(replayed, histories.length);
+  });
+});
