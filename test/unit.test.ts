@@ -550,12 +550,43 @@ describe('agent run input', () => {
     model: { provider: 'scripted', turns: [{ text: 'hi' }] },
   };
 
-  it('applies the defaults: 2 s interval, empty args, 10 s error backoff', () => {
+  it('applies the defaults: 2 s interval, empty args, the guards, budgets and policy of the reference', () => {
     const input = agentRunInputSchema.parse(minimal);
     assert.equal(input.intervalS, 2);
     assert.equal(input.args, '');
-    assert.deepEqual(input.guards, { errorBackoffS: 10 });
+    assert.deepEqual(input.guards, {
+      errorBackoffS: 10,
+      sameFailureLimit: 3,
+      anyFailureLimit: 4,
+      stagnationWindow: 3,
+    });
+    assert.deepEqual(input.budgets, {
+      sessionTokens: 200_000,
+      sessionCostUsd: 2,
+      dailyTokens: 2_000_000,
+      dailyCostUsd: 20,
+    });
+    assert.deepEqual(input.permissions, { mode: 'ask', rules: [], timeoutS: 1800, onDeny: 'stop' });
+    assert.deepEqual(input.notifications, { console: true, logFile: true });
     assert.equal(input.maxIterations, undefined);
+  });
+
+  it('rejects a malformed permission rule and a webhook that is not http(s), saying what is accepted', () => {
+    const badRule = agentRunInputSchema.safeParse({
+      ...minimal,
+      permissions: { rules: [{ action: 'allow', match: 'bash git status' }] },
+    });
+    assert.ok(!badRule.success);
+    assert.match(
+      describeZodError(badRule.error),
+      /permissions\.rules\.0\.match: must be "tool" or "tool\(pattern\)"/,
+    );
+    const badWebhook = agentRunInputSchema.safeParse({
+      ...minimal,
+      notifications: { webhookUrl: 'ftp://x' },
+    });
+    assert.ok(!badWebhook.success);
+    assert.match(describeZodError(badWebhook.error), /notifications\.webhookUrl: must be an http\(s\) URL/);
   });
 
   it('accepts an interval of 0 for back-to-back iterations', () => {
