@@ -115,7 +115,13 @@ interface PathFigures {
 /** A scenario's run input: the bench script, back to back, `iterations` long. */
 function benchRunInput(prefix: string, iterations: number): AgentRunInput {
   return validateRunInput(
-    scriptedRun(uniqueName(prefix), BENCH_TURNS, { intervalS: 0, maxIterations: iterations }),
+    scriptedRun(uniqueName(prefix), BENCH_TURNS, {
+      intervalS: 0,
+      maxIterations: iterations,
+      // Every call is charged to the shared daily ledger and every iteration checks it, as in a
+      // real run, with limits no benchmark reaches.
+      budgets: { sessionTokens: 0, sessionCostUsd: 0, dailyTokens: 1_000_000_000, dailyCostUsd: 1_000_000 },
+    }),
   );
 }
 

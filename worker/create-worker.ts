@@ -31,7 +31,9 @@ export function createActivityDependencies(
     transcripts: new TranscriptStore(path.join(home, 'transcripts')),
     notifier: new Notifier({
       home,
-      log: (level, message, fields) => Runtime.instance().logger[level](message, fields),
+      log: (level, message, fields) => {
+        Runtime.instance().logger[level](message, fields);
+      },
     }),
     ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
     ...(toolServer === undefined ? {} : { externalTools: new ToolServerClient(toolServer) }),

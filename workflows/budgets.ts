@@ -176,7 +176,5 @@ export function applyBudgetOverrides(
   return next;
 }
 
-/** The UTC day of an instant as `YYYY-MM-DD`: daily budgets reset at midnight UTC. */
-export function utcDay(epochMs: number): string {
-  return new Date(epochMs).toISOString().slice(0, 10);
-}
+/** The UTC day of an instant: daily budgets reset at midnight UTC, when the ledger of a new day begins. */
+export { utcDay } from '../common/daily-ledger';
