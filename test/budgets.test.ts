@@ -192,6 +192,34 @@ describe('budgets of an agent run', () => {
     );
   });
 
+  it('warns again at 80 % of a budget that a resume raised', async () => {
+    const name = uniqueName('warnings-raised');
+    // 82 of 100 warns; the fifth call's 30 reaches 112 and pauses; raised to 200, the run warns at 162.
+    const turns = [40, 20, 12, 10, 30, 10].map((size) => spending(size));
+    const handle = await start(
+      name,
+      turns,
+      { sessionTokens: 100 },
+      {
+        maxIterations: 11,
+        model: { provider: 'scripted', turns, whenExhausted: 'repeat-last' },
+      },
+    );
+    await waitForState(name, 'paused_budget');
+    await handle.signal(resumeSignal, { budgets: { sessionTokens: 200 } });
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'max_iterations');
+    assert.equal(result.usage.inputTokens, 172);
+    const warnings = (await notices(handle)).filter((notice) => notice.kind === 'warning');
+    assert.deepEqual(
+      warnings.map((warning) => warning.text),
+      [
+        'Budget warning: session token budget 80% used: 82 of 100 tokens',
+        'Budget warning: session token budget 80% used: 162 of 200 tokens',
+      ],
+    );
+  });
+
   it("pauses a run on the daily token budget because of another run's spend", async () => {
     const first = uniqueName('daily-first');
     const firstHandle = await start(first, [spending(500)], {}, { maxIterations: 1 });
