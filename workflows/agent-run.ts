@@ -36,14 +36,7 @@ import type { PermissionDecision as DecisionNotice } from '../common/notificatio
 import { agentIterationKey, agentStateKey } from '../common/search-attributes';
 import { assistantMessage, FINISH_TOOL } from '../common/transcript';
 import type { ToolResult } from '../sandbox/tool-call';
-import {
-  applyBudgetOverrides,
-  budgetWarnings,
-  checkBudgets,
-  currentWarningKeys,
-  utcDay,
-  type Spend,
-} from './budgets';
+import type { Spend } from './budgets';
 import { compactTranscript } from './compaction';
 import { approveSignalJson, renderCurrentDetails } from './current-details';
 import { assessIteration, initialGuardState, nextWaitS, type FailureInfo, type GuardState } from './guards';
@@ -63,6 +56,7 @@ import {
   type PermissionRequest,
 } from './permission-policy';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
+import { RunBudget } from './run-budget';
 import { RunNotices } from './run-notices';
 import { RUNNER_COMMANDS_PATCH, runSettings } from './run-settings';
 import {
@@ -144,16 +138,30 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     enabled: runnerCommands,
   });
   const permissions = newPermissionBook();
+  type Phase = 'model turn' | 'tool batch' | 'approval' | 'budget pause';
+  let phase: Phase = 'model turn';
+  let phaseBeforePause: Phase = phase;
+  const budget = new RunBudget(run, {
+    ledgerEnabled: runnerCommands,
+    notices,
+    iteration: () => run.iteration,
+    isStopped: () => stopReason !== null,
+    onPause: () => {
+      phaseBeforePause = phase;
+      phase = 'budget pause';
+      publish('paused_budget');
+    },
+    onResume: () => {
+      phase = phaseBeforePause;
+      publish('running');
+    },
+  });
 
   let state: AgentState = 'running';
   let published: { state: AgentState; iteration: number } | undefined;
   let stopReason: string | null = null;
   let exitReason: ExitReason | null = null;
-  let pauseReason: string | null = null;
-  let resumeRequested = false;
-  let dailySpend: Spend & { day: string } = { day: '', tokens: 0, costUsd: 0 };
   let turnScope: wf.CancellationScope | undefined;
-  let phase: 'model turn' | 'tool batch' | 'approval' | 'budget pause' = 'model turn';
   let finishRequested = false;
   let permissionExit: PermissionExit | undefined;
   let askedThisIteration = false;
@@ -180,7 +188,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
         costUsd: run.usage.costUsd,
         lastError: run.lastError,
         pendingPermissions: undecidedRequests(permissions),
-        pauseReason: state === 'paused_budget' ? pauseReason : null,
+        pauseReason: budget.pauseReason,
       }),
     );
   }
@@ -213,17 +221,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   wf.setHandler(resumeSignal, (payload: unknown) => {
     const parsed = resumePayloadSchema.safeParse(payload ?? {});
     if (!parsed.success) return ignoreSignal('resume', parsed.error.message);
-    const overrides = parsed.data.budgets;
-    if (overrides !== undefined) {
-      run.budgets = applyBudgetOverrides(run.budgets, overrides);
-      // A new limit warns again at 80 % and 95 % of itself.
-      const changed = Object.keys(overrides);
-      run.warnedBudgets = run.warnedBudgets.filter(
-        (key) => !changed.some((name) => key.startsWith(`${name}:`)),
-      );
-    }
-    if (state === 'paused_budget') resumeRequested = true;
-    else if (overrides === undefined) ignoreSignal('resume', 'the run is not paused');
+    if (!budget.resume(parsed.data.budgets)) ignoreSignal('resume', 'the run is not paused');
   });
   wf.setHandler(statusQuery, (): AgentStatus => ({
     name: input.name,
@@ -234,8 +232,8 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     pendingPermissions: undecidedRequests(permissions),
     usage: { ...run.usage },
     budgets: run.budgets,
-    dailyUsage: dailySpend.day === '' ? null : { ...dailySpend },
-    pauseReason: state === 'paused_budget' ? pauseReason : null,
+    dailyUsage: budget.dailyUsage,
+    pauseReason: budget.pauseReason,
     lastError: run.lastError,
     exitReason,
     stopReason,
@@ -249,79 +247,6 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     const { from = 1, limit = run.records.length } = parsed.data;
     return run.records.filter((record) => record.iteration >= from).slice(0, limit);
   });
-
-  const { dailyUsage } = wf.proxyActivities<AgentActivities>({
-    startToCloseTimeout: '30s',
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
-    summary: 'daily budget',
-  });
-
-  function hasDailyLimits(): boolean {
-    return run.budgets.dailyTokens > 0 || run.budgets.dailyCostUsd > 0;
-  }
-
-  /**
-   * Today's spend of all runs, from the shared ledger. A ledger that cannot be reached is logged and
-   * the last known figure used: budgets protect money, but must not stop work on their own failure.
-   */
-  async function refreshDailySpend(charge?: { chargeId: string } & Spend): Promise<void> {
-    const day = utcDay(Date.now());
-    if (!runnerCommands || (charge === undefined && !hasDailyLimits())) return;
-    try {
-      const totals = await dailyUsage({ day, ...(charge === undefined ? {} : { charge }) });
-      dailySpend = { day, tokens: totals.tokens, costUsd: totals.costUsd };
-    } catch (error) {
-      if (wf.isCancellation(error)) throw error;
-      wf.log.warn('Daily ledger unavailable', { error: failureMessage(error) });
-      if (dailySpend.day !== day) dailySpend = { day, tokens: 0, costUsd: 0 };
-    }
-  }
-
-  function budgetUsage() {
-    const today = utcDay(Date.now());
-    return {
-      session: { tokens: run.usage.inputTokens + run.usage.outputTokens, costUsd: run.usage.costUsd },
-      daily: dailySpend.day === today ? dailySpend : { tokens: 0, costUsd: 0 },
-    };
-  }
-
-  /**
-   * Checks the budgets with what the next step is expected to spend; over budget, the run pauses
-   * until `resume` (which may raise the budgets; the check runs again) or `stop`. Returns false when
-   * stopped while paused.
-   */
-  async function withinBudget(projected: Spend, freshDaily: boolean): Promise<boolean> {
-    for (;;) {
-      if (freshDaily || dailySpend.day !== utcDay(Date.now())) await refreshDailySpend();
-      const usage = budgetUsage();
-      const verdict = checkBudgets(run.budgets, usage, projected);
-      if (!verdict.exceeded) {
-        const day = utcDay(Date.now());
-        run.warnedBudgets = currentWarningKeys(run.warnedBudgets, day);
-        for (const warning of budgetWarnings(run.budgets, usage, run.warnedBudgets, day)) {
-          run.warnedBudgets.push(...warning.keys);
-          notices.send('warning', `Budget warning: ${warning.message}`, run.iteration);
-        }
-        return true;
-      }
-      const previousPhase = phase;
-      pauseReason = verdict.reason;
-      resumeRequested = false;
-      phase = 'budget pause';
-      publish('paused_budget');
-      notices.send(
-        'paused',
-        `Paused: ${verdict.reason}. Send signal resume, with new budgets if needed: {"budgets": {"${verdict.budget}": …}}`,
-        run.iteration,
-      );
-      await wf.condition(() => resumeRequested || stopReason !== null);
-      if (stopReason !== null) return false;
-      notices.send('resumed', 'Resumed.', run.iteration);
-      phase = previousPhase;
-      publish('running');
-      freshDaily = true;
-    }
-  }
 
   /**
    * Calls the model with only the messages this turn adds; sends the whole conversation when it was
@@ -366,18 +291,6 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     }
     run.transcript.push(...append, assistantMessage(result));
     return result;
-  }
-
-  /** Adds a model call's spend to the run and to the shared daily ledger. */
-  async function chargeModelCall(answer: ModelTurnResult): Promise<void> {
-    const spend = { tokens: answer.usage.inputTokens + answer.usage.outputTokens, costUsd: answer.costUsd };
-    run.usage.inputTokens += answer.usage.inputTokens;
-    run.usage.outputTokens += answer.usage.outputTokens;
-    run.usage.costUsd += answer.costUsd;
-    run.lastCallSpend = spend;
-    if (spend.tokens === 0 && spend.costUsd === 0) return;
-    // Fixed by the run and the call, so a retried charge counts once.
-    await refreshDailySpend({ chargeId: `${transcriptKey}:${run.modelCalls - 1}`, ...spend });
   }
 
   /**
@@ -528,10 +441,10 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     run.pendingMessages = [];
     for (let round = 1; ; round += 1) {
       phase = 'model turn';
-      if (!(await withinBudget(run.lastCallSpend, false))) break;
+      if (!(await budget.check(run.lastCallSpend, false))) break;
       const answer = await callModel(append);
       texts.push(answer.text);
-      await chargeModelCall(answer);
+      await budget.charge(`${transcriptKey}:${run.modelCalls - 1}`, answer.usage, answer.costUsd);
       if (answer.toolCalls.length === 0) break;
       phase = 'tool batch';
       append = await runTools(answer.toolCalls);
@@ -619,7 +532,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
         await wf.condition(wf.allHandlersFinished);
         return wf.continueAsNew<typeof agentRun>(startInput, run);
       }
-      if (!(await withinBudget({ tokens: 0, costUsd: 0 }, true))) return 'stopped';
+      if (!(await budget.check({ tokens: 0, costUsd: 0 }, true))) return 'stopped';
       const { record, text, failure } = await runIteration();
       // A stop that came during the iteration still lets it be recorded, then ends the run.
       if (stopReason !== null) return 'stopped';

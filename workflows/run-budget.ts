@@ -1,0 +1,171 @@
+import * as wf from '@temporalio/workflow';
+import type { AgentActivities } from '../activities';
+import type { BudgetLimits } from '../common/agent-input';
+import type { RunUsage } from '../common/agent-run-types';
+import {
+  applyBudgetOverrides,
+  budgetWarnings,
+  checkBudgets,
+  currentWarningKeys,
+  utcDay,
+  type BudgetUsage,
+  type Spend,
+} from './budgets';
+import type { RunNotices } from './run-notices';
+
+/** The part of a run's carried state that its budgets read and change. */
+export interface BudgetState {
+  usage: RunUsage;
+  /** The run's budgets, with every `resume` override applied. */
+  budgets: BudgetLimits;
+  /** Budget warnings already sent, so each goes out once. */
+  warnedBudgets: string[];
+  /** Tokens and cost of the last model call: the projection for the next one. */
+  lastCallSpend: Spend;
+}
+
+/** Today's spend of all runs, as last read from the shared ledger. */
+export interface DailySpend extends Spend {
+  day: string;
+}
+
+/**
+ * A run's budgets inside the workflow: the session's usage, today's spend of all runs from the
+ * shared daily ledger, warnings, and the pause, an awaited condition that only `resume` or `stop`
+ * ends. The arithmetic is in `budgets.ts`; this class holds the state and calls the ledger.
+ */
+export class RunBudget {
+  private daily: DailySpend = { day: '', tokens: 0, costUsd: 0 };
+  private resumeRequested = false;
+  private paused: string | null = null;
+
+  constructor(
+    private readonly run: BudgetState,
+    private readonly context: {
+      /** False when replaying an execution recorded before the ledger existed. */
+      ledgerEnabled: boolean;
+      notices: RunNotices;
+      iteration: () => number;
+      isStopped: () => boolean;
+      /** The run shows `paused_budget`, and then goes back to work. */
+      onPause: () => void;
+      onResume: () => void;
+    },
+  ) {}
+
+  /** Why the run is paused, while it is. */
+  get pauseReason(): string | null {
+    return this.paused;
+  }
+
+  /** Today's spend of all runs, once the ledger has been read. */
+  get dailyUsage(): DailySpend | null {
+    return this.daily.day === '' ? null : { ...this.daily };
+  }
+
+  /**
+   * Applies a `resume`: its budgets replace the run's (a changed limit warns again at 80 % and 95 %
+   * of itself), and a paused run checks again. False when there was nothing to act on.
+   */
+  resume(overrides: Partial<BudgetLimits> | undefined): boolean {
+    if (overrides !== undefined) {
+      this.run.budgets = applyBudgetOverrides(this.run.budgets, overrides);
+      const changed = Object.keys(overrides);
+      this.run.warnedBudgets = this.run.warnedBudgets.filter(
+        (key) => !changed.some((name) => key.startsWith(`${name}:`)),
+      );
+    }
+    if (this.paused !== null) this.resumeRequested = true;
+    return overrides !== undefined || this.paused !== null;
+  }
+
+  /**
+   * Checks the budgets with what the next step is expected to spend; over budget, waits until
+   * `resume` (then checks again) or `stop`. Returns false when stopped while paused.
+   */
+  async check(projected: Spend, freshDaily: boolean): Promise<boolean> {
+    for (let fresh = freshDaily; ; fresh = true) {
+      const today = utcDay(Date.now());
+      if (fresh || this.daily.day !== today) await this.refreshDaily();
+      const usage = this.usage(today);
+      const verdict = checkBudgets(this.run.budgets, usage, projected);
+      if (!verdict.exceeded) {
+        this.warn(usage, today);
+        return true;
+      }
+      this.paused = verdict.reason;
+      this.resumeRequested = false;
+      this.context.onPause();
+      this.context.notices.send(
+        'paused',
+        `Paused: ${verdict.reason}. Send signal resume, with new budgets if needed: {"budgets": {"${verdict.budget}": …}}`,
+        this.context.iteration(),
+      );
+      try {
+        await wf.condition(() => this.resumeRequested || this.context.isStopped());
+      } finally {
+        this.paused = null;
+      }
+      if (this.context.isStopped()) return false;
+      this.context.notices.send('resumed', 'Resumed.', this.context.iteration());
+      this.context.onResume();
+    }
+  }
+
+  /**
+   * Adds a model call's spend to the run and to the day's ledger; `chargeId` is fixed by the run and
+   * the call, so a retried charge counts once.
+   */
+  async charge(chargeId: string, usage: { inputTokens: number; outputTokens: number }, costUsd: number) {
+    const spend = { tokens: usage.inputTokens + usage.outputTokens, costUsd };
+    this.run.usage.inputTokens += usage.inputTokens;
+    this.run.usage.outputTokens += usage.outputTokens;
+    this.run.usage.costUsd += costUsd;
+    this.run.lastCallSpend = spend;
+    if (spend.tokens > 0 || spend.costUsd > 0) await this.refreshDaily({ chargeId, ...spend });
+  }
+
+  private usage(today: string): BudgetUsage {
+    const { usage } = this.run;
+    return {
+      session: { tokens: usage.inputTokens + usage.outputTokens, costUsd: usage.costUsd },
+      daily: this.daily.day === today ? this.daily : { tokens: 0, costUsd: 0 },
+    };
+  }
+
+  private warn(usage: BudgetUsage, today: string): void {
+    this.run.warnedBudgets = currentWarningKeys(this.run.warnedBudgets, today);
+    for (const warning of budgetWarnings(this.run.budgets, usage, this.run.warnedBudgets, today)) {
+      this.run.warnedBudgets.push(...warning.keys);
+      this.context.notices.send('warning', `Budget warning: ${warning.message}`, this.context.iteration());
+    }
+  }
+
+  /**
+   * Reads today's spend of all runs from the ledger, charging it first when given a charge. Every
+   * run charges, so the ledger is right for runs with daily limits; only those read it. A ledger
+   * that cannot be reached is logged and the last figure kept: budgets must not stop work on
+   * their own failure.
+   */
+  private async refreshDaily(charge?: { chargeId: string } & Spend): Promise<void> {
+    const { budgets } = this.run;
+    const hasDailyLimits = budgets.dailyTokens > 0 || budgets.dailyCostUsd > 0;
+    if (!this.context.ledgerEnabled || (charge === undefined && !hasDailyLimits)) return;
+    const day = utcDay(Date.now());
+    const { dailyUsage } = wf.proxyActivities<AgentActivities>({
+      startToCloseTimeout: '30s',
+      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+      summary: 'daily budget',
+    });
+    try {
+      const totals = await dailyUsage({ day, ...(charge === undefined ? {} : { charge }) });
+      this.daily = { day, tokens: totals.tokens, costUsd: totals.costUsd };
+    } catch (error) {
+      if (wf.isCancellation(error)) throw error;
+      wf.log.warn('Daily ledger unavailable', {
+        error: error instanceof Error ? error.message : String(error),
+      });
+      if (this.daily.day !== day) this.daily = { day, tokens: 0, costUsd: 0 };
+    }
+  }
+}
