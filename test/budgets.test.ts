@@ -1,16 +1,14 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { Worker } from '@temporalio/worker';
 import type { AgentRunInputDraft, BudgetLimits, ScriptedTurn } from '../common/agent-input';
 import type { AgentStatus } from '../common/agent-run-types';
 import { resumeSignal } from '../common/messages';
 import type { AgentNotification } from '../common/notification';
 import { createActivityDependencies } from '../worker/create-worker';
-import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { useAgentsEnvironment } from './helpers/environment';
+import { assertReplays } from './helpers/replay';
 import { scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
@@ -271,19 +269,7 @@ describe('budgets of an agent run', () => {
   });
 
   it('replays every history of this file without a determinism error', async () => {
-    const histories = await Promise.all(
-      startedWorkflowIds.map(async (workflowId) => ({
-        workflowId,
-        history: await env.temporal.client.workflow.getHandle(workflowId).fetchHistory(),
-      })),
-    );
+    const histories = await assertReplays(env.temporal, startedWorkflowIds);
     assert.ok(histories.length >= 10);
-    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
-    let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) {
-      assert.equal(result.error, undefined, `${result.workflowId}: ${String(result.error)}`);
-      replayed += 1;
-    }
-    assert.equal(replayed, histories.length);
   });
 });

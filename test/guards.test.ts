@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
 import type { AgentRunInputDraft, ScriptedTurn } from '../common/agent-input';
-import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { useAgentsEnvironment } from './helpers/environment';
+import { assertReplays } from './helpers/replay';
 import { countEvents } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
@@ -163,19 +161,7 @@ describe('guards of an agent run', () => {
   });
 
   it('replays every history of this file without a determinism error', async () => {
-    const histories = await Promise.all(
-      startedWorkflowIds.map(async (workflowId) => ({
-        workflowId,
-        history: await env.temporal.client.workflow.getHandle(workflowId).fetchHistory(),
-      })),
-    );
+    const histories = await assertReplays(env.temporal, startedWorkflowIds);
     assert.ok(histories.length >= 7);
-    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
-    let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) {
-      assert.equal(result.error, undefined, `${result.workflowId}: ${String(result.error)}`);
-      replayed += 1;
-    }
-    assert.equal(replayed, histories.length);
   });
 });

@@ -1,17 +1,15 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { Worker } from '@temporalio/worker';
 import type { ToolBatchInput } from '../activities';
 import { workflowIdFor } from '../client/agents-client';
 import type { AgentRunInputDraft, PermissionPolicy, ScriptedTurn } from '../common/agent-input';
 import type { AgentStatus, TranscriptMessage } from '../common/agent-run-types';
 import { permissionSignal, type PermissionPayload } from '../common/messages';
 import type { AgentNotification } from '../common/notification';
-import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { useAgentsEnvironment } from './helpers/environment';
+import { assertReplays } from './helpers/replay';
 import { scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
@@ -422,19 +420,7 @@ describe('permission requests of an agent run', () => {
   });
 
   it('replays every history of this file without a determinism error', async () => {
-    const histories = await Promise.all(
-      startedWorkflowIds.map(async (workflowId) => ({
-        workflowId,
-        history: await env.temporal.client.workflow.getHandle(workflowId).fetchHistory(),
-      })),
-    );
+    const histories = await assertReplays(env.temporal, startedWorkflowIds);
     assert.ok(histories.length >= 12);
-    const bundle = await loadWorkflowBundle(path.join(env.temporal.home, 'cache'));
-    let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) {
-      assert.equal(result.error, undefined, `${result.workflowId}: ${String(result.error)}`);
-      replayed += 1;
-    }
-    assert.equal(replayed, histories.length);
   });
 });

@@ -11,8 +11,9 @@ import { quietRuntime } from './helpers/temporal-server';
 const FIXTURES = path.join(__dirname, 'fixtures', 'histories');
 
 /**
- * Histories recorded from earlier versions of `agentRun` (regenerate with
- * `AGENTS_RECORD_HISTORIES=test/fixtures/histories node --import tsx --test test/agent-run.test.ts`).
+ * Histories recorded from earlier versions of `agentRun` (record more with
+ * `AGENTS_RECORD_HISTORIES=test/fixtures/histories node --import tsx --test test/<file>.test.ts` for
+ * agent-run, permissions, budgets or guards).
  * Replaying them against today's workflow code catches a change that would break runs already in
  * flight: the runs users leave going for days.
  */
