@@ -92,6 +92,8 @@ export interface CarriedState {
   warnedBudgets: string[];
   /** Tokens and cost of the last model call: the projection for the next one. */
   lastCallSpend: Spend;
+  unchargedSpend: Spend;
+  charges: number;
   noticeSequence: number;
 }
 
@@ -123,6 +125,8 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     budgets: input.budgets,
     warnedBudgets: [],
     lastCallSpend: { tokens: 0, costUsd: 0 },
+    unchargedSpend: { tokens: 0, costUsd: 0 },
+    charges: 0,
     noticeSequence: 0,
     // State carried from before a field existed keeps that field's default.
     ...carried,
@@ -142,6 +146,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   let phase: Phase = 'model turn';
   let phaseBeforePause: Phase = phase;
   const budget = new RunBudget(run, {
+    runKey: transcriptKey,
     ledgerEnabled: runnerCommands,
     notices,
     iteration: () => run.iteration,
@@ -444,7 +449,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       if (!(await budget.check(run.lastCallSpend, false))) break;
       const answer = await callModel(append);
       texts.push(answer.text);
-      await budget.charge(`${transcriptKey}:${run.modelCalls - 1}`, answer.usage, answer.costUsd);
+      budget.record(answer.usage, answer.costUsd);
       if (answer.toolCalls.length === 0) break;
       phase = 'tool batch';
       append = await runTools(answer.toolCalls);
@@ -596,11 +601,13 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     if (wf.isCancellation(error)) {
       publish('stopped');
       await releaseWorkspace();
+      await wf.CancellationScope.nonCancellable(() => budget.flush());
       await notices.settle();
     }
     throw error;
   }
   await releaseWorkspace();
+  await budget.flush();
   // Set by a signal handler or a guard while the loop ran: wider than the narrowed type here.
   const reason = stopReason as string | null;
   const why = reason === null ? '' : `: ${reason}`;

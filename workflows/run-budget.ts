@@ -22,6 +22,10 @@ export interface BudgetState {
   warnedBudgets: string[];
   /** Tokens and cost of the last model call: the projection for the next one. */
   lastCallSpend: Spend;
+  /** Spend not yet charged to the daily ledger: charged before the next iteration, and at the end. */
+  unchargedSpend: Spend;
+  /** Charges sent so far: each charge's ID is the run's key and this count, so a retry counts once. */
+  charges: number;
 }
 
 /** Today's spend of all runs, as last read from the shared ledger. */
@@ -42,6 +46,8 @@ export class RunBudget {
   constructor(
     private readonly run: BudgetState,
     private readonly context: {
+      /** The run's key across continue-as-new: charge IDs start with it. */
+      runKey: string;
       /** False when replaying an execution recorded before the ledger existed. */
       ledgerEnabled: boolean;
       notices: RunNotices;
@@ -81,12 +87,15 @@ export class RunBudget {
 
   /**
    * Checks the budgets with what the next step is expected to spend; over budget, waits until
-   * `resume` (then checks again) or `stop`. Returns false when stopped while paused.
+   * `resume` (then checks again) or `stop`. Returns false when stopped while paused. With
+   * `freshDaily` (before each iteration) the spend not yet charged goes to the ledger, and today's
+   * total comes back, in one call; between model calls the last total plus this run's own spend
+   * since then is used.
    */
   async check(projected: Spend, freshDaily: boolean): Promise<boolean> {
     for (let fresh = freshDaily; ; fresh = true) {
       const today = utcDay(Date.now());
-      if (fresh || this.daily.day !== today) await this.refreshDaily();
+      if (fresh || this.daily.day !== today) await this.refreshDaily(fresh);
       const usage = this.usage(today);
       const verdict = checkBudgets(this.run.budgets, usage, projected);
       if (!verdict.exceeded) {
@@ -112,24 +121,34 @@ export class RunBudget {
     }
   }
 
-  /**
-   * Adds a model call's spend to the run and to the day's ledger; `chargeId` is fixed by the run and
-   * the call, so a retried charge counts once.
-   */
-  async charge(chargeId: string, usage: { inputTokens: number; outputTokens: number }, costUsd: number) {
+  /** Adds a model call's spend to the run; the ledger gets it before the next iteration. */
+  record(usage: { inputTokens: number; outputTokens: number }, costUsd: number): void {
     const spend = { tokens: usage.inputTokens + usage.outputTokens, costUsd };
     this.run.usage.inputTokens += usage.inputTokens;
     this.run.usage.outputTokens += usage.outputTokens;
     this.run.usage.costUsd += costUsd;
     this.run.lastCallSpend = spend;
-    if (spend.tokens > 0 || spend.costUsd > 0) await this.refreshDaily({ chargeId, ...spend });
+    this.run.unchargedSpend = {
+      tokens: this.run.unchargedSpend.tokens + spend.tokens,
+      costUsd: this.run.unchargedSpend.costUsd + spend.costUsd,
+    };
+  }
+
+  /** Charges what the run spent since the last charge, when the run ends. */
+  async flush(): Promise<void> {
+    const { tokens, costUsd } = this.run.unchargedSpend;
+    if (tokens > 0 || costUsd > 0) await this.refreshDaily(true);
   }
 
   private usage(today: string): BudgetUsage {
-    const { usage } = this.run;
+    const { usage, unchargedSpend } = this.run;
+    const charged = this.daily.day === today ? this.daily : { tokens: 0, costUsd: 0 };
     return {
       session: { tokens: usage.inputTokens + usage.outputTokens, costUsd: usage.costUsd },
-      daily: this.daily.day === today ? this.daily : { tokens: 0, costUsd: 0 },
+      daily: {
+        tokens: charged.tokens + unchargedSpend.tokens,
+        costUsd: charged.costUsd + unchargedSpend.costUsd,
+      },
     };
   }
 
@@ -142,24 +161,35 @@ export class RunBudget {
   }
 
   /**
-   * Reads today's spend of all runs from the ledger, charging it first when given a charge. Every
-   * run charges, so the ledger is right for runs with daily limits; only those read it. A ledger
-   * that cannot be reached is logged and the last figure kept: budgets must not stop work on
-   * their own failure.
+   * Reads today's spend of all runs from the ledger, charging first what this run spent since its
+   * last charge when `charge` is set. Every run charges, so the ledger is right for runs with daily
+   * limits; only those read it without a charge. Not a local activity: it waits on the ledger's
+   * workflow task, which must not queue behind workflow tasks held open by local activities. A
+   * ledger that cannot be reached is logged and the last figure kept: budgets must not stop work
+   * on their own failure.
    */
-  private async refreshDaily(charge?: { chargeId: string } & Spend): Promise<void> {
-    const { budgets } = this.run;
+  private async refreshDaily(charge: boolean): Promise<void> {
+    const { budgets, unchargedSpend } = this.run;
     const hasDailyLimits = budgets.dailyTokens > 0 || budgets.dailyCostUsd > 0;
-    if (!this.context.ledgerEnabled || (charge === undefined && !hasDailyLimits)) return;
+    const charging = charge && (unchargedSpend.tokens > 0 || unchargedSpend.costUsd > 0);
+    if (!this.context.ledgerEnabled || (!charging && !hasDailyLimits)) return;
     const day = utcDay(Date.now());
     const { dailyUsage } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: '30s',
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
       summary: 'daily budget',
     });
+    const sent = charging ? { ...unchargedSpend } : undefined;
+    if (sent !== undefined) this.run.charges += 1;
     try {
-      const totals = await dailyUsage({ day, ...(charge === undefined ? {} : { charge }) });
+      const totals = await dailyUsage({
+        day,
+        ...(sent === undefined
+          ? {}
+          : { charge: { chargeId: `${this.context.runKey}:${this.run.charges}`, ...sent } }),
+      });
       this.daily = { day, tokens: totals.tokens, costUsd: totals.costUsd };
+      if (sent !== undefined) this.run.unchargedSpend = { tokens: 0, costUsd: 0 };
     } catch (error) {
       if (wf.isCancellation(error)) throw error;
       wf.log.warn('Daily ledger unavailable', {
