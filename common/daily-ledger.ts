@@ -1,4 +1,4 @@
-import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { z } from 'zod';
 
 /**
@@ -47,8 +47,15 @@ export const chargeSchema = z
   .strict();
 export type Charge = z.infer<typeof chargeSchema>;
 
-/** Failure type of a charge that is refused because its payload is not a valid charge. */
-export const INVALID_CHARGE = 'InvalidCharge';
+/**
+ * The argument of a `usage` query: with `chargeIds`, the answer also says which of those charges are
+ * recorded, so callers that just sent them know whether the totals include them yet. A list, because
+ * one query answers every caller of a worker that is waiting on the same ledger.
+ */
+export const usageQueryArgumentSchema = z
+  .object({ chargeIds: z.array(chargeSchema.shape.chargeId).max(RECENT_CHARGE_IDS_KEPT).optional() })
+  .strict();
+export type UsageQueryArgument = z.infer<typeof usageQueryArgumentSchema>;
 
 /** What one UTC day has used so far, over all runs of the namespace. */
 export interface DailyUsage {
@@ -68,11 +75,24 @@ export interface LedgerState {
   recentChargeIds: string[];
 }
 
-/** Records a charge (once per `chargeId`) and returns the day's totals. */
-export const chargeUpdate = defineUpdate<DailyUsage, [Charge]>('charge');
+/** A `usage` answer: the day's totals and, when asked about charges, those of them that are recorded. */
+export type UsageAnswer = DailyUsage & { recorded?: string[] };
 
-/** The day's totals. */
-export const usageQuery = defineQuery<DailyUsage>('usage');
+/**
+ * Records a charge, once per `chargeId`; an invalid payload is logged and ignored. A signal, not an
+ * update, because every run of the namespace charges the one ledger of the day: signals have no
+ * in-flight limit per workflow (updates have, 10 by default, and 50 concurrent runs hit it), the
+ * server hands the signals that queue up meanwhile to the ledger's next workflow task as one batch,
+ * and a signal reaches the ledger, and starts it with Signal-With-Start, even when no worker is
+ * running. The sender learns the totals from {@link usageQuery}.
+ */
+export const chargeSignal = defineSignal<[Charge]>('charge');
+
+/**
+ * The day's totals; with `{ chargeIds }`, also which of those charges are recorded (`recorded`): a
+ * charge is recorded at the ledger's next workflow task after its signal, so its sender may ask first.
+ */
+export const usageQuery = defineQuery<UsageAnswer, [UsageQueryArgument?]>('usage');
 
 /** The workflow ID of the ledger of `day` (`YYYY-MM-DD`). */
 export function dailyLedgerWorkflowId(day: string): string {

@@ -2,28 +2,24 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import {
-  Client,
-  WorkflowFailedError,
-  WorkflowNotFoundError,
-  WorkflowUpdateFailedError,
-} from '@temporalio/client';
+import { Client, Connection, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { temporal as proto } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { createDailyLedgerActivities, INVALID_DAILY_USAGE_INPUT } from '../activities/daily-ledger';
 import { TASK_QUEUE } from '../common/constants';
 import {
-  chargeUpdate,
+  chargeSignal,
   DAILY_LEDGER_ID_PREFIX,
   DAILY_LEDGER_WORKFLOW_TYPE,
   dailyLedgerWorkflowId,
   dayStartMs,
-  INVALID_CHARGE,
   ledgerClosesAtMs,
   RECENT_CHARGE_IDS_KEPT,
+  usageQuery,
   utcDay,
   type Charge,
+  type UsageQueryArgument,
 } from '../common/daily-ledger';
 import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { DailyLedgerBook, dailyBudgetLedger, INVALID_LEDGER_ID } from '../workflows/daily-ledger';
@@ -106,6 +102,65 @@ describe('the daily budget ledger', () => {
     assert.deepEqual(once, { day, tokens: 1000, costUsd: 0.5, charges: 1 });
     assert.deepEqual(retries, [once, once]);
     assert.deepEqual(await second.dailyUsage({ day }), once);
+    // Every retry reached the ledger as a signal of its own; the charge ID made them one charge.
+    const handle = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    assert.equal(await countEvents(handle, 'workflowExecutionSignaledEventAttributes'), 3);
+  });
+
+  it('50 runs charging at once all count, and the server refuses none of the calls', async () => {
+    // The worker's calls on a connection that does not retry: a refusal by the server (too many updates
+    // in flight, too many queries buffered) fails the call instead of hiding behind a backoff.
+    const connection = await Connection.connect({
+      address: env.temporal.config.temporal.address,
+      interceptors: [],
+    });
+    try {
+      const noRetries = new Client({ connection, namespace: env.temporal.config.temporal.namespace });
+      const worker = createDailyLedgerActivities(() => noRetries);
+      const day = uniqueDay();
+      const charges = Array.from({ length: 50 }, (_, run) =>
+        charge(`run-${run}:1`, run + 1, (run + 1) / 1000),
+      );
+      const outcomes = await Promise.allSettled(
+        charges.map((sent) => worker.dailyUsage({ day, charge: sent })),
+      );
+      const failures = outcomes.flatMap((outcome) =>
+        outcome.status === 'rejected' ? [String(outcome.reason)] : [],
+      );
+      assert.deepEqual(failures, []);
+      const totals = { day, tokens: 1275, costUsd: 1.275, charges: 50 };
+      assert.deepEqual(await worker.dailyUsage({ day }), totals);
+      outcomes.forEach((outcome, run) => {
+        assert.equal(outcome.status, 'fulfilled');
+        // Each run's answer includes at least its own charge, and never more than all of them.
+        const { tokens, charges: counted } = outcome.value;
+        assert.ok(tokens >= run + 1 && tokens <= totals.tokens && counted <= totals.charges, `run ${run}`);
+      });
+    } finally {
+      await connection.close();
+    }
+  });
+
+  it('answers with the charge added when the ledger has not recorded it yet', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    const recorded = await first.dailyUsage({ day, charge: charge('seen:0', 10, 0.1) });
+    // The charge's signal is held back, as if still on its way: the ledger answers without it.
+    const held = createDailyLedgerActivities(
+      () =>
+        new Client({
+          connection: env.temporal.connection,
+          namespace: env.temporal.config.temporal.namespace,
+          interceptors: { workflow: [{ signalWithStart: () => Promise.resolve('held-back') }] },
+        }),
+    );
+    assert.deepEqual(await held.dailyUsage({ day, charge: charge('held:0', 5, 0.05) }), {
+      day,
+      tokens: 15,
+      costUsd: 0.15,
+      charges: 2,
+    });
+    assert.deepEqual(await first.dailyUsage({ day }), recorded);
   });
 
   it('charges count once across continue-as-new, even racing it, and every run of the ledger replays', async () => {
@@ -153,7 +208,7 @@ describe('the daily budget ledger', () => {
     );
   });
 
-  it('a bad charge is rejected and not recorded', async () => {
+  it('the activity refuses a bad charge, and the ledger ignores an invalid charge signal', async () => {
     const { first } = twoCallers();
     const day = uniqueDay();
     const recorded = await first.dailyUsage({ day, charge: charge('good:0', 20, 0.2) });
@@ -171,20 +226,49 @@ describe('the daily budget ledger', () => {
       (error: unknown) => error instanceof ApplicationFailure && error.type === INVALID_DAILY_USAGE_INPUT,
     );
 
-    // Sent past the activity straight to the ledger, the ledger's validator refuses it.
+    // Sent past the activity straight to the ledger, invalid charges are ignored, not recorded.
     const handle = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
-    const fractionalTokens = { chargeId: 'bad:1', tokens: 1.5, costUsd: 0.1 };
-    await assert.rejects(
-      handle.executeUpdate(chargeUpdate, { args: [fractionalTokens], updateId: 'bad:1' }),
-      (error: unknown) =>
-        error instanceof WorkflowUpdateFailedError &&
-        error.cause instanceof ApplicationFailure &&
-        error.cause.type === INVALID_CHARGE &&
-        /tokens/.test(error.cause.message),
-    );
+    await handle.signal(chargeSignal, { chargeId: 'bad:1', tokens: 1.5, costUsd: 0.1 });
+    await handle.signal(chargeSignal, 'not a charge' as unknown as Charge);
+    await handle.signal(chargeSignal, { chargeId: 'bad:2', tokens: 1, costUsd: 0.1, extra: 1 } as Charge);
+    const after = await first.dailyUsage({ day, charge: charge('good:1', 3, 0.03) });
+    // Signals are handled in order, so once the last one is recorded the invalid ones were handled.
+    await waitFor('the last charge recorded', async () => {
+      const answer = await handle.query(usageQuery, { chargeIds: ['good:1'] });
+      return answer.recorded?.includes('good:1');
+    });
+    assert.deepEqual(after, { day, tokens: 23, costUsd: 0.23, charges: 2 });
+    assert.deepEqual(await first.dailyUsage({ day }), after);
+    assert.equal(await countEvents(handle, 'workflowExecutionSignaledEventAttributes'), 5);
+    assert.deepEqual(recorded, { day, tokens: 20, costUsd: 0.2, charges: 1 });
 
-    assert.deepEqual(await first.dailyUsage({ day }), recorded);
-    assert.equal(await countEvents(handle, 'workflowExecutionUpdateAcceptedEventAttributes'), 1);
+    // A malformed usage query fails alone; the ledger answers the next one.
+    await assert.rejects(
+      handle.query(usageQuery, { chargeIds: [''] }),
+      (error: unknown) => error instanceof Error && /^Invalid usage query: .*chargeIds/.test(error.message),
+    );
+    await assert.rejects(
+      handle.query(usageQuery, { chargeIds: ['good:1'], extra: true } as UsageQueryArgument),
+      (error: unknown) => error instanceof Error && /^Invalid usage query: .*extra/.test(error.message),
+    );
+    assert.deepEqual(await first.dailyUsage({ day }), after);
+    assert.equal((await handle.describe()).status.name, 'RUNNING');
+  });
+
+  it('a usage query asked about charges says which of them are recorded', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    await first.dailyUsage({ day, charge: charge('known:0', 4, 0.04) });
+    await first.dailyUsage({ day, charge: charge('known:1', 5, 0.05) });
+    const handle = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    assert.deepEqual(await handle.query(usageQuery, { chargeIds: ['unknown:0', 'known:1', 'known:0'] }), {
+      day,
+      tokens: 9,
+      costUsd: 0.09,
+      charges: 2,
+      recorded: ['known:1', 'known:0'],
+    });
+    assert.deepEqual(await handle.query(usageQuery), { day, tokens: 9, costUsd: 0.09, charges: 2 });
   });
 
   it('the ledger survives a server restart', async () => {

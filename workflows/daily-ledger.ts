@@ -1,16 +1,17 @@
 import * as wf from '@temporalio/workflow';
 import {
   chargeSchema,
-  chargeUpdate,
+  chargeSignal,
   DAILY_LEDGER_ID_PREFIX,
-  INVALID_CHARGE,
   daySchema,
   ledgerClosesAtMs,
   RECENT_CHARGE_IDS_KEPT,
   usageQuery,
+  usageQueryArgumentSchema,
   type Charge,
   type DailyUsage,
   type LedgerState,
+  type UsageAnswer,
 } from '../common/daily-ledger';
 import { describeZodError } from '../common/agent-input';
 
@@ -53,6 +54,11 @@ export class DailyLedgerBook {
     return true;
   }
 
+  /** Whether a charge with this ID is recorded (among the recent IDs the book keeps). */
+  has(chargeId: string): boolean {
+    return this.#recent.has(chargeId);
+  }
+
   /** The day's totals. */
   usage(): DailyUsage {
     const { tokens, costUsd, charges } = this.#state;
@@ -67,12 +73,17 @@ export class DailyLedgerBook {
 
 /**
  * The ledger of one UTC day, shared by every run of the namespace: runs charge it after each model
- * call (update `charge`, idempotent by charge ID) and read it before each iteration (query `usage`).
- * An entity workflow rather than a file or a table, so the day's totals survive worker and server
- * restarts and every worker sees the same numbers. The day is the one its workflow ID names
- * (`agents-budget-YYYY-MM-DD`), so an Update-With-Start needs no arguments.
+ * call (signal `charge`, idempotent by charge ID) and read it (query `usage`). An entity workflow
+ * rather than a file or a table, so the day's totals survive worker and server restarts and every
+ * worker sees the same numbers. The day is the one its workflow ID names (`agents-budget-YYYY-MM-DD`),
+ * so a Signal-With-Start needs no arguments.
  *
- * The ledger ends 48 hours after its day is over, by workflow time, once no charge is in flight; it
+ * A signal cannot be refused, so the ledger checks each charge itself: an invalid one is logged and
+ * ignored, and one whose ID is already recorded (a retried activity sends the same ID again) is
+ * ignored. Signals that arrive while the ledger continues as new reach the next run, which carries
+ * the totals and the recent charge IDs.
+ *
+ * The ledger ends 48 hours after its day is over, by workflow time, once no handler is running; it
  * returns the day's final totals. A charge that arrives after that is not recorded: the activity
  * starts ledgers with the reuse policy `ALLOW_DUPLICATE_FAILED_ONLY`, so a completed day cannot be
  * reopened, and it answers with the final totals and `chargeDropped`. Nothing reads a day that old to
@@ -92,27 +103,28 @@ export async function dailyBudgetLedger(state?: LedgerState): Promise<DailyUsage
   }
   const book = new DailyLedgerBook(day, state);
 
-  // Registered before the first await: an Update-With-Start's charge arrives with the first task.
-  wf.setHandler(usageQuery, () => book.usage());
-  wf.setHandler(
-    chargeUpdate,
-    (charge) => {
-      if (!book.charge(charge)) wf.log.info('Charge already recorded', { chargeId: charge.chargeId });
-      return book.usage();
-    },
-    {
-      // A rejected update leaves no trace in the history: a bad charge is refused, never recorded.
-      validator: (charge) => {
-        const parsed = chargeSchema.safeParse(charge);
-        if (!parsed.success) {
-          throw wf.ApplicationFailure.nonRetryable(
-            `Invalid charge: ${describeZodError(parsed.error)}`,
-            INVALID_CHARGE,
-          );
-        }
-      },
-    },
-  );
+  // Registered before the first await: a Signal-With-Start's charge arrives with the first task.
+  wf.setHandler(usageQuery, (argument): UsageAnswer => {
+    const parsed = usageQueryArgumentSchema.safeParse(argument ?? {});
+    if (!parsed.success) {
+      // Fails this query only, and its caller sees only the message: the ledger goes on.
+      throw wf.ApplicationFailure.nonRetryable(
+        `Invalid usage query: ${describeZodError(parsed.error)}`,
+        'InvalidUsageQuery',
+      );
+    }
+    const { chargeIds } = parsed.data;
+    if (chargeIds === undefined) return book.usage();
+    return { ...book.usage(), recorded: chargeIds.filter((chargeId) => book.has(chargeId)) };
+  });
+  wf.setHandler(chargeSignal, (payload: unknown) => {
+    const parsed = chargeSchema.safeParse(payload);
+    if (!parsed.success) {
+      wf.log.warn('Invalid charge ignored', { error: describeZodError(parsed.error) });
+      return;
+    }
+    if (!book.charge(parsed.data)) wf.log.info('Charge already recorded', { chargeId: parsed.data.chargeId });
+  });
 
   for (;;) {
     const remainingMs = closesAt - Date.now();
