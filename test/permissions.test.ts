@@ -354,8 +354,15 @@ describe('permission requests of an agent run', () => {
       [{ command: 'echo needs approval' }],
       'only the call no rule allowed or denied waited for a person',
     );
-    const refusedByRule = notices.find((notice) => notice.decision?.via === 'rule');
-    assert.deepEqual(refusedByRule?.decision?.rule, 'deny bash(*rm -rf*)');
+    const byRule = notices.filter((notice) => notice.decision?.via === 'rule');
+    assert.deepEqual(
+      byRule.map((notice) => [notice.decision?.approved, notice.decision?.rule]),
+      [
+        [true, 'allow bash(echo safe*)'],
+        [false, 'deny bash(*rm -rf*)'],
+      ],
+      'the audit names the rule behind each decision it made',
+    );
   });
 
   it('sends an auto_approved notice for each call it grants in auto-approve mode', async () => {

@@ -382,7 +382,12 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
             expiresAt: new Date(requestedAt + input.permissions.timeoutS * 1000).toISOString(),
           },
         });
-      } else if (verdict.rule === undefined && input.permissions.mode === 'auto-approve') {
+      } else if (verdict.rule !== undefined) {
+        // Which rule let a command through belongs in the audit as much as who approved one.
+        notices.send('decided', `Allowed by policy: ${description} (${verdict.reason})`, run.iteration, {
+          decision: { requestId: callId, tool: call.tool, approved: true, via: 'rule', rule: verdict.rule },
+        });
+      } else if (input.permissions.mode === 'auto-approve') {
         notices.send('auto_approved', `Auto-approved: ${description}`, run.iteration, {
           decision: { requestId: callId, tool: call.tool, approved: true, via: 'auto-approve' },
         });

@@ -174,9 +174,10 @@ export class RunBudget {
     const charging = charge && (unchargedSpend.tokens > 0 || unchargedSpend.costUsd > 0);
     if (!this.context.ledgerEnabled || (!charging && !hasDailyLimits)) return;
     const day = utcDay(Date.now());
+    // A few quick attempts: a ledger that stays unreachable must not hold the run for minutes.
     const { dailyUsage } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: '30s',
-      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 4 },
       summary: 'daily budget',
     });
     const sent = charging ? { ...unchargedSpend } : undefined;
