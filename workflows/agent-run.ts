@@ -8,7 +8,6 @@ import type {
   ExitReason,
   IterationRecord,
   ModelToolCall,
-  PendingPermission,
   RunUsage,
   TranscriptMessage,
 } from '../common/agent-run-types';
@@ -32,30 +31,16 @@ import {
   stopPayloadSchema,
   stopSignal,
 } from '../common/messages';
-import type { PermissionDecision as DecisionNotice } from '../common/notification';
 import { agentIterationKey, agentStateKey } from '../common/search-attributes';
 import { assistantMessage, FINISH_TOOL } from '../common/transcript';
 import type { ToolResult } from '../sandbox/tool-call';
 import type { Spend } from './budgets';
 import { compactTranscript } from './compaction';
-import { approveSignalJson, renderCurrentDetails } from './current-details';
+import { renderCurrentDetails } from './current-details';
 import { assessIteration, initialGuardState, nextWaitS, type FailureInfo, type GuardState } from './guards';
 import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
-import {
-  closeRequests,
-  decidePermission,
-  denialResultText,
-  describeToolCall,
-  expireRequests,
-  msUntilNextExpiry,
-  newPermissionBook,
-  newRequestId,
-  openRequest,
-  receiveDecision,
-  undecidedRequests,
-  type PermissionRequest,
-} from './permission-policy';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
+import { RunApprovals, type PermissionExit } from './run-approvals';
 import { RunBudget } from './run-budget';
 import { RunNotices } from './run-notices';
 import { RUNNER_COMMANDS_PATCH, runSettings } from './run-settings';
@@ -96,9 +81,6 @@ export interface CarriedState {
   charges: number;
   noticeSequence: number;
 }
-
-/** Why a batch of tool calls ended the run instead of going on. */
-type PermissionExit = Extract<ExitReason, 'permission_denied' | 'permission_timeout'>;
 
 /**
  * One autonomous agent: iteration after iteration of the task program until it is stopped or a
@@ -141,7 +123,6 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     sequence: run.noticeSequence,
     enabled: runnerCommands,
   });
-  const permissions = newPermissionBook();
   type Phase = 'model turn' | 'tool batch' | 'approval' | 'budget pause';
   let phase: Phase = 'model turn';
   let phaseBeforePause: Phase = phase;
@@ -171,6 +152,22 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   let permissionExit: PermissionExit | undefined;
   let askedThisIteration = false;
   let updatedAt = run.startedAt;
+  const approvals = new RunApprovals(input.permissions, {
+    notices,
+    iteration: () => run.iteration,
+    onWait: () => {
+      askedThisIteration = true;
+      phase = 'approval';
+      publish('awaiting_approval');
+    },
+    onDecided: () => {
+      phase = 'tool batch';
+      publish('running');
+    },
+    onHeldDecisionTaken: (count) => {
+      run.ignoredSignals -= count;
+    },
+  });
 
   function publish(next: AgentState): void {
     state = next;
@@ -192,7 +189,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
         outputTokens: run.usage.outputTokens,
         costUsd: run.usage.costUsd,
         lastError: run.lastError,
-        pendingPermissions: undecidedRequests(permissions),
+        pendingPermissions: approvals.pending,
         pauseReason: budget.pauseReason,
       }),
     );
@@ -217,7 +214,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   wf.setHandler(permissionSignal, (payload: unknown) => {
     const parsed = permissionPayloadSchema.safeParse(payload);
     if (!parsed.success) return ignoreSignal('permission', parsed.error.message);
-    const receipt = receiveDecision(permissions, parsed.data, new Date().toISOString());
+    const receipt = approvals.receive(parsed.data);
     if (receipt === 'ignored') return ignoreSignal('permission', `no open request ${parsed.data.requestId}`);
     // Counted as ignored unless a request with this ID opens later and takes it.
     if (receipt === 'held') return ignoreSignal('permission', `no request ${parsed.data.requestId} yet`);
@@ -234,7 +231,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     state,
     iteration: run.iteration,
     maxIterations: input.maxIterations ?? null,
-    pendingPermissions: undecidedRequests(permissions),
+    pendingPermissions: approvals.pending,
     usage: { ...run.usage },
     budgets: run.budgets,
     dailyUsage: budget.dailyUsage,
@@ -299,56 +296,6 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   }
 
   /**
-   * Waits until a person decides each request with a `permission` signal, its timeout denies it, or
-   * a stop cancels the wait. Returns the requests with their decisions.
-   */
-  async function awaitDecisions(requests: PendingPermission[]): Promise<PermissionRequest[]> {
-    const ids = requests.map((request) => request.requestId);
-    const ours = () => permissions.pending.filter((request) => ids.includes(request.requestId));
-    const previousPhase = phase;
-    phase = 'approval';
-    askedThisIteration = true;
-    for (const request of requests) {
-      // Payloads that arrived before their request opened were counted as ignored; it takes them now.
-      run.ignoredSignals -= permissions.early.filter((early) => early.requestId === request.requestId).length;
-      openRequest(permissions, request);
-      notices.send(
-        'approval_needed',
-        `Approval needed: ${request.rationale}. Request ${request.requestId} expires ${request.expiresAt}; approve with signal permission ${approveSignalJson(request.requestId)}`,
-        run.iteration,
-        { request },
-      );
-    }
-    publish('awaiting_approval');
-    while (ours().some((request) => request.decision === undefined)) {
-      await wf.condition(
-        () => ours().every((request) => request.decision !== undefined),
-        msUntilNextExpiry(permissions, Date.now()),
-      );
-      expireRequests(permissions, new Date().toISOString());
-    }
-    const decided = closeRequests(permissions, ids);
-    for (const request of decided) {
-      const decision = request.decision;
-      if (decision === undefined) continue;
-      const notice: DecisionNotice = {
-        requestId: request.requestId,
-        tool: request.tool,
-        approved: decision.approve,
-        via: decision.timedOut ? 'timeout' : 'signal',
-        ...(decision.by === undefined ? {} : { by: decision.by }),
-        ...(decision.note === undefined ? {} : { note: decision.note }),
-      };
-      const verb = decision.timedOut ? 'Timed out, denied' : decision.approve ? 'Approved' : 'Denied';
-      const by = decision.by === undefined ? '' : ` by ${decision.by}`;
-      notices.send('decided', `${verb}${by}: ${request.rationale}`, run.iteration, { decision: notice });
-    }
-    phase = previousPhase;
-    publish('running');
-    return decided;
-  }
-
-  /**
    * Runs the tool calls of the model's last answer: the permission policy first, then one activity
    * for the calls allowed. Each call's ID is fixed by the run, the model call and its position, so
    * a retried batch asks the sandbox for the same calls and never runs one twice.
@@ -356,62 +303,8 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   async function runTools(calls: ModelToolCall[]): Promise<TranscriptMessage[]> {
     const modelCall = run.modelCalls - 1;
     const batch = calls.map((call, index) => ({ callId: `${transcriptKey}:${modelCall}:${index}`, call }));
-    /** Calls that will not run, with what the model reads instead. */
-    const refused = new Map<string, string>();
-    const asked: Array<{ callId: string; request: PendingPermission }> = [];
-    for (const { callId, call } of batch) {
-      if (call.tool === FINISH_TOOL) continue;
-      const verdict = decidePermission(input.permissions, call);
-      const description = describeToolCall(call);
-      if (verdict.action === 'deny') {
-        refused.set(callId, `Denied by the run's permission policy (${verdict.reason})`);
-        notices.send('decided', `Denied by policy: ${description} (${verdict.reason})`, run.iteration, {
-          decision: { requestId: callId, tool: call.tool, approved: false, via: 'rule', rule: verdict.rule },
-        });
-      } else if (verdict.action === 'ask') {
-        const requestedAt = Date.now();
-        asked.push({
-          callId,
-          request: {
-            requestId: newRequestId(Math.random),
-            tool: call.tool,
-            input: call.arguments,
-            rationale: `${description} (${verdict.reason})`,
-            iteration: run.iteration,
-            requestedAt: new Date(requestedAt).toISOString(),
-            expiresAt: new Date(requestedAt + input.permissions.timeoutS * 1000).toISOString(),
-          },
-        });
-      } else if (verdict.rule !== undefined) {
-        // Which rule let a command through belongs in the audit as much as who approved one.
-        notices.send('decided', `Allowed by policy: ${description} (${verdict.reason})`, run.iteration, {
-          decision: { requestId: callId, tool: call.tool, approved: true, via: 'rule', rule: verdict.rule },
-        });
-      } else if (input.permissions.mode === 'auto-approve') {
-        notices.send('auto_approved', `Auto-approved: ${description}`, run.iteration, {
-          decision: { requestId: callId, tool: call.tool, approved: true, via: 'auto-approve' },
-        });
-      }
-    }
-    if (asked.length > 0) {
-      const decided = await awaitDecisions(asked.map(({ request }) => request));
-      for (const { callId, request } of asked) {
-        const decision = decided.find((entry) => entry.requestId === request.requestId)?.decision;
-        if (decision?.approve === true) continue;
-        refused.set(
-          callId,
-          decision === undefined ? 'Denied: user rejected this operation' : denialResultText(decision),
-        );
-        if (decision?.timedOut === true) permissionExit = 'permission_timeout';
-        else if (input.permissions.onDeny === 'stop') permissionExit ??= 'permission_denied';
-      }
-    }
-    // A denial that ends the run ends it before anything else of the batch runs.
-    if (permissionExit !== undefined) {
-      for (const { callId } of batch) {
-        if (!refused.has(callId)) refused.set(callId, 'Not run: the run ended on a permission decision');
-      }
-    }
+    const { refused, exit } = await approvals.gate(batch);
+    permissionExit = exit;
     const toRun = batch.filter(({ callId, call }) => call.tool !== FINISH_TOOL && !refused.has(callId));
     const results = new Map<string, ToolResult>();
     if (toRun.length > 0) {
@@ -499,10 +392,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       turnScope = undefined;
     }
     // Requests a stop left undecided are closed with the iteration.
-    closeRequests(
-      permissions,
-      permissions.pending.map((request) => request.requestId),
-    );
+    approvals.closeAll();
     const record = buildIterationRecord({
       iteration: run.iteration,
       startedAtMs,
