@@ -141,6 +141,13 @@ export class AgentsClient {
     await handle.terminate('replaced by a new run (did not stop within the grace period)');
   }
 
+  /** The handle of the running run of `name`, failing with a clear error when it has ended. */
+  private async runningHandleFor(name: string): Promise<WorkflowHandle<typeof agentRun>> {
+    const handle = await this.handleFor(name);
+    if (!(await this.isOpen(handle))) throw new AgentsError('not_found', `Agent ${name} is not running`);
+    return handle;
+  }
+
   private async isOpen(handle: WorkflowHandle): Promise<boolean> {
     try {
       return (await handle.describe()).status.name === 'RUNNING';
@@ -202,9 +209,7 @@ export class AgentsClient {
         `Invalid permission decision: ${describeZodError(parsed.error)}`,
       );
     }
-    const handle = await this.handleFor(name);
-    if (!(await this.isOpen(handle))) throw new AgentsError('not_found', `Agent ${name} is not running`);
-    await handle.signal(permissionSignal, parsed.data);
+    await (await this.runningHandleFor(name)).signal(permissionSignal, parsed.data);
   }
 
   /** Sends `resume` to a run paused on its budgets, with new budgets for it if given. */
@@ -213,9 +218,7 @@ export class AgentsClient {
     if (!parsed.success) {
       throw new AgentsError('invalid_argument', `Invalid resume: ${describeZodError(parsed.error)}`);
     }
-    const handle = await this.handleFor(name);
-    if (!(await this.isOpen(handle))) throw new AgentsError('not_found', `Agent ${name} is not running`);
-    await handle.signal(resumeSignal, parsed.data);
+    await (await this.runningHandleFor(name)).signal(resumeSignal, parsed.data);
   }
 
   /**

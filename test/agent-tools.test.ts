@@ -5,13 +5,12 @@ import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import type { ToolBatchInput } from '../activities';
 import type { TranscriptMessage } from '../common/agent-run-types';
 import { z } from 'zod';
 import { defineTool } from '../sandbox/external-tool';
 import { useAgentsEnvironment } from './helpers/environment';
-import { scheduledModelTurns } from './helpers/history';
+import { scheduledActivities, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 
 /** An external tool for the tests: the tool server runs it, not the sandbox. */
@@ -27,19 +26,7 @@ const env = useAgentsEnvironment({ withSandbox: true, externalTools: [shout] });
 
 /** Every tool batch the workflow scheduled: its input and its Web UI summary. */
 async function scheduledToolBatches(handle: WorkflowHandle) {
-  const history = await handle.fetchHistory();
-  return (history.events ?? []).flatMap((event) => {
-    const attributes = event.activityTaskScheduledEventAttributes;
-    const payload = attributes?.input?.payloads?.[0];
-    if (attributes?.activityType?.name !== 'toolBatch' || payload === undefined) return [];
-    const summary = event.userMetadata?.summary;
-    return [
-      {
-        input: defaultPayloadConverter.fromPayload<ToolBatchInput>(payload),
-        summary: summary ? defaultPayloadConverter.fromPayload<string>(summary) : undefined,
-      },
-    ];
-  });
+  return scheduledActivities<ToolBatchInput>(handle, 'toolBatch');
 }
 
 function toolMessages(messages: TranscriptMessage[]) {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import type { AgentRunInputDraft, BudgetLimits, ScriptedTurn } from '../common/agent-input';
 import type { AgentStatus } from '../common/agent-run-types';
 import { resumeSignal } from '../common/messages';
@@ -9,7 +8,7 @@ import type { AgentNotification } from '../common/notification';
 import { createActivityDependencies } from '../worker/create-worker';
 import { useAgentsEnvironment } from './helpers/environment';
 import { assertReplays } from './helpers/replay';
-import { scheduledModelTurns } from './helpers/history';
+import { scheduledInputs, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
 import { startWorker } from './helpers/worker';
@@ -51,13 +50,7 @@ async function waitForState(name: string, state: AgentStatus['state']): Promise<
 
 /** The notices the run sent, in order, from the inputs of its `notify` activities. */
 async function notices(handle: WorkflowHandle): Promise<AgentNotification[]> {
-  const history = await handle.fetchHistory();
-  return (history.events ?? []).flatMap((event) => {
-    const attributes = event.activityTaskScheduledEventAttributes;
-    const payload = attributes?.input?.payloads?.[0];
-    if (attributes?.activityType?.name !== 'notify' || payload === undefined) return [];
-    return [defaultPayloadConverter.fromPayload<AgentNotification>(payload)];
-  });
+  return scheduledInputs<AgentNotification>(handle, 'notify');
 }
 
 /** The kinds of the run's notices that are about budget pauses, in order. */

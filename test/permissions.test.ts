@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import type { ToolBatchInput } from '../activities';
 import { workflowIdFor } from '../client/agents-client';
 import type { AgentRunInputDraft, PermissionPolicy, ScriptedTurn } from '../common/agent-input';
@@ -10,7 +9,7 @@ import { permissionSignal, type PermissionPayload } from '../common/messages';
 import type { AgentNotification } from '../common/notification';
 import { useAgentsEnvironment } from './helpers/environment';
 import { assertReplays } from './helpers/replay';
-import { scheduledModelTurns } from './helpers/history';
+import { scheduledInputs, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
 
@@ -63,17 +62,6 @@ function onlyRequest(status: AgentStatus) {
   const [request] = status.pendingPermissions;
   assert.ok(request, 'a pending permission request');
   return request;
-}
-
-/** The inputs of every activity of `activityType` the workflow scheduled, in order. */
-async function scheduledInputs<Input>(handle: WorkflowHandle, activityType: string): Promise<Input[]> {
-  const history = await handle.fetchHistory();
-  return (history.events ?? []).flatMap((event) => {
-    const attributes = event.activityTaskScheduledEventAttributes;
-    const payload = attributes?.input?.payloads?.[0];
-    if (attributes?.activityType?.name !== activityType || payload === undefined) return [];
-    return [defaultPayloadConverter.fromPayload<Input>(payload)];
-  });
 }
 
 /** The tool results the model read at the start of its model call number `index` (0-based). */

@@ -8,6 +8,7 @@ import type { Browser } from 'playwright-core';
 import type { ToolResult } from '../sandbox/tool-call';
 import { findChromium, launchChromium, RunPage, writeSideBySide } from './helpers/browser';
 import { useAgentsEnvironment } from './helpers/environment';
+import { completedActivitiesOfType } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
 
@@ -69,18 +70,10 @@ async function signalsInHistory(handle: WorkflowHandle) {
 
 /** Every tool result the run's tool batches returned, decoded from the history. */
 async function toolResultsInHistory(handle: WorkflowHandle): Promise<ToolResult[]> {
-  const history = await handle.fetchHistory();
-  const events = history.events ?? [];
-  const toolBatchIds = new Set(
-    events
-      .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === 'toolBatch')
-      .map((event) => Number(event.eventId)),
-  );
-  return events.flatMap((event) => {
-    const attributes = event.activityTaskCompletedEventAttributes;
-    const payload = attributes?.result?.payloads?.[0];
-    if (!toolBatchIds.has(Number(attributes?.scheduledEventId)) || payload === undefined) return [];
-    return defaultPayloadConverter.fromPayload<ToolResult[]>(payload);
+  const events = (await handle.fetchHistory()).events ?? [];
+  return completedActivitiesOfType(events, 'toolBatch').flatMap((event) => {
+    const payload = event.activityTaskCompletedEventAttributes?.result?.payloads?.[0];
+    return payload === undefined ? [] : defaultPayloadConverter.fromPayload<ToolResult[]>(payload);
   });
 }
 

@@ -64,11 +64,14 @@ export interface AgentsWorker {
 /** Creates the agents worker: the `agentRun` workflow and its activities on task queue `agents`. */
 export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<AgentsWorker> {
   const connection = await NativeConnection.connect(options.connectionOptions);
-  const dependencies =
+  const given =
     options.dependencies ?? createActivityDependencies(options.home, options.sandboxes, options.toolServer);
   // The daily ledgers are workflows of the same namespace, reached over the worker's own connection.
   const client = new Client({ connection, namespace: options.namespace });
-  dependencies.ledger ??= createDailyLedgerActivities(() => client);
+  const dependencies: ActivityDependencies = {
+    ...given,
+    ledger: given.ledger ?? createDailyLedgerActivities(() => client),
+  };
   try {
     const worker = await Worker.create({
       connection,

@@ -1,4 +1,5 @@
 import type { AgentState, PendingPermission } from '../common/agent-run-types';
+import { DEFAULT_PERMISSION_EXTENSION_S } from '../common/constants';
 
 /** What the Web UI's "current details" panel shows about a run. */
 export interface DetailsView {
@@ -38,7 +39,7 @@ export function renderCurrentDetails(view: DetailsView): string {
       JSON.stringify(request.input).slice(0, 2000),
       '```',
       `Approve: send signal \`permission\` with input \`${approveSignalJson(request.requestId)}\``,
-      `Deny: \`${JSON.stringify({ requestId: request.requestId, approve: false })}\` · more time: \`${JSON.stringify({ requestId: request.requestId, extendS: 600 })}\``,
+      `Deny: \`${JSON.stringify({ requestId: request.requestId, approve: false })}\` · more time: \`${JSON.stringify({ requestId: request.requestId, extendS: DEFAULT_PERMISSION_EXTENSION_S })}\``,
     );
   }
   if (view.pauseReason !== null) {

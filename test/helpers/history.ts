@@ -5,24 +5,29 @@ import type { ModelTurnInput } from '../../activities';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
-/** A scheduled model activity as the history shows it: its input and its Web UI summary. */
-export interface ScheduledModelTurn {
-  input: ModelTurnInput;
+/** A scheduled activity as the history shows it: its input and its Web UI summary. */
+export interface ScheduledActivity<Input> {
+  input: Input;
   summary: string | undefined;
 }
 
-/** Every model activity the workflow scheduled, in order, decoded from the history. */
-export async function scheduledModelTurns(handle: WorkflowHandle): Promise<ScheduledModelTurn[]> {
+/** A scheduled model activity as the history shows it. */
+export type ScheduledModelTurn = ScheduledActivity<ModelTurnInput>;
+
+/** Every activity of `activityType` the workflow scheduled, in order, decoded from the history. */
+export async function scheduledActivities<Input>(
+  handle: WorkflowHandle,
+  activityType: string,
+): Promise<Array<ScheduledActivity<Input>>> {
   const history = await handle.fetchHistory();
   return (history.events ?? []).flatMap((event: HistoryEvent) => {
     const attributes = event.activityTaskScheduledEventAttributes;
-    if (attributes?.activityType?.name !== 'modelTurn') return [];
-    const payload = attributes.input?.payloads?.[0];
-    if (payload === undefined) return [];
+    const payload = attributes?.input?.payloads?.[0];
+    if (attributes?.activityType?.name !== activityType || payload === undefined) return [];
     const summaryPayload = event.userMetadata?.summary;
     return [
       {
-        input: defaultPayloadConverter.fromPayload<ModelTurnInput>(payload),
+        input: defaultPayloadConverter.fromPayload<Input>(payload),
         summary:
           summaryPayload === null || summaryPayload === undefined
             ? undefined
@@ -30,6 +35,16 @@ export async function scheduledModelTurns(handle: WorkflowHandle): Promise<Sched
       },
     ];
   });
+}
+
+/** The inputs of every activity of `activityType` the workflow scheduled, in order. */
+export async function scheduledInputs<Input>(handle: WorkflowHandle, activityType: string): Promise<Input[]> {
+  return (await scheduledActivities<Input>(handle, activityType)).map((activity) => activity.input);
+}
+
+/** Every model activity the workflow scheduled, in order. */
+export async function scheduledModelTurns(handle: WorkflowHandle): Promise<ScheduledModelTurn[]> {
+  return scheduledActivities<ModelTurnInput>(handle, 'modelTurn');
 }
 
 /** Counts the history events of each kind named, e.g. `activityTaskCompletedEventAttributes`. */
