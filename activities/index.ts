@@ -1,9 +1,11 @@
 import type { AgentNotification } from '../common/notification';
 import type { DailyLedgerActivities, DailyUsageInput, DailyUsageResult } from './daily-ledger';
-import type { ModelProviders } from './model-provider';
+import { CircuitBreakers } from '../models/circuit-breaker';
+import type { ModelProviders } from '../models/model-provider';
 import type { Notifier } from './notifier';
 import { runModelTurn, type ModelTurnInput, type ModelTurnResult } from './model-turn';
 import { runToolBatch, type ToolBatchInput } from './tool-batch';
+import { ToolCatalog } from './tool-catalog';
 import type { ToolExecutor } from './tool-executor';
 import type { ToolServerClient } from './tool-server-client';
 import type { TranscriptStore } from './transcript-store';
@@ -24,14 +26,22 @@ export interface ActivityDependencies {
   notifier: Notifier;
   /** The shared daily budget ledgers; the worker supplies them from its own connection when absent. */
   ledger?: DailyLedgerActivities;
+  /** The worker's circuit breakers, one per provider and model; default settings when absent. */
+  breakers?: CircuitBreakers;
 }
 
 /** Builds the activities of `agentRun` around their dependencies. */
 export function createActivities(dependencies: ActivityDependencies) {
+  const modelTurn = {
+    models: dependencies.models,
+    transcripts: dependencies.transcripts,
+    tools: new ToolCatalog(dependencies.externalTools),
+    breakers: dependencies.breakers ?? new CircuitBreakers(),
+  };
   return {
     /** One model turn of an iteration. */
     async modelTurn(input: ModelTurnInput): Promise<ModelTurnResult> {
-      return runModelTurn(input, dependencies);
+      return runModelTurn(input, modelTurn);
     },
     /** Releases the run's workspace when the run ends; no sandbox configured, nothing to release. */
     async releaseWorkspace(input: { trajectoryId: string; reset: boolean }): Promise<void> {

@@ -3,7 +3,9 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { ModelSpec } from '../common/agent-input';
 import type { TranscriptMessage } from '../common/agent-run-types';
 import { assistantMessage } from '../common/transcript';
-import type { ModelProviders, ModelResponse } from './model-provider';
+import type { CircuitBreakers } from '../models/circuit-breaker';
+import type { ModelProviders, ModelResponse } from '../models/model-provider';
+import type { ToolCatalog } from './tool-catalog';
 import type { Transcript, TranscriptStore } from './transcript-store';
 
 /** Input of one model turn: a reference to the conversation plus only what is new. */
@@ -28,16 +30,24 @@ export type ModelTurnResult = ModelResponse;
 /** Failure type when the run names a provider this worker does not offer. */
 export const UNKNOWN_MODEL_PROVIDER = 'UnknownModelProvider';
 
-const HEARTBEAT_EVERY_MS = 1000;
+/** What a model turn needs from its worker. */
+export interface ModelTurnDependencies {
+  models: ModelProviders;
+  transcripts: TranscriptStore;
+  tools: ToolCatalog;
+  breakers: CircuitBreakers;
+}
 
 /**
- * Runs one model turn. Heartbeats every second whatever the provider does, so a killed worker is
- * noticed within the heartbeat timeout and the turn retried elsewhere, and a stop reaches the
- * provider through the cancellation signal.
+ * Runs one model turn. The provider heartbeats as its answer streams, so a killed worker or a
+ * stalled stream is noticed within the heartbeat timeout and the turn retried, and a stop reaches
+ * the provider through the cancellation signal. The call goes through the worker's circuit breaker
+ * for its provider and model, and the model's tool calls come back checked against the tools'
+ * schemas.
  */
 export async function runModelTurn(
   input: ModelTurnInput,
-  dependencies: { models: ModelProviders; transcripts: TranscriptStore },
+  dependencies: ModelTurnDependencies,
 ): Promise<ModelTurnResult> {
   const context = Context.current();
   const provider = dependencies.models.get(input.model.provider);
@@ -54,24 +64,40 @@ export async function runModelTurn(
     input.append,
     input.full,
   );
-  const heartbeat = setInterval(() => context.heartbeat(), HEARTBEAT_EVERY_MS);
-  try {
-    const response = await provider.generate({
+  const tools = await dependencies.tools.definitions(context.cancellationSignal);
+  const { key, label } = breakerOf(input.model);
+  const response = await dependencies.breakers.call(key, label, () =>
+    provider.generate({
       spec: input.model,
       systemPrompt: transcript.systemPrompt,
       messages: transcript.messages,
+      tools,
       callIndex: input.callIndex,
       attempt: context.info.attempt,
       signal: context.cancellationSignal,
       onProgress: () => context.heartbeat(),
-    });
-    await dependencies.transcripts.save(input.transcriptKey, {
-      revision: input.revision,
-      systemPrompt: transcript.systemPrompt,
-      messages: [...transcript.messages, assistantMessage(response)],
-    });
-    return response;
-  } finally {
-    clearInterval(heartbeat);
+    }),
+  );
+  const answer = { ...response, toolCalls: response.toolCalls.map((call) => dependencies.tools.check(call)) };
+  await dependencies.transcripts.save(input.transcriptKey, {
+    revision: input.revision,
+    systemPrompt: transcript.systemPrompt,
+    messages: [...transcript.messages, assistantMessage(answer)],
+  });
+  return answer;
+}
+
+/** The breaker a call goes through: one per provider and model (and endpoint, for remote APIs). */
+function breakerOf(spec: ModelSpec): { key: string; label: string } {
+  switch (spec.provider) {
+    case 'scripted':
+      return { key: 'scripted', label: 'scripted model' };
+    case 'local':
+      return { key: `local ${spec.model}`, label: `local model ${spec.model}` };
+    default:
+      return {
+        key: `${spec.provider} ${spec.model} ${spec.baseUrl}`,
+        label: `${spec.provider} model ${spec.model}`,
+      };
   }
 }

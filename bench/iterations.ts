@@ -29,7 +29,7 @@ import {
   percentile,
   temporalVersion,
 } from './report';
-import { ScriptedModel } from '../activities/scripted-model';
+import { ScriptedModel } from '../models/scripted-model';
 import { AgentsClient, validateRunInput } from '../client/agents-client';
 import type { AgentRunInput, ScriptedTurn } from '../common/agent-input';
 import type { IterationRecord, TranscriptMessage } from '../common/agent-run-types';
@@ -171,6 +171,8 @@ async function measureDurable(
 
 /** One non-durable agent loop: what `agentRun` does per iteration, minus Temporal. */
 async function runBaselineLoop(input: AgentRunInput, model: ScriptedModel): Promise<number[]> {
+  if (input.model.provider !== 'scripted') throw new Error('the baseline plays the scripted model');
+  const spec = input.model;
   const systemPrompt = buildSystemPrompt(input.template.content);
   const transcript: TranscriptMessage[] = [];
   const records: IterationRecord[] = [];
@@ -181,9 +183,10 @@ async function runBaselineLoop(input: AgentRunInput, model: ScriptedModel): Prom
     const startedAtMs = Date.now();
     transcript.push({ role: 'user', content: buildIterationPrompt(transcript.length > 0, input.args) });
     const response = await model.generate({
-      spec: input.model,
+      spec,
       systemPrompt,
       messages: transcript,
+      tools: [],
       callIndex: iteration - 1,
       attempt: 1,
       signal,

@@ -6,9 +6,14 @@ import {
   DEFAULT_CONTEXT_BUDGET_TOKENS,
   DEFAULT_ERROR_BACKOFF_S,
   DEFAULT_INTERVAL_S,
+  DEFAULT_LOCAL_CONTEXT_TOKENS,
+  DEFAULT_LOCAL_MAX_OUTPUT_TOKENS,
+  DEFAULT_LOCAL_MODEL,
+  DEFAULT_MAX_OUTPUT_TOKENS,
   DEFAULT_PERMISSION_TIMEOUT_S,
   DEFAULT_SAME_FAILURE_LIMIT,
   DEFAULT_STAGNATION_WINDOW,
+  DEFAULT_STALL_TIMEOUT_S,
   MIN_INTERVAL_S,
 } from './constants';
 
@@ -71,12 +76,88 @@ export const scriptedModelSchema = z
   })
   .strict();
 
+/** Dollars per million tokens; overrides the worker's price table for the run's model. */
+export const modelPriceSchema = z
+  .object({
+    inputUsdPerMTok: z.number().nonnegative().max(10_000),
+    outputUsdPerMTok: z.number().nonnegative().max(10_000),
+  })
+  .strict();
+export type ModelPrice = z.infer<typeof modelPriceSchema>;
+
+/** A model API's base URL: http(s), and never credentials, since the input is in the history. */
+const modelBaseUrlSchema = z
+  .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+  .refine((value) => {
+    const url = new URL(value);
+    return url.username === '' && url.password === '';
+  }, 'must not contain credentials: the key is read from the worker environment (apiKeyEnv)');
+
+/** Fields shared by the remote providers. Only the NAME of the key's variable is in the input. */
+function remoteModelSchema<Provider extends string>(provider: Provider, baseUrl: string, apiKeyEnv: string) {
+  return z
+    .object({
+      provider: z.literal(provider),
+      model: z.string().min(1).max(200),
+      baseUrl: modelBaseUrlSchema.default(baseUrl),
+      /** The worker's environment variable holding the API key; unset is allowed for local servers. */
+      apiKeyEnv: z
+        .string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be the name of an environment variable')
+        .default(apiKeyEnv),
+      maxOutputTokens: z.number().int().min(1).max(1_000_000).default(DEFAULT_MAX_OUTPUT_TOKENS),
+      temperature: z.number().min(0).max(2).optional(),
+      price: modelPriceSchema.optional(),
+      /**
+       * Seconds a stream may go without a chunk before the call counts as stalled: the model
+       * activity's heartbeat timeout, so a stall is retried, on another worker if need be.
+       */
+      stallTimeoutS: z.number().min(1).max(900).default(DEFAULT_STALL_TIMEOUT_S),
+    })
+    .strict();
+}
+
+/** Any OpenAI-compatible Chat Completions API: OpenAI, vLLM, Ollama, LM Studio, OpenRouter. */
+export const openaiModelSchema = remoteModelSchema('openai', 'https://api.openai.com/v1', 'OPENAI_API_KEY');
+
+/** Anthropic's Messages API. */
+export const anthropicModelSchema = remoteModelSchema(
+  'anthropic',
+  'https://api.anthropic.com',
+  'ANTHROPIC_API_KEY',
+);
+
+/**
+ * A GGUF model run by the worker itself. `model` is a file name under `$AGENTS_HOME/models` on the
+ * worker (".gguf" optional) or an absolute path, so the history names the model and not a machine.
+ */
+export const localModelSchema = z
+  .object({
+    provider: z.literal('local'),
+    model: z.string().min(1).max(500).default(DEFAULT_LOCAL_MODEL),
+    maxOutputTokens: z.number().int().min(1).max(32_768).default(DEFAULT_LOCAL_MAX_OUTPUT_TOKENS),
+    /** 0 answers greedily: the same prompt gives the same answer. */
+    temperature: z.number().min(0).max(2).default(0),
+    /** Tokens of context the worker allocates for the model. */
+    contextTokens: z.number().int().min(512).max(131_072).default(DEFAULT_LOCAL_CONTEXT_TOKENS),
+  })
+  .strict();
+
 /**
  * Which model answers the run. A union on `provider`, so a new provider adds a member here and an
  * implementation in the worker; the workflow passes the spec through without looking inside.
  */
-export const modelSpecSchema = z.discriminatedUnion('provider', [scriptedModelSchema]);
+export const modelSpecSchema = z.discriminatedUnion('provider', [
+  scriptedModelSchema,
+  openaiModelSchema,
+  anthropicModelSchema,
+  localModelSchema,
+]);
 export type ModelSpec = z.infer<typeof modelSpecSchema>;
+export type ScriptedModelSpec = z.infer<typeof scriptedModelSchema>;
+export type OpenAIModelSpec = z.infer<typeof openaiModelSchema>;
+export type AnthropicModelSpec = z.infer<typeof anthropicModelSchema>;
+export type LocalModelSpec = z.infer<typeof localModelSchema>;
 
 /** The task program, embedded so the history shows the exact text the agent followed. */
 export const templateRefSchema = z

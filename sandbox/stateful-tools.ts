@@ -12,21 +12,17 @@ import {
   type ToolResult,
 } from './tool-call';
 import { SANDBOX_WORKSPACE_PATH } from './workspace-paths';
+import {
+  MAX_TMUX_KEYS_CHARS,
+  type bashStatefulArgumentsSchema,
+  type tmuxArgumentsSchema,
+} from './tool-arguments';
 
 /**
  * The tools that keep state between calls, both in the trajectory's long-lived sandbox
  * (`stateful-sandbox.ts`): `bash_stateful`, a shell whose working folder, variables and functions
  * persist, and `tmux`, named terminal sessions for interactive programs and servers.
  */
-
-const noNul = (value: string): boolean => !value.includes('\0');
-
-/** Arguments of `bash_stateful`: those of `bash`. */
-export const bashStatefulArgumentsSchema = z.object({
-  command: z.string().min(1, 'must not be empty').refine(noNul, 'must not contain NUL characters'),
-  /** Seconds; the call's own `timeoutS` wins, and either is clamped to 1..600. */
-  timeout: z.number().optional(),
-});
 
 /** Pane size of a new tmux session unless asked otherwise, and the bounds a request is clamped to. */
 const TMUX_DEFAULT_WIDTH = 120;
@@ -35,9 +31,6 @@ const TMUX_WIDTH_RANGE = { min: 20, max: 500 } as const;
 const TMUX_HEIGHT_RANGE = { min: 10, max: 200 } as const;
 /** Lines of scrollback each pane keeps. */
 const TMUX_HISTORY_LINES = 20_000;
-
-/** Longest `keys` accepted; longer text belongs in a file (write_file). */
-const MAX_TMUX_KEYS_CHARS = 50_000;
 
 /**
  * Keys sent per tmux command. tmux refuses a command over about 16 KB; 2,000 UTF-16 units are at most
@@ -65,30 +58,6 @@ const TMUX_SOCKET = `${TMUX_FOLDER}/socket`;
 const TMUX_LOG_BYTES = 64 * 1024 * 1024;
 /** Bytes of a session's log read by one `stream` call; whole lines of it are returned. */
 const STREAM_READ_BYTES = 1024 * 1024;
-
-const TMUX_ACTIONS = ['start', 'send_keys', 'capture', 'stream', 'stop'] as const;
-
-/** Arguments of `tmux`. Width and height are clamped, not refused. */
-export const tmuxArgumentsSchema = z.object({
-  action: z.enum(TMUX_ACTIONS, { error: `must be one of ${TMUX_ACTIONS.join(', ')}` }),
-  /** tmux itself refuses "." and ":" in a name; the name also names the session's log file. */
-  session: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z, a-z, 0-9, "_" or "-"')
-    .default('main'),
-  keys: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(MAX_TMUX_KEYS_CHARS, `must be at most ${MAX_TMUX_KEYS_CHARS} characters`)
-    .refine(noNul, 'must not contain NUL characters')
-    .optional(),
-  block: z.boolean().default(false),
-  min_wait: z.number().min(0, 'must be 0 or more').optional(),
-  max_wait: z.number().min(0, 'must be 0 or more').optional(),
-  offset: z.number().int('must be a whole number').min(0, 'must be 0 or more').default(0),
-  width: z.number().optional(),
-  height: z.number().optional(),
-});
 
 /**
  * Runs `command` in the trajectory's persistent shell. The result reads as `bash`'s: stdout, then a

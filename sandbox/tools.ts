@@ -9,7 +9,15 @@ import {
   sandboxHostIdentity,
   type BubblewrapResult,
 } from './bubblewrap';
-import { bashStatefulArgumentsSchema, runBashStateful, runTmux, tmuxArgumentsSchema } from './stateful-tools';
+import { runBashStateful, runTmux } from './stateful-tools';
+import {
+  bashArgumentsSchema,
+  bashStatefulArgumentsSchema,
+  parseToolArguments,
+  readFileArgumentsSchema,
+  tmuxArgumentsSchema,
+  writeFileArgumentsSchema,
+} from './tool-arguments';
 import {
   clampTimeoutS,
   MAX_FILE_CHARS,
@@ -42,31 +50,6 @@ export type SandboxIsolation = 'bubblewrap' | 'none';
 /** Bytes read from a file per read call, decoded as UTF-8 as they come. */
 const READ_CHUNK_BYTES = 64 * 1024;
 
-/** A path as the model gives it: relative to the workspace, or absolute under /workspace. */
-const pathArgument = z
-  .string()
-  .min(1, 'must not be empty')
-  .refine((value) => !value.includes('\0'), 'must not contain NUL characters');
-
-const bashArgumentsSchema = z.object({
-  command: z.string().min(1, 'must not be empty'),
-  /** Seconds; the call's own `timeoutS` wins, and either is clamped to 1..600. */
-  timeout: z.number().optional(),
-});
-
-const readFileArgumentsSchema = z.object({
-  path: pathArgument,
-  /** Characters to skip from the start of the file. */
-  offset: z.number().int('must be a whole number').min(0, 'must be 0 or more').default(0),
-  /** Characters to return at most; never more than MAX_FILE_CHARS. */
-  limit: z.number().int('must be a whole number').min(1, 'must be 1 or more').optional(),
-});
-
-const writeFileArgumentsSchema = z.object({
-  path: pathArgument,
-  content: z.string().max(MAX_FILE_CHARS, `must be at most ${MAX_FILE_CHARS} characters`),
-});
-
 /**
  * Runs one sandbox tool call in the workspace folder `workspaceRoot` and returns its result. Never
  * throws for a tool-level problem; it rethrows only when `signal` aborts (the server is shutting
@@ -86,29 +69,29 @@ export async function runSandboxTool(
   try {
     switch (call.tool) {
       case 'bash': {
-        const parsed = parseArguments(call, bashArgumentsSchema);
-        if (typeof parsed === 'string') return failure(call, parsed);
-        return await runBash(call, parsed, workspaceRoot, signal, isolation);
+        const parsed = parseToolArguments(call.tool, call.arguments, bashArgumentsSchema);
+        if (!parsed.ok) return failure(call, parsed.error);
+        return await runBash(call, parsed.value, workspaceRoot, signal, isolation);
       }
       case 'read_file': {
-        const parsed = parseArguments(call, readFileArgumentsSchema);
-        if (typeof parsed === 'string') return failure(call, parsed);
-        return await readWorkspaceFile(call, parsed, workspaceRoot);
+        const parsed = parseToolArguments(call.tool, call.arguments, readFileArgumentsSchema);
+        if (!parsed.ok) return failure(call, parsed.error);
+        return await readWorkspaceFile(call, parsed.value, workspaceRoot);
       }
       case 'write_file': {
-        const parsed = parseArguments(call, writeFileArgumentsSchema);
-        if (typeof parsed === 'string') return failure(call, parsed);
-        return await writeWorkspaceFile(call, parsed, workspaceRoot);
+        const parsed = parseToolArguments(call.tool, call.arguments, writeFileArgumentsSchema);
+        if (!parsed.ok) return failure(call, parsed.error);
+        return await writeWorkspaceFile(call, parsed.value, workspaceRoot);
       }
       case 'bash_stateful': {
-        const parsed = parseArguments(call, bashStatefulArgumentsSchema);
-        if (typeof parsed === 'string') return failure(call, parsed);
-        return await runBashStateful(call, parsed, workspaceRoot, signal);
+        const parsed = parseToolArguments(call.tool, call.arguments, bashStatefulArgumentsSchema);
+        if (!parsed.ok) return failure(call, parsed.error);
+        return await runBashStateful(call, parsed.value, workspaceRoot, signal);
       }
       case 'tmux': {
-        const parsed = parseArguments(call, tmuxArgumentsSchema);
-        if (typeof parsed === 'string') return failure(call, parsed);
-        return await runTmux(call, parsed, workspaceRoot, signal);
+        const parsed = parseToolArguments(call.tool, call.arguments, tmuxArgumentsSchema);
+        if (!parsed.ok) return failure(call, parsed.error);
+        return await runTmux(call, parsed.value, workspaceRoot, signal);
       }
     }
   } catch (error) {
@@ -291,25 +274,6 @@ async function createFolders(folder: string): Promise<void> {
 
 function isSandboxTool(tool: string): tool is SandboxToolName {
   return (SANDBOX_TOOLS as readonly string[]).includes(tool);
-}
-
-/**
- * The parsed arguments, or a one-line error naming the tool and the fields: "Invalid arguments for
- * tool write_file: path is required". Unknown arguments are dropped, so whatever the model adds
- * (`allow_network`, `require_sandbox`) changes nothing.
- */
-function parseArguments<T>(call: ToolCall, schema: z.ZodType<T>): T | string {
-  const parsed = schema.safeParse(call.arguments, {
-    error: (issue) => {
-      if (issue.code !== 'invalid_type') return undefined;
-      return issue.input === undefined ? 'is required' : `must be a ${issue.expected}`;
-    },
-  });
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues
-    .slice(0, 3)
-    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'arguments'} ${issue.message}`);
-  return `Invalid arguments for tool ${call.tool}: ${problems.join('; ')}`;
 }
 
 function failure(call: ToolCall, error: string): ToolResult {

@@ -5,8 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApplicationFailure } from '@temporalio/common';
-import type { ModelRequest } from '../activities/model-provider';
-import { pickScriptedTurn, SCRIPTED_MODEL_ERROR, ScriptedModel } from '../activities/scripted-model';
+import type { ModelRequest } from '../models/model-provider';
+import { pickScriptedTurn, SCRIPTED_MODEL_ERROR, ScriptedModel } from '../models/scripted-model';
 import { TranscriptStore, type Transcript } from '../activities/transcript-store';
 import { loadConfig, webUiRunUrl } from '../client/config';
 import { DEMO_SCRIPT } from '../client/demo-script';
@@ -80,6 +80,7 @@ function modelRequest(
     spec,
     systemPrompt: 'system',
     messages: [],
+    tools: [],
     callIndex: 0,
     attempt: 1,
     signal: new AbortController().signal,
@@ -749,6 +750,7 @@ describe('--model option', () => {
       JSON.stringify({ turns: [{ text: 'only' }], whenExhausted: 'repeat-last' }),
     );
     const spec = parseModelOption(`scripted:${file}`);
+    assert.ok(spec.provider === 'scripted');
     assert.equal(spec.whenExhausted, 'repeat-last');
     assert.deepEqual(
       spec.turns.map((turn) => turn.text),

@@ -4,11 +4,11 @@ import { NativeConnection, Runtime, Worker, type NativeConnectionOptions } from 
 import { createActivities, type ActivityDependencies } from '../activities';
 import { createDailyLedgerActivities } from '../activities/daily-ledger';
 import { Notifier } from '../activities/notifier';
-import { ScriptedModel } from '../activities/scripted-model';
+import { ScriptedModel } from '../models/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
 import { ToolServerClient } from '../activities/tool-server-client';
 import { TranscriptStore } from '../activities/transcript-store';
-import type { ModelProviders } from '../activities/model-provider';
+import type { ModelProviders } from '../models/model-provider';
 import { TASK_QUEUE } from '../common/constants';
 import { loadWorkflowBundle } from './workflow-bundle';
 

@@ -257,7 +257,8 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   async function callModel(append: TranscriptMessage[]): Promise<ModelTurnResult> {
     const { modelTurn } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: `${MODEL_START_TO_CLOSE_TIMEOUT_S}s`,
-      heartbeatTimeout: `${MODEL_HEARTBEAT_TIMEOUT_S}s`,
+      // A remote model's stream may pause up to its stall timeout; any other provider heartbeats steadily.
+      heartbeatTimeout: `${'stallTimeoutS' in input.model ? input.model.stallTimeoutS : MODEL_HEARTBEAT_TIMEOUT_S}s`,
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
       summary: `model turn ${run.iteration}`,
     });
@@ -303,9 +304,12 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   async function runTools(calls: ModelToolCall[]): Promise<TranscriptMessage[]> {
     const modelCall = run.modelCalls - 1;
     const batch = calls.map((call, index) => ({ callId: `${transcriptKey}:${modelCall}:${index}`, call }));
-    const { refused, exit } = await approvals.gate(batch);
+    // A call with invalid arguments is answered with why; nobody is asked and nothing runs.
+    const { refused, exit } = await approvals.gate(batch.filter(({ call }) => call.invalid === undefined));
     permissionExit = exit;
-    const toRun = batch.filter(({ callId, call }) => call.tool !== FINISH_TOOL && !refused.has(callId));
+    const toRun = batch.filter(
+      ({ callId, call }) => call.tool !== FINISH_TOOL && call.invalid === undefined && !refused.has(callId),
+    );
     const results = new Map<string, ToolResult>();
     if (toRun.length > 0) {
       const { toolBatch } = wf.proxyActivities<AgentActivities>({
@@ -323,8 +327,10 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       for (const result of answered) results.set(result.callId, result);
     }
     return batch.map(({ callId, call }) => {
-      const refusal = refused.get(callId);
-      if (call.tool === FINISH_TOOL) return toolResultMessage(call, finishResult(callId));
+      const refusal = call.invalid ?? refused.get(callId);
+      if (call.tool === FINISH_TOOL && call.invalid === undefined) {
+        return toolResultMessage(call, finishResult(callId));
+      }
       if (refusal !== undefined) return refusalMessage(call, refusal);
       return toolResultMessage(call, resultOrMissing(results, callId));
     });
@@ -352,7 +358,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       phase = 'tool batch';
       append = await runTools(answer.toolCalls);
       if (permissionExit !== undefined) break;
-      if (answer.toolCalls.some((call) => call.tool === FINISH_TOOL)) {
+      if (answer.toolCalls.some((call) => call.tool === FINISH_TOOL && call.invalid === undefined)) {
         finishRequested = true;
         break;
       }

@@ -1,16 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/common';
 import { CIRCUIT_OPEN_FAILURE } from '../common/constants';
-import type { ModelSpec, ScriptedTurn } from '../common/agent-input';
+import type { ScriptedModelSpec, ScriptedTurn } from '../common/agent-input';
 import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
-
-type ScriptedSpec = Extract<ModelSpec, { provider: 'scripted' }>;
 
 /** Failure type of a turn scripted to throw. */
 export const SCRIPTED_MODEL_ERROR = 'ScriptedModelError';
 
 /** Picks the turn for a call: deterministic in the call index, so a retried call replays the same turn. */
-export function pickScriptedTurn(spec: ScriptedSpec, callIndex: number): ScriptedTurn {
+export function pickScriptedTurn(spec: ScriptedModelSpec, callIndex: number): ScriptedTurn {
   const { turns } = spec;
   const index =
     spec.whenExhausted === 'cycle' ? callIndex % turns.length : Math.min(callIndex, turns.length - 1);
@@ -24,10 +22,10 @@ export function pickScriptedTurn(spec: ScriptedSpec, callIndex: number): Scripte
  * It stands in for a real model at the one boundary where a fake is allowed, in tests, benchmarks
  * and the demo; everything around it (activity, retries, heartbeats, cancellation) is real.
  */
-export class ScriptedModel implements ModelProvider<ScriptedSpec> {
+export class ScriptedModel implements ModelProvider<ScriptedModelSpec> {
   readonly provider = 'scripted' as const;
 
-  async generate(request: ModelRequest<ScriptedSpec>): Promise<ModelResponse> {
+  async generate(request: ModelRequest<ScriptedModelSpec>): Promise<ModelResponse> {
     const turn = pickScriptedTurn(request.spec, request.callIndex);
     if (turn.delayMs > 0) await this.wait(turn.delayMs, request);
     if (turn.circuitOpenS !== undefined) {
@@ -57,7 +55,7 @@ export class ScriptedModel implements ModelProvider<ScriptedSpec> {
   }
 
   /** Sleeps in slices so progress keeps flowing, and stops at once when the call is cancelled. */
-  private async wait(delayMs: number, request: ModelRequest<ScriptedSpec>): Promise<void> {
+  private async wait(delayMs: number, request: ModelRequest<ScriptedModelSpec>): Promise<void> {
     const sliceMs = 500;
     for (let waited = 0; waited < delayMs; waited += sliceMs) {
       await sleep(Math.min(sliceMs, delayMs - waited), undefined, { signal: request.signal });
