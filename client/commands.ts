@@ -7,9 +7,11 @@ import {
   budgetLimitsSchema,
   describeZodError,
   intervalSchema,
+  localModelSchema,
   permissionRuleSchema,
   type AgentRunInputDraft,
   type BudgetLimits,
+  type ModelSpec,
   type PermissionRule,
 } from '../common/agent-input';
 import { AGENT_STATES, type AgentRunResult } from '../common/agent-run-types';
@@ -19,7 +21,13 @@ import { checkBubblewrap } from '../sandbox/bubblewrap';
 import { SandboxServer } from '../sandbox/sandbox-server';
 import { loadOrCreateToken } from '../sandbox/token';
 import { runSandboxTool, type SandboxIsolation } from '../sandbox/tools';
-import { createAgentsWorker } from '../worker/create-worker';
+import { LocalModel } from '../models/local-model';
+import type { ModelProviders } from '../models/model-provider';
+import {
+  closeActivityDependencies,
+  createActivityDependencies,
+  createAgentsWorker,
+} from '../worker/create-worker';
 import { AgentsClient, validateRunInput } from './agents-client';
 import { sandboxTokenFile, webUiRunUrl, type AgentsConfig } from './config';
 import { cliIdentity, connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
@@ -32,6 +40,7 @@ import {
 } from './embedded-server';
 import { AgentsError } from './errors';
 import { formatListings, formatPending, formatRecord, formatStatus } from './format';
+import { ensureLocalModel } from './local-model-install';
 import { exportRun } from './run-export';
 import { parseModelOption } from './model-option';
 import { toolServerCommand, toolServerTokenFile } from './tool-server-command';
@@ -631,53 +640,100 @@ export async function devCommand(context: CommandContext): Promise<void> {
 }
 
 /**
- * `agents demo`: everything needed to see an agent run: installs the Temporal CLI if it is missing,
- * reuses or starts the embedded server, runs a worker in this process, and follows a short run of
- * the `demo` template to its end.
+ * `agents demo`: everything needed to see an agent run: installs the Temporal CLI and the local
+ * model if they are missing, reuses or starts the embedded server, runs a worker and a sandbox
+ * server in this process, and follows a short run of the `demo` template to its end. The model is
+ * the real local one unless `--model scripted` is asked for, or it cannot run here: then the demo
+ * says why and plays the scripted model instead.
  */
 export async function demoCommand(context: CommandContext): Promise<void> {
   const iterations = numberOption(context, 'iterations', z.number().int().min(1).max(50)) ?? 3;
+  const requested = text(context, 'model') ?? 'local';
+  if (requested !== 'local' && requested !== 'scripted') {
+    throw new AgentsError(
+      'invalid_argument',
+      `Invalid --model '${requested}': the demo runs 'local' or 'scripted'`,
+    );
+  }
   const { temporal } = context.config;
   if (temporal.kind === 'embedded' && !(await isServerUp(temporal.address))) {
     await ensureTemporalBinary(context.config.home, temporal.binary, context.print);
   }
   installRuntime('WARN');
-  await withClient(context, async (agents) => {
-    context.print('Starting a worker (its first start bundles the workflow code, a few seconds) …');
-    const agentsWorker = await createAgentsWorker({
-      connectionOptions: workerConnectionOptions(context.config),
-      namespace: temporal.namespace,
-      home: context.config.home,
-    });
-    const running = agentsWorker.run();
-    try {
-      const handle = await agents.start(
-        {
-          name: 'demo',
-          template: loadTemplate('demo', context.config.home),
-          args: 'count to three',
-          model: parseModelOption('scripted'),
-          intervalS: 1,
-          maxIterations: iterations,
-        },
-        { replace: true },
-      );
-      context.print(
-        `Started agent demo (workflow ${handle.workflowId}): ${iterations} iterations of the demo template, scripted model`,
-      );
-      await watchRun(context, agents, 'demo');
-      const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
-      if (link !== undefined) context.print(`Web UI of this run: ${link}`);
-      if (temporal.kind === 'embedded') {
-        context.print(
-          'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',
+  let sandboxes = await configuredSandboxes(context.config);
+  const localSandbox = sandboxes.length === 0 ? await startLocalSandbox(context, 0) : undefined;
+  if (localSandbox !== undefined) sandboxes = [localSandbox.endpoint];
+  const dependencies = createActivityDependencies(context.config.home, sandboxes);
+  try {
+    const model =
+      requested === 'local'
+        ? await demoLocalModel(context, dependencies.models)
+        : parseModelOption('scripted');
+    await withClient(context, async (agents) => {
+      context.print('Starting a worker (its first start bundles the workflow code, a few seconds) …');
+      const agentsWorker = await createAgentsWorker({
+        connectionOptions: workerConnectionOptions(context.config),
+        namespace: temporal.namespace,
+        home: context.config.home,
+        dependencies,
+      });
+      const running = agentsWorker.run();
+      try {
+        const handle = await agents.start(
+          {
+            name: 'demo',
+            template: loadTemplate('demo', context.config.home),
+            model,
+            intervalS: 1,
+            maxIterations: iterations,
+            // The demo's one tool call writes demo.txt in its sandboxed workspace: granted, and noted.
+            permissions: { mode: 'auto-approve' },
+          },
+          { replace: true },
         );
+        const described = model.provider === 'local' ? `local model ${model.model}` : 'scripted model';
+        context.print(
+          `Started agent demo (workflow ${handle.workflowId}): ${iterations} iterations of the demo template, ${described}`,
+        );
+        await watchRun(context, agents, 'demo');
+        const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
+        if (link !== undefined) context.print(`Web UI of this run: ${link}`);
+        if (temporal.kind === 'embedded') {
+          context.print(
+            'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',
+          );
+        }
+      } finally {
+        agentsWorker.worker.shutdown();
+        await running;
       }
-    } finally {
-      agentsWorker.worker.shutdown();
-      await running;
-    }
-  });
+    });
+  } finally {
+    await closeActivityDependencies(dependencies);
+    await localSandbox?.server.close();
+  }
+}
+
+/**
+ * The demo's model: the local one, installed and loaded first so a model that cannot run here is
+ * known before the run starts; otherwise the scripted model, with the reason printed.
+ */
+async function demoLocalModel(context: CommandContext, models: ModelProviders): Promise<ModelSpec> {
+  const spec = localModelSchema.parse({ provider: 'local' });
+  try {
+    await ensureLocalModel(context.config.home, context.print);
+    const local = models.get('local');
+    if (!(local instanceof LocalModel)) throw new Error('this worker offers no local model');
+    context.print(`Loading the local model ${spec.model} …`);
+    await local.warmUp(spec);
+    return spec;
+  } catch (error) {
+    context.print(`The local model cannot run here (${(error as Error).message}).`);
+    context.print(
+      'Falling back to the scripted model: its answers are a fixed script, not a language model.',
+    );
+    return parseModelOption('scripted');
+  }
 }
 
 const BUDGET_OPTIONS = {
@@ -691,9 +747,9 @@ const BUDGET_OPTIONS = {
 export const COMMANDS = {
   demo: {
     run: demoCommand,
-    usage: 'demo [--iterations N]',
-    help: 'run a short agent on the embedded default and show its progress',
-    options: { iterations: { type: 'string' } },
+    usage: 'demo [--iterations N] [--model local|scripted]',
+    help: 'run a short agent on the embedded default (the local model) and show its progress',
+    options: { iterations: { type: 'string' }, model: { type: 'string' } },
   },
   dev: {
     run: devCommand,

@@ -9,7 +9,8 @@ export type AgentsErrorCode =
   | 'already_running'
   | 'not_found'
   | 'no_worker'
-  | 'sandbox_unavailable';
+  | 'sandbox_unavailable'
+  | 'local_model_missing';
 
 /**
  * A failure of the client or CLI that a user can act on. Its message is the one line the CLI prints:

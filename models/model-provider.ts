@@ -51,6 +51,8 @@ export interface ModelResponse {
 export interface ModelProvider<Spec extends ModelSpec = ModelSpec> {
   readonly provider: Spec['provider'];
   generate(request: ModelRequest<Spec>): Promise<ModelResponse>;
+  /** Frees what the provider holds (loaded models, connections) when its worker stops. */
+  close?(): Promise<void>;
 }
 
 /** The providers a worker offers, by name. */

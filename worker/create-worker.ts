@@ -8,13 +8,22 @@ import { ScriptedModel } from '../models/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
 import { ToolServerClient } from '../activities/tool-server-client';
 import { TranscriptStore } from '../activities/transcript-store';
-import type { ModelProviders } from '../models/model-provider';
+import { LocalModel } from '../models/local-model';
+import type { ModelProvider, ModelProviders } from '../models/model-provider';
 import { TASK_QUEUE } from '../common/constants';
 import { loadWorkflowBundle } from './workflow-bundle';
 
-/** Every model provider this worker offers. */
-export function createModelProviders(): ModelProviders {
-  return new Map([['scripted', new ScriptedModel()]]);
+/** Every model provider this worker offers; local models are looked up in `$AGENTS_HOME/models`. */
+export function createModelProviders(home: string): ModelProviders {
+  return new Map<string, ModelProvider>([
+    ['scripted', new ScriptedModel()],
+    ['local', new LocalModel({ modelsFolder: path.join(home, 'models') })],
+  ]);
+}
+
+/** Frees what the providers hold: loaded local models, open connections. */
+export async function closeModelProviders(models: ModelProviders): Promise<void> {
+  await Promise.all([...models.values()].map((provider) => provider.close?.()));
 }
 
 /**
@@ -27,7 +36,7 @@ export function createActivityDependencies(
   toolServer?: { url: string; token: string },
 ): ActivityDependencies {
   return {
-    models: createModelProviders(),
+    models: createModelProviders(home),
     transcripts: new TranscriptStore(path.join(home, 'transcripts')),
     notifier: new Notifier({
       home,
@@ -38,6 +47,14 @@ export function createActivityDependencies(
     ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
     ...(toolServer === undefined ? {} : { externalTools: new ToolServerClient(toolServer) }),
   };
+}
+
+/** Closes what `createActivityDependencies` opened. */
+export async function closeActivityDependencies(dependencies: ActivityDependencies): Promise<void> {
+  await dependencies.tools?.close();
+  await dependencies.externalTools?.close();
+  await dependencies.notifier.close();
+  await closeModelProviders(dependencies.models);
 }
 
 export interface AgentsWorkerOptions {
@@ -102,11 +119,7 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
           clearInterval(reporter);
           reportTools();
           // Dependencies passed in belong to the caller, who closes them.
-          if (options.dependencies === undefined) {
-            await dependencies.tools?.close();
-            await dependencies.externalTools?.close();
-            await dependencies.notifier.close();
-          }
+          if (options.dependencies === undefined) await closeActivityDependencies(dependencies);
           await connection.close();
         }
       },

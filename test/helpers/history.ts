@@ -68,3 +68,21 @@ export function completedActivitiesOfType(events: HistoryEvent[], activityType: 
     return scheduledEventId != null && scheduledOfType.has(String(scheduledEventId));
   });
 }
+
+/**
+ * The attempt on which each activity of `activityType` ended, in order: 1 when it was not retried.
+ * (The server writes an activity's started event once, for its last attempt.)
+ */
+export async function finalAttempts(handle: WorkflowHandle, activityType: string): Promise<number[]> {
+  const events = (await handle.fetchHistory()).events ?? [];
+  const scheduledOfType = new Set(
+    events
+      .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === activityType)
+      .map((event) => String(event.eventId)),
+  );
+  return events.flatMap((event) => {
+    const started = event.activityTaskStartedEventAttributes;
+    if (started == null || !scheduledOfType.has(String(started.scheduledEventId))) return [];
+    return [started.attempt ?? 1];
+  });
+}

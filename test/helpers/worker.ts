@@ -1,4 +1,8 @@
-import { createAgentsWorker, createActivityDependencies } from '../../worker/create-worker';
+import {
+  closeActivityDependencies,
+  createAgentsWorker,
+  createActivityDependencies,
+} from '../../worker/create-worker';
 import type { ActivityDependencies } from '../../activities';
 import type { TestTemporal } from './temporal-server';
 
@@ -23,9 +27,7 @@ export async function startWorker(
     async stop() {
       agentsWorker.worker.shutdown();
       await running;
-      await dependencies.tools?.close();
-      await dependencies.externalTools?.close();
-      await dependencies.notifier.close();
+      await closeActivityDependencies(dependencies);
     },
   };
 }
