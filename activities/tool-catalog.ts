@@ -40,7 +40,9 @@ export class ToolCatalog {
   constructor(
     private readonly externalTools?: ToolServerClient,
     /** Default: the activity's log, which names the run and the activity. */
-    private readonly warn: (message: string) => void = (message) => log.warn(message),
+    private readonly warn: (message: string) => void = (message) => {
+      log.warn(message);
+    },
   ) {}
 
   async definitions(signal?: AbortSignal): Promise<ToolDefinition[]> {

@@ -15,7 +15,7 @@ import {
   type PermissionRule,
 } from '../common/agent-input';
 import { AGENT_STATES, type AgentRunResult } from '../common/agent-run-types';
-import { DEFAULT_PERMISSION_EXTENSION_S, TASK_QUEUE } from '../common/constants';
+import { DEFAULT_LOCAL_MODEL, DEFAULT_PERMISSION_EXTENSION_S, TASK_QUEUE } from '../common/constants';
 import type { SandboxEndpoint } from '../activities/tool-executor';
 import { checkBubblewrap } from '../sandbox/bubblewrap';
 import { SandboxServer } from '../sandbox/sandbox-server';
@@ -42,7 +42,7 @@ import { AgentsError } from './errors';
 import { formatListings, formatPending, formatRecord, formatStatus } from './format';
 import { ensureLocalModel } from './local-model-install';
 import { exportRun } from './run-export';
-import { parseModelOption } from './model-option';
+import { MODEL_OPTION_FORMS, parseModelOption, resolveModelSpec } from './model-option';
 import { toolServerCommand, toolServerTokenFile } from './tool-server-command';
 import { ensureTemporalBinary, findTemporalBinary } from './temporal-binary';
 import { listTemplates, loadTemplate } from './templates';
@@ -172,6 +172,27 @@ async function watchRun(
 /** Calls one sandbox server runs at once unless `--lanes` says otherwise. */
 const DEFAULT_SANDBOX_LANES = 8;
 
+/**
+ * The run's model from `--model` and its options: `AGENTS_MODEL` when no `--model` is given, else
+ * the local model. Its notes (a model with no known price) are printed.
+ */
+function chooseModel(context: CommandContext): ModelSpec {
+  const { spec, notes } = resolveModelSpec(
+    {
+      model: text(context, 'model') ?? process.env.AGENTS_MODEL ?? 'local',
+      baseUrl: text(context, 'base-url'),
+      apiKeyEnv: text(context, 'api-key-env'),
+      maxOutputTokens: text(context, 'max-output-tokens'),
+      temperature: text(context, 'temperature'),
+      price: text(context, 'price'),
+    },
+    process.env,
+    context.config.home,
+  );
+  for (const note of notes) context.print(`Note: ${note}`);
+  return spec;
+}
+
 /** `agents start <name> --template T …` */
 export async function startCommand(context: CommandContext): Promise<void> {
   const usage =
@@ -184,7 +205,7 @@ export async function startCommand(context: CommandContext): Promise<void> {
     name,
     template: loadTemplate(templateName, context.config.home),
     args: text(context, 'args') ?? '',
-    model: parseModelOption(text(context, 'model') ?? 'scripted'),
+    model: chooseModel(context),
   };
   const interval = numberOption(context, 'interval', intervalSchema);
   if (interval !== undefined) draft.intervalS = interval;
@@ -208,7 +229,16 @@ export async function startCommand(context: CommandContext): Promise<void> {
   draft.budgets = budgetOptions(context);
   const webhook = text(context, 'webhook');
   if (webhook !== undefined) draft.notifications = { webhookUrl: webhook };
-  validateRunInput(draft);
+  const input = validateRunInput(draft);
+  // This machine's workers look for the default local model here: install it once it is asked for.
+  const { model } = input;
+  if (
+    model.provider === 'local' &&
+    model.model === DEFAULT_LOCAL_MODEL &&
+    context.config.temporal.kind === 'embedded'
+  ) {
+    await ensureLocalModel(context.config.home, context.print);
+  }
   await withClient(context, async (agents) => {
     const handle = await agents.start(draft, { replace: flag(context, 'replace') });
     context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);
@@ -800,14 +830,19 @@ export const COMMANDS = {
   start: {
     run: startCommand,
     usage:
-      'start <name> --template T [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--replace] [--watch]',
-    help: 'start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them',
+      'start <name> --template T [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--replace] [--watch]',
+    help: `start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them. --model: ${MODEL_OPTION_FORMS.join(', ')} (default: $AGENTS_MODEL, else local)`,
     options: {
       template: { type: 'string', short: 't' },
       args: { type: 'string' },
       interval: { type: 'string' },
       'max-iterations': { type: 'string' },
       model: { type: 'string' },
+      'base-url': { type: 'string' },
+      'api-key-env': { type: 'string' },
+      'max-output-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      price: { type: 'string' },
       'permission-mode': { type: 'string' },
       rule: { type: 'string', multiple: true },
       'permission-timeout': { type: 'string' },

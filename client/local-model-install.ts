@@ -75,7 +75,10 @@ async function run(command: string, args: string[], onOutput: (line: string) => 
   const exitCode = await new Promise<number>((resolve) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const take = (chunk: Buffer) => {
-      for (const line of chunk.toString().split('\n').filter((text) => text.trim() !== '')) {
+      for (const line of chunk
+        .toString()
+        .split('\n')
+        .filter((text) => text.trim() !== '')) {
         lastLine = line.trim();
         onOutput(lastLine);
       }

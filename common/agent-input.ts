@@ -88,7 +88,9 @@ export type ModelPrice = z.infer<typeof modelPriceSchema>;
 /** A model API's base URL: http(s), and never credentials, since the input is in the history. */
 const modelBaseUrlSchema = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+  // zod runs this refinement even when the URL check failed, so it must not assume a URL.
   .refine((value) => {
+    if (!URL.canParse(value)) return true;
     const url = new URL(value);
     return url.username === '' && url.password === '';
   }, 'must not contain credentials: the key is read from the worker environment (apiKeyEnv)');

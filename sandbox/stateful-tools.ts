@@ -12,11 +12,7 @@ import {
   type ToolResult,
 } from './tool-call';
 import { SANDBOX_WORKSPACE_PATH } from './workspace-paths';
-import {
-  MAX_TMUX_KEYS_CHARS,
-  type bashStatefulArgumentsSchema,
-  type tmuxArgumentsSchema,
-} from './tool-arguments';
+import type { bashStatefulArgumentsSchema, tmuxArgumentsSchema } from './tool-arguments';
 
 /**
  * The tools that keep state between calls, both in the trajectory's long-lived sandbox

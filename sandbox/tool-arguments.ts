@@ -60,7 +60,7 @@ export const bashStatefulArgumentsSchema = z.object({
 });
 
 /** Longest `keys` accepted; longer text belongs in a file (write_file). */
-export const MAX_TMUX_KEYS_CHARS = 50_000;
+const MAX_TMUX_KEYS_CHARS = 50_000;
 
 const TMUX_ACTIONS = ['start', 'send_keys', 'capture', 'stream', 'stop'] as const;
 

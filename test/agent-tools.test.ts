@@ -80,6 +80,50 @@ describe('tool calls of an agent run', () => {
     assert.equal(await readFile(onDisk, 'utf8'), 'hello from the agent');
   });
 
+  it('answers a call whose arguments do not fit its tool with why, running nothing and asking nobody', async () => {
+    const name = uniqueName('invalid-arguments');
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        [
+          {
+            text: 'Two calls, one malformed.',
+            toolCalls: [
+              { tool: 'write_file', arguments: { content: 'no path given' } },
+              { tool: 'bash', arguments: { command: 'echo valid' } },
+            ],
+          },
+          { text: 'Read the results.' },
+        ],
+        // Every call would wait for a person but bash: an invalid call must not.
+        { maxIterations: 1, permissions: { mode: 'ask', rules: [{ action: 'allow', match: 'bash' }] } },
+      ),
+    );
+    const result = await handle.result();
+    assert.equal(result.exitReason, 'max_iterations');
+    const batches = await scheduledToolBatches(handle);
+    assert.deepEqual(
+      batches.map((batch) => batch.input.calls.map(({ call }) => call.tool)),
+      [['bash']],
+    );
+    const turns = await scheduledModelTurns(handle);
+    assert.deepEqual(
+      toolMessages(turns[1]?.input.append ?? []).map(({ tool, success, content }) => ({
+        tool,
+        success,
+        content: content.trim(),
+      })),
+      [
+        {
+          tool: 'write_file',
+          success: false,
+          content: 'Invalid arguments for tool write_file: path is required',
+        },
+        { tool: 'bash', success: true, content: 'valid' },
+      ],
+    );
+  });
+
   it('ends the run with exitReason finished when the model calls finish', async () => {
     const name = uniqueName('finish');
     const handle = await env.agents.start(

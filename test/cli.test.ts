@@ -122,7 +122,7 @@ describe('the agents CLI', () => {
 
   it('refuses to start a name that is running, naming --replace; --replace ends the old run and keeps its history', async () => {
     const name = uniqueName('replace');
-    const start = ['start', name, '--template', 'demo', '--interval', '3600'];
+    const start = ['start', name, '--template', 'demo', '--model', 'scripted', '--interval', '3600'];
     const first = await runCli(start, env.temporal.environment);
     assert.equal(first.code, 0, first.stderr);
     const oldRunId = (await env.temporal.client.workflow.getHandle(workflowIdFor(name)).describe()).runId;
@@ -149,7 +149,19 @@ describe('the agents CLI', () => {
   it('follows a run with --watch, then shows it in status, log and list', async () => {
     const name = uniqueName('watched');
     const watched = await runCli(
-      ['start', name, '--template', 'demo', '--max-iterations', '2', '--interval', '0.5', '--watch'],
+      [
+        'start',
+        name,
+        '--template',
+        'demo',
+        '--model',
+        'scripted',
+        '--max-iterations',
+        '2',
+        '--interval',
+        '0.5',
+        '--watch',
+      ],
       env.temporal.environment,
     );
     assert.equal(watched.code, 0, watched.stderr);
@@ -183,8 +195,12 @@ describe('the agents CLI', () => {
     const names = [uniqueName('all-a'), uniqueName('all-b')];
     for (const name of names) {
       assert.equal(
-        (await runCli(['start', name, '--template', 'demo', '--interval', '3600'], env.temporal.environment))
-          .code,
+        (
+          await runCli(
+            ['start', name, '--template', 'demo', '--model', 'scripted', '--interval', '3600'],
+            env.temporal.environment,
+          )
+        ).code,
         0,
       );
     }
@@ -206,7 +222,7 @@ describe('the agents CLI', () => {
   it('tells the user to start a worker when no worker answers a query', async () => {
     const name = uniqueName('no-worker');
     const started = await runCli(
-      ['start', name, '--template', 'demo', '--max-iterations', '1', '--watch'],
+      ['start', name, '--template', 'demo', '--model', 'scripted', '--max-iterations', '1', '--watch'],
       env.temporal.environment,
     );
     assert.equal(started.code, 0, started.stderr);
@@ -234,7 +250,19 @@ describe('the agents CLI', () => {
     const dev = await startCli(['dev'], environment, /Worker polling task queue 'agents'/);
     try {
       const run = await runCli(
-        ['start', 'via-dev', '--template', 'demo', '--max-iterations', '1', '--interval', '0', '--watch'],
+        [
+          'start',
+          'via-dev',
+          '--template',
+          'demo',
+          '--model',
+          'scripted',
+          '--max-iterations',
+          '1',
+          '--interval',
+          '0',
+          '--watch',
+        ],
         environment,
       );
       assert.equal(run.code, 0, run.stderr);
@@ -301,6 +329,7 @@ describe('the agents CLI', () => {
       const demo = await runCli(['demo'], environment);
       assert.equal(demo.code, 0, demo.stderr);
       assert.match(demo.stdout, /Started the Temporal dev server/);
+      assert.match(demo.stdout, /3 iterations of the demo template, local model gemma-3-270m-q4_k_m/);
       assert.match(demo.stdout, /#1 ok[\s\S]*#2 ok[\s\S]*#3 ok/);
       assert.match(demo.stdout, /ended: max_iterations after 3 iteration\(s\)/);
       assert.match(

@@ -31,7 +31,7 @@ async function installedModel(): Promise<{ file: string } | { absent: string }> 
 describe('the local model', async () => {
   const model = await installedModel();
   if ('absent' in model) {
-    it.skip(`runs iterations through the workflow (skipped: the model file is absent: ${model.absent})`);
+    void it.skip(`runs iterations through the workflow (skipped: the model file is absent: ${model.absent})`);
     return;
   }
 
@@ -66,7 +66,7 @@ describe('the local model', async () => {
     assert.ok(batches.length >= 1, 'the model called a tool');
     const calls = batches.flatMap((batch) => batch.input.calls.map(({ call }) => call));
     assert.ok(calls.every((call) => call.invalid === undefined));
-    const write = calls.findLast((call) => call.tool === 'write_file');
+    const write = calls.filter((call) => call.tool === 'write_file').at(-1);
     assert.ok(write !== undefined, `a write_file call among ${calls.map((call) => call.tool).join(', ')}`);
     const turns = await scheduledModelTurns(handle);
     const results = turns.flatMap((turn) => turn.input.append.filter((message) => message.role === 'tool'));

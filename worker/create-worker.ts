@@ -8,22 +8,29 @@ import { ScriptedModel } from '../models/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
 import { ToolServerClient } from '../activities/tool-server-client';
 import { TranscriptStore } from '../activities/transcript-store';
+import { AnthropicModel } from '../models/anthropic-model';
+import { createModelDispatcher } from '../models/http';
 import { LocalModel } from '../models/local-model';
+import { OpenAIModel } from '../models/openai-model';
 import type { ModelProvider, ModelProviders } from '../models/model-provider';
 import { TASK_QUEUE } from '../common/constants';
 import { loadWorkflowBundle } from './workflow-bundle';
 
 /** Every model provider this worker offers; local models are looked up in `$AGENTS_HOME/models`. */
 export function createModelProviders(home: string): ModelProviders {
+  // One connection pool for every remote model call of this worker.
+  const dispatcher = createModelDispatcher();
   return new Map<string, ModelProvider>([
     ['scripted', new ScriptedModel()],
+    ['openai', new OpenAIModel({ dispatcher })],
+    ['anthropic', new AnthropicModel({ dispatcher })],
     ['local', new LocalModel({ modelsFolder: path.join(home, 'models') })],
   ]);
 }
 
 /** Frees what the providers hold: loaded local models, open connections. */
 export async function closeModelProviders(models: ModelProviders): Promise<void> {
-  await Promise.all([...models.values()].map((provider) => provider.close?.()));
+  await Promise.all([...models.values()].map(async (provider) => provider.close?.()));
 }
 
 /**

@@ -8,6 +8,7 @@ import type { TestTemporal } from './temporal-server';
 
 /** A worker running in the test process until `stop()`. */
 export interface RunningWorker {
+  /** Shuts the worker down and closes its dependencies; later calls wait for the first. */
   stop(): Promise<void>;
 }
 
@@ -23,11 +24,15 @@ export async function startWorker(
     dependencies,
   });
   const running = agentsWorker.run();
+  let stopped: Promise<void> | undefined;
   return {
-    async stop() {
-      agentsWorker.worker.shutdown();
-      await running;
-      await closeActivityDependencies(dependencies);
+    stop() {
+      stopped ??= (async () => {
+        agentsWorker.worker.shutdown();
+        await running;
+        await closeActivityDependencies(dependencies);
+      })();
+      return stopped;
     },
   };
 }
