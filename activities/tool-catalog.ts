@@ -10,19 +10,24 @@ import type { ToolServerClient } from './tool-server-client';
 /** How long the external tool server's list is reused before it is asked again. */
 const EXTERNAL_TOOLS_TTL_MS = 60_000;
 
+/** The JSON Schema of a tool's arguments as a model is given it: what it may pass, no `$schema` header. */
+function toolParameters(schema: z.ZodType): Record<string, unknown> {
+  const parameters: Record<string, unknown> = z.toJSONSchema(schema, { io: 'input' });
+  delete parameters.$schema;
+  return parameters;
+}
+
 const finishDefinition: ToolDefinition = {
   name: FINISH_TOOL,
   description: 'End the run after this iteration, when the task program is complete.',
-  parameters: z.toJSONSchema(z.object({ summary: z.string().optional().describe('What was achieved') }), {
-    io: 'input',
-  }),
+  parameters: toolParameters(z.object({ summary: z.string().optional().describe('What was achieved') })),
 };
 
 /** The sandbox tools as models are told about them, their JSON Schema made from the same zod schemas. */
 const sandboxDefinitions: ToolDefinition[] = SANDBOX_TOOLS.map((name) => ({
   name,
   description: SANDBOX_TOOL_ARGUMENTS[name].description,
-  parameters: z.toJSONSchema(SANDBOX_TOOL_ARGUMENTS[name].schema, { io: 'input' }),
+  parameters: toolParameters(SANDBOX_TOOL_ARGUMENTS[name].schema),
 }));
 
 function isSandboxTool(tool: string): tool is SandboxToolName {

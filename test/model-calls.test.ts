@@ -16,6 +16,7 @@ import { createActivityDependencies } from '../worker/create-worker';
 import { startCli } from './helpers/cli';
 import { useAgentsEnvironment } from './helpers/environment';
 import { finalAttempts, scheduledActivities } from './helpers/history';
+import { assertReplays } from './helpers/replay';
 import { ModelApiServer, openaiStream, type ReplyStep } from './helpers/model-api-server';
 import { TEST_TEMPLATE, uniqueName } from './helpers/run-input';
 import { startWorker } from './helpers/worker';
@@ -82,8 +83,11 @@ function openaiSpec(server: ModelApiServer, overrides: Partial<OpenAIModelSpec> 
   };
 }
 
-function run(name: string, model: OpenAIModelSpec, overrides: Partial<AgentRunInputDraft> = {}) {
-  return env.agents.start({
+/** Workflow IDs this file started, replayed by its last test. */
+const startedWorkflowIds: string[] = [];
+
+async function run(name: string, model: OpenAIModelSpec, overrides: Partial<AgentRunInputDraft> = {}) {
+  const handle = await env.agents.start({
     name,
     template: { name: 'test-program', source: 'file', content: TEST_TEMPLATE },
     model,
@@ -93,6 +97,8 @@ function run(name: string, model: OpenAIModelSpec, overrides: Partial<AgentRunIn
     guards: { stagnationWindow: 0, errorBackoffS: 0 },
     ...overrides,
   });
+  startedWorkflowIds.push(handle.workflowId);
+  return handle;
 }
 
 const answer = (text: string): ReplyStep[] =>
@@ -278,7 +284,7 @@ describe('model calls of an agent run', () => {
       { status: 503, body: { error: { message: 'overloaded' } } },
       { events: answer('Back after the cooldown.') },
     );
-    const name = uniqueName('circuit');
+    const name = uniqueName('breaker-open');
     const handle = await run(name, openaiSpec(server), { maxIterations: 2 });
     await handle.result();
     const records = await env.agents.iterations(name);
@@ -301,5 +307,10 @@ describe('model calls of an agent run', () => {
       (event) => event.timerStartedEventAttributes != null,
     )?.timerStartedEventAttributes;
     assert.equal(Number(timer?.startToFireTimeout?.seconds), cooldownS + 1);
+  });
+
+  it('replays every history of this file without a determinism error', async () => {
+    const histories = await assertReplays(env.temporal, startedWorkflowIds);
+    assert.equal(histories.length, startedWorkflowIds.length);
   });
 });
