@@ -725,9 +725,13 @@ export async function demoCommand(context: CommandContext): Promise<void> {
         context.print(
           `Started agent demo (workflow ${handle.workflowId}): ${iterations} iterations of the demo template, ${described}`,
         );
-        await watchRun(context, agents, 'demo');
+        const result = await watchRun(context, agents, 'demo');
         const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
         if (link !== undefined) context.print(`Web UI of this run: ${link}`);
+        if (result.exitReason === 'repeated_failures') {
+          const { lastError } = await agents.status('demo');
+          throw new AgentsError('run_failed', `The demo run failed: ${lastError ?? 'see its history'}`);
+        }
         if (temporal.kind === 'embedded') {
           context.print(
             'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',

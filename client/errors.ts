@@ -10,7 +10,8 @@ export type AgentsErrorCode =
   | 'not_found'
   | 'no_worker'
   | 'sandbox_unavailable'
-  | 'local_model_missing';
+  | 'local_model_missing'
+  | 'run_failed';
 
 /**
  * A failure of the client or CLI that a user can act on. Its message is the one line the CLI prints:

@@ -17,9 +17,12 @@ const AFTER_RESULTS = 'If the iteration is done, answer with "tool_calls": [] an
 export type LocalChatItem =
   { type: 'system'; text: string } | { type: 'user'; text: string } | { type: 'model'; response: string[] };
 
-/** Longest strings the grammar lets the model write, so a confused model cannot ramble forever. */
+/**
+ * Longest text the grammar lets the model write, so a confused model cannot ramble until its token
+ * limit. Arguments (file contents) are bounded by the token limit alone: llama.cpp refuses a grammar
+ * whose repetitions grow past about a thousand.
+ */
 const MAX_TEXT_CHARS = 600;
-const MAX_ARGUMENT_CHARS = 2000;
 /** Tool calls one answer may hold. */
 const MAX_CALLS_PER_ANSWER = 4;
 
@@ -78,7 +81,7 @@ function plainValueSchema(schema: Record<string, unknown>): GrammarSchema | unde
   if (Array.isArray(schema.enum)) return { enum: schema.enum as Array<string | number | boolean> };
   switch (schema.type) {
     case 'string':
-      return { type: 'string', maxLength: MAX_ARGUMENT_CHARS };
+      return { type: 'string' };
     case 'number':
     case 'integer':
     case 'boolean':

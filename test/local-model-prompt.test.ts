@@ -62,8 +62,8 @@ describe('local model prompts', () => {
                   arguments: {
                     type: 'object',
                     properties: {
-                      path: { type: 'string', maxLength: 2000 },
-                      content: { type: 'string', maxLength: 2000 },
+                      path: { type: 'string' },
+                      content: { type: 'string' },
                     },
                   },
                 },

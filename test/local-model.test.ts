@@ -6,7 +6,9 @@ import type { ToolBatchInput } from '../activities';
 import { loadConfig } from '../client/config';
 import { ensureLocalModel } from '../client/local-model-install';
 import { loadTemplate } from '../client/templates';
+import { ToolCatalog } from '../activities/tool-catalog';
 import { localModelSchema } from '../common/agent-input';
+import { answerSchema } from '../models/local-model-prompt';
 import { useAgentsEnvironment } from './helpers/environment';
 import { finalAttempts, scheduledActivities, scheduledModelTurns } from './helpers/history';
 import { uniqueName } from './helpers/run-input';
@@ -27,6 +29,16 @@ async function installedModel(): Promise<{ file: string } | { absent: string }> 
     return { absent: (error as Error).message };
   }
 }
+
+describe('the local model grammar', () => {
+  it('is accepted by llama.cpp for every tool the worker offers', async () => {
+    const { getLlama } = await import('node-llama-cpp');
+    const llama = await getLlama({ build: 'never', gpu: false });
+    const tools = await new ToolCatalog(undefined, () => undefined).definitions();
+    const grammar = await llama.createGrammarForJsonSchema(answerSchema(tools) as never);
+    assert.match(grammar.grammar, /"\\"write_file\\""/);
+  });
+});
 
 describe('the local model', async () => {
   const model = await installedModel();
