@@ -2,6 +2,7 @@
 import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { promisify } from 'node:util';
+import type { google, temporal } from '@temporalio/proto';
 import { z } from 'zod';
 import { testTemporalBinary } from '../test/helpers/temporal-server';
 
@@ -51,4 +52,14 @@ export function describeMachine(): string {
   const cpus = os.cpus();
   const model = cpus[0]?.model.trim() ?? 'unknown CPU';
   return `${cpus.length} × ${model} · Node ${process.version} · ${os.platform()} ${os.arch()}`;
+}
+
+/** A history event's time in ms since the epoch, keeping the server's sub-millisecond precision. */
+export function eventTimeMs(event: temporal.api.history.v1.IHistoryEvent): number {
+  const time: google.protobuf.ITimestamp | null | undefined = event.eventTime;
+  const seconds = time?.seconds;
+  if (time === null || time === undefined || seconds === null || seconds === undefined) {
+    throw new Error(`history event ${String(event.eventId)} has no time`);
+  }
+  return (typeof seconds === 'number' ? seconds : seconds.toNumber()) * 1000 + (time.nanos ?? 0) / 1e6;
 }
