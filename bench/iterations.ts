@@ -19,7 +19,6 @@
  * BENCH_ITERATIONS, BENCH_CONCURRENT_ITERATIONS and BENCH_RUNS; argv wins over the environment.
  */
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import {
   countSchema,
@@ -28,6 +27,7 @@ import {
   formatTable,
   percentile,
   temporalVersion,
+  parseBenchOptions,
 } from './report';
 import { ScriptedModel } from '../models/scripted-model';
 import { AgentsClient, validateRunInput } from '../client/agents-client';
@@ -77,32 +77,21 @@ type BenchOptions = z.infer<typeof benchOptionsSchema>;
 
 /** Reads the options from argv, falling back on the environment, then on the defaults. */
 function parseOptions(argv: string[], environment: NodeJS.ProcessEnv): BenchOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        iterations: { type: 'string' },
-        'concurrent-iterations': { type: 'string' },
-        runs: { type: 'string' },
-        verbose: { type: 'boolean' },
+  return parseBenchOptions(
+    argv,
+    environment,
+    benchOptionsSchema,
+    [
+      { flag: 'iterations', field: 'iterations', variable: 'BENCH_ITERATIONS' },
+      {
+        flag: 'concurrent-iterations',
+        field: 'concurrentIterations',
+        variable: 'BENCH_CONCURRENT_ITERATIONS',
       },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(
-      `${(error as Error).message.split('. ')[0]}. Accepted: --iterations M --concurrent-iterations M2 --runs N [--verbose]`,
-    );
-  }
-  const parsed = benchOptionsSchema.safeParse({
-    iterations: values.iterations ?? environment.BENCH_ITERATIONS,
-    concurrentIterations: values['concurrent-iterations'] ?? environment.BENCH_CONCURRENT_ITERATIONS,
-    runs: values.runs ?? environment.BENCH_RUNS,
-  });
-  if (!parsed.success) {
-    throw new Error(`Invalid options: ${parsed.error.issues.map((issue) => issue.message).join('; ')}`);
-  }
-  return parsed.data;
+      { flag: 'runs', field: 'runs', variable: 'BENCH_RUNS' },
+    ],
+    '--iterations M --concurrent-iterations M2 --runs N',
+  );
 }
 
 /** Per-iteration times of one path of one scenario, and its throughput. */

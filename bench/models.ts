@@ -24,7 +24,6 @@
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { Agent, request as sendRequest } from 'undici';
 import { z } from 'zod';
@@ -36,6 +35,7 @@ import {
   formatTable,
   percentile,
   temporalVersion,
+  parseBenchOptions,
 } from './report';
 import { ToolCatalog } from '../activities/tool-catalog';
 import { AgentsClient, validateRunInput } from '../client/agents-client';
@@ -77,36 +77,19 @@ type BenchOptions = z.infer<typeof benchOptionsSchema>;
 
 /** Reads the options from argv, falling back on the environment, then on the defaults. */
 function parseOptions(argv: string[], environment: NodeJS.ProcessEnv): BenchOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        calls: { type: 'string' },
-        chunks: { type: 'string' },
-        iterations: { type: 'string' },
-        'local-runs': { type: 'string' },
-        'skip-local': { type: 'boolean' },
-        verbose: { type: 'boolean' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(
-      `${(error as Error).message.split('. ')[0]}. Accepted: --calls N --chunks K --iterations M --local-runs R [--skip-local] [--verbose]`,
-    );
-  }
-  const parsed = benchOptionsSchema.safeParse({
-    calls: values.calls ?? environment.BENCH_MODEL_CALLS,
-    chunks: values.chunks ?? environment.BENCH_MODEL_CHUNKS,
-    iterations: values.iterations ?? environment.BENCH_MODEL_ITERATIONS,
-    localRuns: values['local-runs'] ?? environment.BENCH_LOCAL_RUNS,
-    skipLocal: values['skip-local'],
-  });
-  if (!parsed.success) {
-    throw new Error(`Invalid options: ${parsed.error.issues.map((issue) => issue.message).join('; ')}`);
-  }
-  return parsed.data;
+  return parseBenchOptions(
+    argv,
+    environment,
+    benchOptionsSchema,
+    [
+      { flag: 'calls', field: 'calls', variable: 'BENCH_MODEL_CALLS' },
+      { flag: 'chunks', field: 'chunks', variable: 'BENCH_MODEL_CHUNKS' },
+      { flag: 'iterations', field: 'iterations', variable: 'BENCH_MODEL_ITERATIONS' },
+      { flag: 'local-runs', field: 'localRuns', variable: 'BENCH_LOCAL_RUNS' },
+      { flag: 'skip-local', field: 'skipLocal', boolean: true },
+    ],
+    '--calls N --chunks K --iterations M --local-runs R [--skip-local]',
+  );
 }
 
 /** Per-call times of one path, and its throughput over the wall time they took. */

@@ -1,7 +1,7 @@
 /** What the benchmarks share: option schemas, percentiles, ratios, the table and the machine line. */
 import { execFile } from 'node:child_process';
 import os from 'node:os';
-import { promisify } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import type { google, temporal } from '@temporalio/proto';
 import { z } from 'zod';
 import { testTemporalBinary } from '../test/helpers/temporal-server';
@@ -62,4 +62,50 @@ export function eventTimeMs(event: temporal.api.history.v1.IHistoryEvent): numbe
     throw new Error(`history event ${String(event.eventId)} has no time`);
   }
   return (typeof seconds === 'number' ? seconds : seconds.toNumber()) * 1000 + (time.nanos ?? 0) / 1e6;
+}
+
+/** A benchmark option: its flag, the field it fills, and the environment variable that may give it instead. */
+export interface BenchOption {
+  flag: string;
+  field: string;
+  variable?: string;
+  /** A flag without a value, such as `--skip-local`. */
+  boolean?: boolean;
+}
+
+/**
+ * Reads a benchmark's options from argv, falling back on the environment, then on the schema's
+ * defaults; fails with one line listing what is accepted. `--verbose` is always accepted.
+ */
+export function parseBenchOptions<Schema extends z.ZodType>(
+  argv: string[],
+  environment: NodeJS.ProcessEnv,
+  schema: Schema,
+  options: BenchOption[],
+  accepted: string,
+): z.output<Schema> {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: Object.fromEntries([
+        ...options.map((option) => [option.flag, { type: option.boolean === true ? 'boolean' : 'string' }]),
+        ['verbose', { type: 'boolean' }],
+      ]) as Record<string, { type: 'string' | 'boolean' }>,
+      strict: true,
+    }));
+  } catch (error) {
+    throw new Error(`${(error as Error).message.split('. ')[0]}. Accepted: ${accepted} [--verbose]`);
+  }
+  const input = Object.fromEntries(
+    options.map((option) => [
+      option.field,
+      values[option.flag] ?? (option.variable === undefined ? undefined : environment[option.variable]),
+    ]),
+  );
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    throw new Error(`Invalid options: ${parsed.error.issues.map((issue) => issue.message).join('; ')}`);
+  }
+  return parsed.data;
 }

@@ -27,7 +27,7 @@ import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs, promisify } from 'node:util';
+import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { google, temporal } from '@temporalio/proto';
@@ -39,6 +39,7 @@ import {
   formatTable,
   percentile,
   temporalVersion,
+  parseBenchOptions,
 } from './report';
 import { prepareCall } from '../activities/tool-batch';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
@@ -91,32 +92,17 @@ type BenchOptions = z.infer<typeof benchOptionsSchema>;
 
 /** Reads the options from argv, falling back on the environment, then on the defaults. */
 function parseOptions(argv: string[], environment: NodeJS.ProcessEnv): BenchOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        calls: { type: 'string' },
-        iterations: { type: 'string' },
-        concurrency: { type: 'string' },
-        verbose: { type: 'boolean' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(
-      `${(error as Error).message.split('. ')[0]}. Accepted: --calls N --iterations M --concurrency 1,16,64 [--verbose]`,
-    );
-  }
-  const parsed = benchOptionsSchema.safeParse({
-    calls: values.calls ?? environment.BENCH_TOOL_CALLS,
-    iterations: values.iterations ?? environment.BENCH_TOOL_ITERATIONS,
-    concurrency: values.concurrency ?? environment.BENCH_TOOL_CONCURRENCY,
-  });
-  if (!parsed.success) {
-    throw new Error(`Invalid options: ${parsed.error.issues.map((issue) => issue.message).join('; ')}`);
-  }
-  return parsed.data;
+  return parseBenchOptions(
+    argv,
+    environment,
+    benchOptionsSchema,
+    [
+      { flag: 'calls', field: 'calls', variable: 'BENCH_TOOL_CALLS' },
+      { flag: 'iterations', field: 'iterations', variable: 'BENCH_TOOL_ITERATIONS' },
+      { flag: 'concurrency', field: 'concurrency', variable: 'BENCH_TOOL_CONCURRENCY' },
+    ],
+    '--calls N --iterations M --concurrency 1,16,64',
+  );
 }
 
 /** Per-call times of one path at one concurrency, and its throughput. */

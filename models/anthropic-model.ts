@@ -1,15 +1,13 @@
-import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import type { AnthropicModelSpec, TokenUsage } from '../common/agent-input';
 import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
 import {
-  closeDispatcher,
   endpointUrl,
   ModelStreamError,
   parseEventData,
   readApiKey,
   streamModelEvents,
-  type RemoteModelOptions,
+  RemoteModel,
 } from './http';
 import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
 import { costOf } from './prices';
@@ -90,20 +88,8 @@ type ContentBlock =
  * A Claude model through Anthropic's Messages API, streamed: every event, pings included, is a
  * heartbeat, and an `overloaded_error` in the stream is retried like a 529.
  */
-export class AnthropicModel implements ModelProvider<AnthropicModelSpec> {
+export class AnthropicModel extends RemoteModel implements ModelProvider<AnthropicModelSpec> {
   readonly provider = 'anthropic' as const;
-  private readonly dispatcher: Dispatcher;
-  private readonly environment: NodeJS.ProcessEnv;
-
-  constructor(options: RemoteModelOptions) {
-    this.dispatcher = options.dispatcher;
-    this.environment = options.env ?? process.env;
-  }
-
-  /** Closes the connection pool, shared with the other remote provider. */
-  close(): Promise<void> {
-    return closeDispatcher(this.dispatcher);
-  }
 
   async generate(request: ModelRequest<AnthropicModelSpec>): Promise<ModelResponse> {
     const { spec } = request;

@@ -69,6 +69,22 @@ export interface RemoteModelOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** What both remote providers share: the worker's connection pool, where keys are read, closing. */
+export abstract class RemoteModel {
+  protected readonly dispatcher: Dispatcher;
+  protected readonly environment: NodeJS.ProcessEnv;
+
+  constructor(options: RemoteModelOptions) {
+    this.dispatcher = options.dispatcher;
+    this.environment = options.env ?? process.env;
+  }
+
+  /** Closes the connection pool, once however many providers share it. */
+  close(): Promise<void> {
+    return closeDispatcher(this.dispatcher);
+  }
+}
+
 /**
  * A failure a provider reads in the stream itself (an error event, a malformed line); the stream
  * helper turns it into a model failure with the model named and the key cut out.

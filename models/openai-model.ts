@@ -1,9 +1,7 @@
-import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import type { OpenAIModelSpec, TokenUsage } from '../common/agent-input';
 import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
 import {
-  closeDispatcher,
   endpointUrl,
   isOfficialHost,
   isRetryableStatus,
@@ -11,7 +9,7 @@ import {
   parseEventData,
   readApiKey,
   streamModelEvents,
-  type RemoteModelOptions,
+  RemoteModel,
 } from './http';
 import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
 import { costOf } from './prices';
@@ -73,20 +71,8 @@ type Chunk = z.output<typeof chunkSchema>;
  * Studio or OpenRouter at their own base URL. The answer is streamed, so every chunk is a
  * heartbeat and a stalled stream is noticed within `stallTimeoutS`.
  */
-export class OpenAIModel implements ModelProvider<OpenAIModelSpec> {
+export class OpenAIModel extends RemoteModel implements ModelProvider<OpenAIModelSpec> {
   readonly provider = 'openai' as const;
-  private readonly dispatcher: Dispatcher;
-  private readonly environment: NodeJS.ProcessEnv;
-
-  constructor(options: RemoteModelOptions) {
-    this.dispatcher = options.dispatcher;
-    this.environment = options.env ?? process.env;
-  }
-
-  /** Closes the connection pool, shared with the other remote provider. */
-  close(): Promise<void> {
-    return closeDispatcher(this.dispatcher);
-  }
 
   async generate(request: ModelRequest<OpenAIModelSpec>): Promise<ModelResponse> {
     const { spec } = request;
