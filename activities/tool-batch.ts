@@ -2,7 +2,7 @@ import { Context } from '@temporalio/activity';
 import type { ModelToolCall } from '../common/agent-run-types';
 import {
   clampTimeoutS,
-  SANDBOX_TOOLS,
+  isSandboxTool,
   type SandboxPolicy,
   type ToolCall,
   type ToolResult,
@@ -69,7 +69,7 @@ export async function runToolBatch(
       input.calls.map(async ({ callId, call }) => {
         const prepared = prepareCall(input.trajectoryId, input.policy, callId, call);
         if ('success' in prepared) return prepared;
-        if (!(SANDBOX_TOOLS as readonly string[]).includes(prepared.tool)) {
+        if (!isSandboxTool(prepared.tool)) {
           if (routes.externalTools === undefined) {
             return failure(
               callId,

@@ -4,7 +4,7 @@ import type { ModelToolCall } from '../common/agent-run-types';
 import { FINISH_TOOL } from '../common/transcript';
 import type { ToolDefinition } from '../models/model-provider';
 import { parseToolArguments, SANDBOX_TOOL_ARGUMENTS } from '../sandbox/tool-arguments';
-import { SANDBOX_TOOLS, type SandboxToolName } from '../sandbox/tool-call';
+import { isSandboxTool, SANDBOX_TOOLS } from '../sandbox/tool-call';
 import type { ToolServerClient } from './tool-server-client';
 
 /** How long the external tool server's list is reused before it is asked again. */
@@ -29,10 +29,6 @@ const sandboxDefinitions: ToolDefinition[] = SANDBOX_TOOLS.map((name) => ({
   description: SANDBOX_TOOL_ARGUMENTS[name].description,
   parameters: toolParameters(SANDBOX_TOOL_ARGUMENTS[name].schema),
 }));
-
-function isSandboxTool(tool: string): tool is SandboxToolName {
-  return (SANDBOX_TOOLS as readonly string[]).includes(tool);
-}
 
 /**
  * The tools a worker offers models, and the check of a model's calls against them. The sandbox

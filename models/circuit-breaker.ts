@@ -14,6 +14,19 @@ export const DEFAULT_CIRCUIT_BREAKER: CircuitBreakerSettings = {
   openMs: 120_000,
 };
 
+/**
+ * What an open breaker answers: non-retryable, so the run stops retrying, with `{ cooldownS }` in
+ * its details for the runner's guard to wait out.
+ */
+export function circuitOpenFailure(label: string, cooldownS: number): ApplicationFailure {
+  return ApplicationFailure.create({
+    message: `Circuit breaker OPEN for ${label}. Cooldown: ${cooldownS}s`,
+    type: CIRCUIT_OPEN_FAILURE,
+    nonRetryable: true,
+    details: [{ cooldownS }],
+  });
+}
+
 type BreakerState =
   | { kind: 'closed'; failures: number[] }
   | { kind: 'open'; until: number }
@@ -63,12 +76,7 @@ export class CircuitBreakers {
     }
     // While a trial call is out, others wait a second and look again.
     const cooldownS = state.kind === 'open' ? this.cooldownS(key) : 1;
-    throw ApplicationFailure.create({
-      message: `Circuit breaker OPEN for ${label}. Cooldown: ${cooldownS}s`,
-      type: CIRCUIT_OPEN_FAILURE,
-      nonRetryable: true,
-      details: [{ cooldownS }],
-    });
+    throw circuitOpenFailure(label, cooldownS);
   }
 
   private record(key: string, error: unknown): void {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/common';
-import { CIRCUIT_OPEN_FAILURE } from '../common/constants';
 import type { ScriptedModelSpec, ScriptedTurn } from '../common/agent-input';
+import { circuitOpenFailure } from './circuit-breaker';
 import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
 
 /** Failure type of a turn scripted to throw. */
@@ -30,12 +30,7 @@ export class ScriptedModel implements ModelProvider<ScriptedModelSpec> {
     if (turn.delayMs > 0) await this.wait(turn.delayMs, request);
     if (turn.circuitOpenS !== undefined) {
       // What a real provider's breaker reports: structured, so the runner waits out the cooldown.
-      throw ApplicationFailure.create({
-        message: `Circuit breaker OPEN for scripted model. Cooldown: ${turn.circuitOpenS}s`,
-        type: CIRCUIT_OPEN_FAILURE,
-        nonRetryable: true,
-        details: [{ cooldownS: turn.circuitOpenS }],
-      });
+      throw circuitOpenFailure('scripted model', turn.circuitOpenS);
     }
     if (turn.error !== undefined) {
       if (turn.failAttempts === undefined) {

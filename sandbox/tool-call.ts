@@ -11,6 +11,11 @@ import { sandboxPolicySchema } from '../common/agent-input';
 export const SANDBOX_TOOLS = ['bash', 'read_file', 'write_file', 'bash_stateful', 'tmux'] as const;
 export type SandboxToolName = (typeof SANDBOX_TOOLS)[number];
 
+/** Whether a tool is one the sandbox server runs itself. */
+export function isSandboxTool(tool: string): tool is SandboxToolName {
+  return (SANDBOX_TOOLS as readonly string[]).includes(tool);
+}
+
 /** Per-run policy from the run's input, never from the model. */
 export { sandboxPolicySchema };
 export type SandboxPolicy = z.infer<typeof sandboxPolicySchema>;

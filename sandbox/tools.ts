@@ -22,10 +22,9 @@ import {
   clampTimeoutS,
   MAX_FILE_CHARS,
   MAX_STREAM_CHARS,
-  SANDBOX_TOOLS,
+  isSandboxTool,
   SandboxError,
   TRUNCATION_MARKER,
-  type SandboxToolName,
   type ToolCall,
   type ToolResult,
 } from './tool-call';
@@ -270,10 +269,6 @@ async function createFolders(folder: string): Promise<void> {
     current = path.join(current, component);
     await handOverToSandbox(current);
   }
-}
-
-function isSandboxTool(tool: string): tool is SandboxToolName {
-  return (SANDBOX_TOOLS as readonly string[]).includes(tool);
 }
 
 function failure(call: ToolCall, error: string): ToolResult {
