@@ -30,11 +30,11 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import type { google, temporal } from '@temporalio/proto';
 import { z } from 'zod';
 import {
   countSchema,
   describeMachine,
+  eventTimeMs,
   formatRatio,
   formatTable,
   percentile,
@@ -188,18 +188,6 @@ async function measureExecutor(
     if ('success' in prepared) throw new Error(`the bench call was refused: ${prepared.error ?? ''}`);
     checkResult(await executor.execute(prepared));
   });
-}
-
-type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
-
-/** An event time in ms since the epoch, keeping the server's sub-millisecond precision. */
-function eventTimeMs(event: HistoryEvent): number {
-  const time: google.protobuf.ITimestamp | null | undefined = event.eventTime;
-  const seconds = time?.seconds;
-  if (time === null || time === undefined || seconds === null || seconds === undefined) {
-    throw new Error(`history event ${String(event.eventId)} has no time`);
-  }
-  return (typeof seconds === 'number' ? seconds : seconds.toNumber()) * 1000 + (time.nanos ?? 0) / 1e6;
 }
 
 /**

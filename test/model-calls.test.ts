@@ -15,7 +15,7 @@ import { ScriptedModel } from '../models/scripted-model';
 import { createActivityDependencies } from '../worker/create-worker';
 import { startCli } from './helpers/cli';
 import { useAgentsEnvironment } from './helpers/environment';
-import { finalAttempts, scheduledActivities } from './helpers/history';
+import { activityStarts, finalAttempts, scheduledActivities } from './helpers/history';
 import { assertReplays } from './helpers/replay';
 import { ModelApiServer, openaiStream, type ReplyStep } from './helpers/model-api-server';
 import { TEST_TEMPLATE, uniqueName } from './helpers/run-input';
@@ -104,20 +104,9 @@ async function run(name: string, model: OpenAIModelSpec, overrides: Partial<Agen
 const answer = (text: string): ReplyStep[] =>
   openaiStream({ textPieces: [text], usage: { inputTokens: 1000, outputTokens: 500 } });
 
-/** The ActivityTaskStarted event of the model turn that ended last. */
+/** The started event of the model turn that ended last. */
 async function lastModelTurnStart(handle: WorkflowHandle) {
-  const events = (await handle.fetchHistory()).events ?? [];
-  const scheduled = new Set(
-    events
-      .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === 'modelTurn')
-      .map((event) => String(event.eventId)),
-  );
-  const started = events.filter(
-    (event) =>
-      event.activityTaskStartedEventAttributes != null &&
-      scheduled.has(String(event.activityTaskStartedEventAttributes.scheduledEventId)),
-  );
-  return started.at(-1)?.activityTaskStartedEventAttributes;
+  return (await activityStarts(handle, 'modelTurn')).at(-1);
 }
 
 describe('model calls of an agent run', () => {

@@ -56,13 +56,18 @@ export async function countEvents(
   return (history.events ?? []).filter((event) => event[attributesField] != null).length;
 }
 
-/** The completed activities of one type (e.g. `modelTurn`), matched to their scheduled events. */
-export function completedActivitiesOfType(events: HistoryEvent[], activityType: string): HistoryEvent[] {
-  const scheduledOfType = new Set(
+/** The IDs of the scheduled events of one activity type. */
+function scheduledIdsOfType(events: HistoryEvent[], activityType: string): Set<string> {
+  return new Set(
     events
       .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === activityType)
       .map((event) => String(event.eventId)),
   );
+}
+
+/** The completed activities of one type (e.g. `modelTurn`), matched to their scheduled events. */
+export function completedActivitiesOfType(events: HistoryEvent[], activityType: string): HistoryEvent[] {
+  const scheduledOfType = scheduledIdsOfType(events, activityType);
   return events.filter((event) => {
     const scheduledEventId = event.activityTaskCompletedEventAttributes?.scheduledEventId;
     return scheduledEventId != null && scheduledOfType.has(String(scheduledEventId));
@@ -70,19 +75,22 @@ export function completedActivitiesOfType(events: HistoryEvent[], activityType: 
 }
 
 /**
- * The attempt on which each activity of `activityType` ended, in order: 1 when it was not retried.
- * (The server writes an activity's started event once, for its last attempt.)
+ * The started events of the activities of `activityType`, in order. The server writes one per
+ * activity, for its last attempt: its attempt number, identity and the failure of the attempt before.
  */
-export async function finalAttempts(handle: WorkflowHandle, activityType: string): Promise<number[]> {
+export async function activityStarts(
+  handle: WorkflowHandle,
+  activityType: string,
+): Promise<temporal.api.history.v1.IActivityTaskStartedEventAttributes[]> {
   const events = (await handle.fetchHistory()).events ?? [];
-  const scheduledOfType = new Set(
-    events
-      .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === activityType)
-      .map((event) => String(event.eventId)),
-  );
+  const scheduledOfType = scheduledIdsOfType(events, activityType);
   return events.flatMap((event) => {
     const started = event.activityTaskStartedEventAttributes;
-    if (started == null || !scheduledOfType.has(String(started.scheduledEventId))) return [];
-    return [started.attempt ?? 1];
+    return started != null && scheduledOfType.has(String(started.scheduledEventId)) ? [started] : [];
   });
+}
+
+/** The attempt on which each activity of `activityType` ended, in order: 1 when it was not retried. */
+export async function finalAttempts(handle: WorkflowHandle, activityType: string): Promise<number[]> {
+  return (await activityStarts(handle, activityType)).map((started) => started.attempt ?? 1);
 }
