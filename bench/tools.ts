@@ -6,7 +6,8 @@
  *
  * - bubblewrap: `runInBubblewrap` in this process, with the options the sandbox's `bash` tool passes
  *   (default timeout, limits and host identity, no network), one workspace per trajectory. It is the
- *   floor: a sandbox start per call, nothing around it.
+ *   floor: a sandbox start per call, nothing around it. It runs again with `network: true`, the
+ *   run's proxy and relay included, to show what the network costs a call.
  * - executor: the worker's `ToolExecutor` (default batch window and pool) sending calls prepared by
  *   `prepareCall` to a real `SandboxServer` on loopback, which stores every result and runs the
  *   calls through its lanes in bubblewrap. Timed per call around `execute`.
@@ -62,6 +63,12 @@ const BENCH_OUTPUT = 'ok';
 
 /** The policy of every call, as a run's input gives it by default: no network. */
 const BENCH_POLICY: SandboxPolicy = { network: false };
+
+/**
+ * The policy of the network-on scenario: the same command with the network on, which costs a proxy
+ * per call on the host and a relay started (and waited for) inside the sandbox.
+ */
+const BENCH_NETWORK_POLICY: SandboxPolicy = { network: true };
 
 /**
  * The model's script, played in a cycle: a turn calling `bash`, then a turn answering with text,
@@ -150,7 +157,12 @@ function benchToolCall(id: string): ModelToolCall {
  * Raw sandbox starts: one workspace per trajectory under `root`, made reachable for the sandbox's
  * user as the server makes its own, and the options `runSandboxTool` gives a `bash` call.
  */
-async function measureBubblewrap(root: string, trajectories: number, calls: number): Promise<PathFigures> {
+async function measureBubblewrap(
+  root: string,
+  trajectories: number,
+  calls: number,
+  policy: SandboxPolicy = BENCH_POLICY,
+): Promise<PathFigures> {
   const runFolder = await mkdtemp(path.join(root, `c${trajectories}-`));
   await chmod(runFolder, 0o711);
   const workspaces = await Promise.all(
@@ -165,7 +177,7 @@ async function measureBubblewrap(root: string, trajectories: number, calls: numb
     const result = await runInBubblewrap(BENCH_COMMAND, {
       workspace: workspaces[trajectory] ?? runFolder,
       timeoutS: clampTimeoutS(undefined),
-      policy: BENCH_POLICY,
+      policy,
     });
     if (result.exitCode !== 0 || result.stdout.trim() !== BENCH_OUTPUT) {
       throw new Error(`bubblewrap exited with ${result.exitCode}: ${result.stderr.trim().split('\n')[0]}`);
@@ -272,6 +284,8 @@ function callsPerSecond(figures: PathFigures): number {
 interface LevelResult {
   concurrency: number;
   bubblewrap: PathFigures;
+  /** The same raw sandbox starts with the network on. */
+  bubblewrapNetwork: PathFigures;
   executor: PathFigures;
   workflow: PathFigures;
 }
@@ -287,7 +301,7 @@ function renderTable(results: LevelResult[]): string {
     'p50 ratio',
     'throughput ratio',
   ];
-  const rows = results.flatMap(({ concurrency, bubblewrap, executor, workflow }) => {
+  const rows = results.flatMap(({ concurrency, bubblewrap, bubblewrapNetwork, executor, workflow }) => {
     const row = (scenario: string, figures: PathFigures) => [
       scenario,
       String(concurrency),
@@ -302,6 +316,7 @@ function renderTable(results: LevelResult[]): string {
     ];
     return [
       row('c: raw bubblewrap', bubblewrap),
+      row('d: raw bubblewrap, network on', bubblewrapNetwork),
       row('a: tool executor → sandbox server', executor),
       row('b: workflow (toolBatch activity)', workflow),
     ];
@@ -348,6 +363,7 @@ async function main(argv: string[]): Promise<number> {
 
     progress(`warming up: ${WARM_UP_CALLS} calls on each path`);
     await measureBubblewrap(bubblewrapRoot, 1, WARM_UP_CALLS);
+    await measureBubblewrap(bubblewrapRoot, 1, WARM_UP_CALLS, BENCH_NETWORK_POLICY);
     await measureExecutor(executor, 'bench-tools-warm-up', 1, WARM_UP_CALLS);
     await measureWorkflow(agents, 'bench-tools-warm-up', 1, WARM_UP_CALLS);
 
@@ -359,6 +375,12 @@ async function main(argv: string[]): Promise<number> {
       results.push({
         concurrency,
         bubblewrap: await measureBubblewrap(bubblewrapRoot, concurrency, options.calls),
+        bubblewrapNetwork: await measureBubblewrap(
+          bubblewrapRoot,
+          concurrency,
+          options.calls,
+          BENCH_NETWORK_POLICY,
+        ),
         executor: await measureExecutor(executor, `bench-tools-c${concurrency}`, concurrency, options.calls),
         workflow: await measureWorkflow(
           agents,
@@ -384,6 +406,9 @@ async function main(argv: string[]): Promise<number> {
     print(renderTable(results));
     print('');
     print('c: runInBubblewrap in this process, one workspace per trajectory, calls one after another.');
+    print(
+      'd: c with network: true: a proxy on a Unix socket per call, the relay started inside and waited for.',
+    );
     print('a: ToolExecutor.execute (default batch window) → POST /batch → SandboxServer lanes → bubblewrap.');
     print('b: agent runs on the dev server, one bash call per iteration (interval 0, scripted model);');
     print('   latency = toolBatch activity scheduled → completed (history event times); calls/s = all');

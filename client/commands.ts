@@ -16,9 +16,13 @@ import {
 } from '../common/agent-input';
 import { AGENT_STATES, type AgentRunResult } from '../common/agent-run-types';
 import { DEFAULT_LOCAL_MODEL, DEFAULT_PERMISSION_EXTENSION_S, TASK_QUEUE } from '../common/constants';
+import { terminalSafeJson, visibleProse } from '../common/display-text';
 import type { SandboxEndpoint } from '../activities/tool-executor';
-import { checkBubblewrap } from '../sandbox/bubblewrap';
+import { checkBubblewrap, sandboxHostIdentity } from '../sandbox/bubblewrap';
+import { formatBytes } from '../sandbox/byte-size';
+import { relayProblem, serverNetworkEgress, type NetworkEgress } from '../sandbox/network-proxy';
 import { SandboxServer } from '../sandbox/sandbox-server';
+import type { SandboxTotals } from '../sandbox/sandbox-watchdog';
 import { loadOrCreateToken } from '../sandbox/token';
 import { runSandboxTool, type SandboxIsolation } from '../sandbox/tools';
 import { LocalModel } from '../models/local-model';
@@ -29,7 +33,13 @@ import {
   createAgentsWorker,
 } from '../worker/create-worker';
 import { AgentsClient, validateRunInput } from './agents-client';
-import { sandboxTokenFile, webUiRunUrl, type AgentsConfig } from './config';
+import {
+  byteSizeSchema,
+  maxSessionsSchema,
+  sandboxTokenFile,
+  webUiRunUrl,
+  type AgentsConfig,
+} from './config';
 import { cliIdentity, connectTemporal, workerConnectionOptions, type TemporalSession } from './connect';
 import {
   ensureSearchAttributes,
@@ -78,6 +88,30 @@ function numberOption(
     throw new AgentsError('invalid_argument', `--${option} '${raw}': ${reason}`);
   }
   return parsed.data;
+}
+
+/** Parses a size option (`2GiB`, `500MiB`, bytes), failing with the option's name and what it accepts. */
+function byteSizeOption(context: CommandContext, option: string): number | undefined {
+  const raw = text(context, option);
+  if (raw === undefined) return undefined;
+  const parsed = byteSizeSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new AgentsError('invalid_argument', `--${option} '${raw}': ${describeZodError(parsed.error)}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * The totals of `agents sandbox`: `--disk-quota`, `--memory-limit` and `--max-sessions`, else the
+ * environment's (`AGENTS_SANDBOX_DISK_QUOTA`, `…_MEMORY_LIMIT`, `…_MAX_SESSIONS`), else the defaults.
+ */
+function sandboxTotalsOptions(context: CommandContext): SandboxTotals {
+  const configured = context.config.sandbox.totals;
+  return {
+    diskQuotaBytes: byteSizeOption(context, 'disk-quota') ?? configured.diskQuotaBytes,
+    memoryLimitBytes: byteSizeOption(context, 'memory-limit') ?? configured.memoryLimitBytes,
+    maxSessions: numberOption(context, 'max-sessions', maxSessionsSchema) ?? configured.maxSessions,
+  };
 }
 
 function texts(context: CommandContext, option: string): string[] {
@@ -322,7 +356,7 @@ export async function pendingCommand(context: CommandContext): Promise<void> {
     throw new AgentsError('invalid_argument', `Unexpected argument '${extra[0]}': agents pending [<name>]`);
   await withClient(context, async (agents) => {
     const pending = await agents.pending(name);
-    if (flag(context, 'json')) context.print(JSON.stringify(pending, null, 2));
+    if (flag(context, 'json')) context.print(terminalSafeJson(pending, 2));
     else context.print(formatPending(pending));
   });
 }
@@ -382,7 +416,7 @@ export async function listCommand(context: CommandContext): Promise<void> {
   }
   await withClient(context, async (agents) => {
     const listings = await agents.list(state === undefined ? {} : { state });
-    if (flag(context, 'json')) context.print(JSON.stringify(listings, null, 2));
+    if (flag(context, 'json')) context.print(terminalSafeJson(listings, 2));
     else context.print(formatListings(listings));
   });
 }
@@ -392,7 +426,7 @@ export async function statusCommand(context: CommandContext): Promise<void> {
   const name = requireName(context, 'agents status <name> [--json]');
   await withClient(context, async (agents) => {
     const status = await agents.status(name);
-    context.print(flag(context, 'json') ? JSON.stringify(status, null, 2) : formatStatus(status));
+    context.print(flag(context, 'json') ? terminalSafeJson(status, 2) : formatStatus(status));
   });
 }
 
@@ -404,7 +438,7 @@ export async function logCommand(context: CommandContext): Promise<void> {
     const { iteration } = await agents.status(name);
     const records = await agents.iterations(name, { from: Math.max(1, iteration - count + 1), limit: count });
     if (flag(context, 'json')) {
-      for (const record of records) context.print(JSON.stringify(record));
+      for (const record of records) context.print(terminalSafeJson(record));
     } else {
       context.print(
         records.length === 0 ? `Agent ${name} has no iterations yet.` : records.map(formatRecord).join('\n'),
@@ -559,14 +593,34 @@ async function startLocalSandbox(
     return undefined;
   }
   const token = await loadOrCreateToken(sandboxTokenFile(context.config.home), context.config.sandbox.token);
+  const { totals } = context.config.sandbox;
+  const network = sandboxNetwork(context);
   const server = new SandboxServer({
     root: context.config.sandbox.root,
     token,
     lanes: DEFAULT_SANDBOX_LANES,
-    runTool: runSandboxTool,
+    runTool: (call, workspace, signal) =>
+      runSandboxTool(call, workspace, signal, 'bubblewrap', totals, network),
   });
   const bound = await server.listen(port);
   return { server, endpoint: { url: `http://127.0.0.1:${bound}`, token } };
+}
+
+/**
+ * The way out of a sandbox server's sandboxes: its network proxies, with the operator's
+ * `AGENTS_SANDBOX_ALLOW_CIDRS`. Says so at start when the relay the network needs is missing, or
+ * when ranges that are refused by default are let through.
+ */
+function sandboxNetwork(context: CommandContext): NetworkEgress {
+  const { root, allowCidrs = [] } = context.config.sandbox;
+  const problem = relayProblem();
+  if (problem !== undefined) context.print(`Note: ${problem}`);
+  if (allowCidrs.length > 0) {
+    context.print(
+      `Network: sandboxed commands may also reach ${allowCidrs.join(', ')} (AGENTS_SANDBOX_ALLOW_CIDRS)`,
+    );
+  }
+  return serverNetworkEgress(root, { allowCidrs, owner: sandboxHostIdentity() });
 }
 
 /**
@@ -581,6 +635,7 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
   const lanes = numberOption(context, 'lanes', z.number().int().min(1).max(1024)) ?? DEFAULT_SANDBOX_LANES;
   const host = text(context, 'host') ?? '127.0.0.1';
   const unsafeNoSandbox = flag(context, 'unsafe-no-sandbox');
+  const totals = sandboxTotalsOptions(context);
   const check = await checkBubblewrap();
   let isolation: SandboxIsolation = 'bubblewrap';
   if (!check.usable) {
@@ -602,15 +657,19 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
   const tokenFile = sandboxTokenFile(context.config.home);
   const token = await loadOrCreateToken(tokenFile, context.config.sandbox.token);
   const { root } = context.config.sandbox;
+  const network = sandboxNetwork(context);
   const server = new SandboxServer({
     root,
     token,
     lanes,
-    runTool: (call, workspace, signal) => runSandboxTool(call, workspace, signal, isolation),
+    runTool: (call, workspace, signal) => runSandboxTool(call, workspace, signal, isolation, totals, network),
   });
   const bound = await server.listen(port, host);
   const mode = isolation === 'none' ? ' (UNSANDBOXED)' : '';
   context.print(`Sandbox server on http://${host}:${bound}${mode}: ${lanes} lanes, workspaces in ${root}`);
+  context.print(
+    `Totals: ${formatBytes(totals.diskQuotaBytes)} of disk per workspace, ${formatBytes(totals.memoryLimitBytes)} of memory per call or session, ${totals.maxSessions} stateful sessions`,
+  );
   context.print(
     context.config.sandbox.token === undefined
       ? `Bearer token in ${tokenFile}`
@@ -730,7 +789,10 @@ export async function demoCommand(context: CommandContext): Promise<void> {
         if (link !== undefined) context.print(`Web UI of this run: ${link}`);
         if (result.exitReason === 'repeated_failures') {
           const { lastError } = await agents.status('demo');
-          throw new AgentsError('run_failed', `The demo run failed: ${lastError ?? 'see its history'}`);
+          throw new AgentsError(
+            'run_failed',
+            `The demo run failed: ${lastError === null ? 'see its history' : visibleProse(lastError)}`,
+          );
         }
         if (temporal.kind === 'embedded') {
           context.print(
@@ -799,12 +861,16 @@ export const COMMANDS = {
   },
   sandbox: {
     run: sandboxCommand,
-    usage: 'sandbox [--port P] [--host H] [--lanes N] [--unsafe-no-sandbox]',
-    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default); --unsafe-no-sandbox runs them on the host when bubblewrap is not usable',
+    usage:
+      'sandbox [--port P] [--host H] [--lanes N] [--disk-quota SIZE] [--memory-limit SIZE] [--max-sessions N] [--unsafe-no-sandbox]',
+    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default); --disk-quota per workspace and --memory-limit per call or session (default 2GiB each), --max-sessions stateful sessions (default 16); --unsafe-no-sandbox runs them on the host when bubblewrap is not usable',
     options: {
       port: { type: 'string' },
       host: { type: 'string' },
       lanes: { type: 'string' },
+      'disk-quota': { type: 'string' },
+      'memory-limit': { type: 'string' },
+      'max-sessions': { type: 'string' },
       'unsafe-no-sandbox': { type: 'boolean' },
     },
   },

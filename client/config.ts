@@ -5,6 +5,9 @@ import type { NativeConnectionOptions } from '@temporalio/worker';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
 import { DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT } from '../common/constants';
+import { BYTE_SIZE_FORMS, parseByteSize } from '../sandbox/byte-size';
+import { DEFAULT_SANDBOX_TOTALS, type SandboxTotals } from '../sandbox/sandbox-watchdog';
+import { isCidrRange } from '../sandbox/network-addresses';
 import { AgentsError } from './errors';
 
 /** The local dev server the CLI starts or reuses when no `TEMPORAL_ADDRESS` is set. */
@@ -41,6 +44,16 @@ export interface AgentsConfig {
     port: number;
     /** Where a sandbox server keeps workspaces and results (`AGENTS_SANDBOX_ROOT`). */
     root: string;
+    /**
+     * What a sandbox server holds each trajectory to: `AGENTS_SANDBOX_DISK_QUOTA`,
+     * `AGENTS_SANDBOX_MEMORY_LIMIT` (sizes such as `2GiB`), `AGENTS_SANDBOX_MAX_SESSIONS`.
+     */
+    totals: SandboxTotals;
+    /**
+     * `AGENTS_SANDBOX_ALLOW_CIDRS`: comma-separated CIDR ranges the network proxy lets sandboxed
+     * commands reach although they are loopback, private or this host's own; none when unset.
+     */
+    allowCidrs?: string[];
   };
   /** The external tool server workers send other tools to (`AGENTS_TOOL_SERVER_URL`), if any. */
   toolServer: { url: string | undefined; token: string | undefined };
@@ -50,12 +63,12 @@ export interface AgentsConfig {
 export const DEFAULT_SANDBOX_PORT = 7300;
 
 /**
- * Where a sandbox server keeps its workspaces. Run as root, the server starts commands as an
- * unprivileged user who must be able to walk down to them, which a home folder usually forbids;
- * a system folder is used then.
+ * Where a sandbox server keeps its workspaces: under `$AGENTS_HOME`, so each home has its own and
+ * they are as private as the rest of it. Run as root, the server lets the unprivileged user
+ * commands start as traverse the folders above them, and only that user (`sandbox/sandbox-root.ts`).
  */
 export function defaultSandboxRoot(home: string): string {
-  return process.getuid?.() === 0 ? '/var/lib/durable-agents/sandbox' : path.join(home, 'sandbox');
+  return path.join(home, 'sandbox');
 }
 
 /** Where the embedded default keeps the sandbox server's generated token. */
@@ -64,6 +77,19 @@ export function sandboxTokenFile(home: string): string {
 }
 
 const port = z.coerce.number().int().min(1).max(65_535);
+
+/** A size in bytes as an operator writes it (`2GiB`, `500MiB`, `1073741824`); see `parseByteSize`. */
+export const byteSizeSchema = z.string().transform((value, context) => {
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) {
+    context.addIssue({ code: 'custom', message: `must be ${BYTE_SIZE_FORMS}, not '${value}'` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** Live stateful sessions a sandbox server allows. */
+export const maxSessionsSchema = z.number().int().min(1).max(4096);
 const environmentSchema = z.object({
   AGENTS_HOME: z.string().min(1).optional(),
   AGENTS_TEMPORAL_PORT: port.optional(),
@@ -88,6 +114,25 @@ const environmentSchema = z.object({
   AGENTS_SANDBOX_TOKEN: z.string().min(1).optional(),
   AGENTS_SANDBOX_PORT: port.optional(),
   AGENTS_SANDBOX_ROOT: z.string().min(1).optional(),
+  AGENTS_SANDBOX_DISK_QUOTA: byteSizeSchema.optional(),
+  AGENTS_SANDBOX_MEMORY_LIMIT: byteSizeSchema.optional(),
+  AGENTS_SANDBOX_MAX_SESSIONS: z.coerce.number().pipe(maxSessionsSchema).optional(),
+  AGENTS_SANDBOX_ALLOW_CIDRS: z
+    .string()
+    .transform((value) =>
+      value
+        .split(',')
+        .map((range) => range.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z.string().refine(isCidrRange, {
+          error: 'must be comma-separated CIDR ranges, such as 10.213.0.0/24,fd12::/64',
+        }),
+      ),
+    )
+    .optional(),
   AGENTS_TOOL_SERVER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
   AGENTS_TOOL_SERVER_TOKEN: z.string().min(1).optional(),
 });
@@ -110,6 +155,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
     token: env.AGENTS_SANDBOX_TOKEN,
     port: env.AGENTS_SANDBOX_PORT ?? DEFAULT_SANDBOX_PORT,
     root: path.resolve(env.AGENTS_SANDBOX_ROOT ?? defaultSandboxRoot(home)),
+    totals: {
+      diskQuotaBytes: env.AGENTS_SANDBOX_DISK_QUOTA ?? DEFAULT_SANDBOX_TOTALS.diskQuotaBytes,
+      memoryLimitBytes: env.AGENTS_SANDBOX_MEMORY_LIMIT ?? DEFAULT_SANDBOX_TOTALS.memoryLimitBytes,
+      maxSessions: env.AGENTS_SANDBOX_MAX_SESSIONS ?? DEFAULT_SANDBOX_TOTALS.maxSessions,
+    },
+    ...(env.AGENTS_SANDBOX_ALLOW_CIDRS === undefined ? {} : { allowCidrs: env.AGENTS_SANDBOX_ALLOW_CIDRS }),
   };
   const toolServer = { url: env.AGENTS_TOOL_SERVER_URL, token: env.AGENTS_TOOL_SERVER_TOKEN };
   if (env.TEMPORAL_ADDRESS === undefined) {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HOST_PATTERN_RULE, isHostPattern } from './host-patterns';
 import {
   AGENT_NAME_PATTERN,
   DEFAULT_ANY_FAILURE_LIMIT,
@@ -183,11 +184,41 @@ export const intervalSchema = z
     message: `must be 0 (no pause) or between ${MIN_INTERVAL_S} and 86400 seconds`,
   });
 
-/** How the run's tool calls are isolated: decided by whoever starts the run, never by the model. */
+/** Most host patterns one run's network allow list may hold. */
+export const MAX_NETWORK_ALLOW_PATTERNS = 100;
+
+/** One entry of a run's network allow list; see `common/host-patterns.ts`. */
+const hostPatternSchema = z
+  .string()
+  .max(255)
+  .refine(isHostPattern, { message: `must be ${HOST_PATTERN_RULE}` });
+
+/**
+ * How the run's tool calls are isolated: decided by whoever starts the run, never by the model.
+ * `network` is `false` (no network), `true` (any public destination, through the sandbox server's
+ * proxy) or `{ allow: [...] }` (only the hosts listed, through the same proxy). Loopback, private,
+ * link-local and the host's own addresses are refused in every case.
+ */
 export const sandboxPolicySchema = z
   .object({
-    /** Whether commands may reach the network. */
-    network: z.boolean().default(false),
+    network: z
+      .union(
+        [
+          z.boolean(),
+          z
+            .object({
+              allow: z
+                .array(hostPatternSchema)
+                .min(1, 'must list at least one host (use network: false for none)')
+                .refine((patterns) => patterns.length <= MAX_NETWORK_ALLOW_PATTERNS, {
+                  message: `must list at most ${MAX_NETWORK_ALLOW_PATTERNS} hosts`,
+                }),
+            })
+            .strict(),
+        ],
+        { error: 'must be true, false or { "allow": [hosts] }' },
+      )
+      .default(false),
   })
   .strict();
 

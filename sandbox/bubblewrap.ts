@@ -4,13 +4,30 @@ import { chmod, lchown, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
+import {
+  DEFAULT_SANDBOX_TOTALS,
+  watchSandbox,
+  type SandboxLimitKill,
+  type WatchedTotals,
+} from './sandbox-watchdog';
+import {
+  defaultNetworkEgress,
+  findRelay,
+  networkEnabled,
+  SANDBOX_PROXY_FOLDER,
+  SANDBOX_PROXY_PORT,
+  SANDBOX_PROXY_SOCKET,
+  SANDBOX_PROXY_URL,
+  type NetworkEgress,
+} from './network-proxy';
 import { MAX_STREAM_CHARS, SandboxError, type SandboxPolicy } from './tool-call';
 import { SANDBOX_WORKSPACE_PATH } from './workspace-paths';
 
 /**
- * Runs one shell command isolated with bubblewrap: its own user, pid, ipc, uts, cgroup and (unless
- * the run's policy allows the network) network namespaces, a read-only system, a private /tmp, the
- * workspace read-write at /workspace, a clean environment, resource limits and a wall-clock limit.
+ * Runs one shell command isolated with bubblewrap: its own user, pid, ipc, uts, cgroup and network
+ * namespaces (with the network on, the only way out is the run's proxy, see `network-proxy.ts`), a
+ * read-only system, a private /tmp, the workspace read-write at /workspace, a clean environment,
+ * resource limits and a wall-clock limit.
  * {@link spawnBubblewrap} builds the same sandbox for the long-lived sessions of `stateful-sandbox.ts`.
  */
 
@@ -108,8 +125,13 @@ export interface BubblewrapRunOptions {
   workspace: string;
   /** Wall-clock limit in seconds, already clamped by the caller. */
   timeoutS: number;
-  /** The run's policy; `network: false` gives the command a network namespace with only loopback. */
+  /**
+   * The run's policy. Every command has a network namespace of its own with only loopback; with the
+   * network on, its way out is a proxy of `network` (`network-proxy.ts`) for this command alone.
+   */
   policy: SandboxPolicy;
+  /** The server's way out for its sandboxes; the process's default one unless given. */
+  network?: NetworkEgress;
   /** Aborting kills the command and rejects with the signal's reason. */
   signal?: AbortSignal;
   /** Overrides of {@link DEFAULT_SANDBOX_LIMITS}. */
@@ -118,6 +140,11 @@ export interface BubblewrapRunOptions {
   maxStreamChars?: number;
   /** Host identity to start bwrap as; {@link sandboxHostIdentity} unless given. */
   hostIdentity?: HostIdentity;
+  /**
+   * The workspace's disk quota and the memory of all the command's processes together, held by a
+   * watchdog (`sandbox-watchdog.ts`); {@link DEFAULT_SANDBOX_TOTALS} unless given.
+   */
+  totals?: WatchedTotals;
 }
 
 /** What one command did. */
@@ -133,6 +160,10 @@ export interface BubblewrapResult {
   stderrTruncated: boolean;
   /** Killed because a stream went over {@link OUTPUT_FLOOD_FACTOR} times its limit. */
   outputLimitExceeded: boolean;
+  /** Connections the network proxy refused, one line each (only when there were some). */
+  networkRefused?: string[];
+  /** Killed by the watchdog: the workspace went over its disk quota or the processes over their memory. */
+  limitExceeded?: SandboxLimitKill;
   durationMs: number;
 }
 
@@ -171,13 +202,34 @@ export async function runInBubblewrap(
   options.signal?.throwIfAborted();
   const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, ...options.limits };
   const startedAt = performance.now();
+  const { policy } = options;
+  const egress = networkEnabled(policy)
+    ? (options.network ?? (await defaultNetworkEgress(sandboxHostIdentity())))
+    : undefined;
+  const proxy = networkEnabled(policy) ? await egress?.open(policy.network) : undefined;
+  try {
+    const result = await superviseBubblewrap(command, options, limits, startedAt, proxy?.folder);
+    const refused = proxy?.takeRefusals() ?? [];
+    return refused.length === 0 ? result : { ...result, networkRefused: refused };
+  } finally {
+    await proxy?.close();
+  }
+}
 
+function superviseBubblewrap(
+  command: string,
+  options: BubblewrapRunOptions,
+  limits: SandboxLimits,
+  startedAt: number,
+  networkProxyFolder: string | undefined,
+): Promise<BubblewrapResult> {
   const child = spawnBubblewrap(command, {
     workspace: options.workspace,
     policy: options.policy,
     limits,
     cpuLimitS: Math.ceil(options.timeoutS + limits.cpuMarginS),
     hostIdentity: options.hostIdentity ?? sandboxHostIdentity(),
+    ...(networkProxyFolder === undefined ? {} : { networkProxyFolder }),
   });
   return superviseCommand(child, {
     program: 'bubblewrap',
@@ -188,6 +240,8 @@ export async function runInBubblewrap(
     // Killing bwrap is enough: its pid 1 in the sandbox dies with it (--die-with-parent), and the
     // kernel then kills every process left in the sandbox's pid namespace.
     kill: () => child.kill('SIGKILL'),
+    watch: (killForLimit) =>
+      watchSandbox(child, options.workspace, options.totals ?? DEFAULT_SANDBOX_TOTALS, killForLimit),
   });
 }
 
@@ -205,6 +259,11 @@ export interface CommandSupervision {
   startedAt: number;
   /** Kills the command and every process it started; called at most once. */
   kill: () => void;
+  /**
+   * Starts watching the command's totals (disk, memory) and returns the function that stops; the
+   * watch calls `killForLimit` when a limit is crossed, which kills the command and says why.
+   */
+  watch?: (killForLimit: (kill: SandboxLimitKill) => void) => () => void;
 }
 
 /**
@@ -220,8 +279,9 @@ export function superviseCommand(
   const { maxStreamChars, signal } = supervision;
   const stdout = new StreamCapture(maxStreamChars);
   const stderr = new StreamCapture(maxStreamChars);
-  let killReason: 'timeout' | 'output' | 'abort' | undefined;
-  const killTree = (reason: 'timeout' | 'output' | 'abort'): void => {
+  let killReason: 'timeout' | 'output' | 'abort' | 'limit' | undefined;
+  let limitKill: SandboxLimitKill | undefined;
+  const killTree = (reason: 'timeout' | 'output' | 'abort' | 'limit'): void => {
     if (killReason !== undefined) return;
     killReason = reason;
     supervision.kill();
@@ -236,6 +296,11 @@ export function superviseCommand(
   const timer = setTimeout(() => killTree('timeout'), supervision.timeoutS * 1000);
   const onAbort = (): void => killTree('abort');
   signal?.addEventListener('abort', onAbort, { once: true });
+  const stopWatch = supervision.watch?.((kill) => {
+    if (killReason !== undefined) return;
+    limitKill = kill;
+    killTree('limit');
+  });
 
   return new Promise<BubblewrapResult>((resolve, reject) => {
     let spawnError: Error | undefined;
@@ -246,6 +311,7 @@ export function superviseCommand(
     child.once('close', (code: number | null, signalName: NodeJS.Signals | null) => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
+      stopWatch?.();
       if (killReason === 'abort') {
         reject(abortReason(signal));
         return;
@@ -268,21 +334,30 @@ export function superviseCommand(
         stdoutTruncated: stdout.truncated,
         stderrTruncated: stderr.truncated,
         outputLimitExceeded: killReason === 'output',
+        ...(limitKill === undefined ? {} : { limitExceeded: limitKill }),
         durationMs: Math.round(performance.now() - supervision.startedAt),
       });
     });
   });
 }
 
-/** Descriptor of the first of {@link BubblewrapSpawnOptions.extraPipes}: 3 and 4 carry /etc/passwd and /etc/group. */
+/**
+ * Descriptor of the first of {@link BubblewrapSpawnOptions.extraPipes}: 3 and 4 carry /etc/passwd
+ * and /etc/group, and the one after the extra pipes bwrap's own options (see {@link spawnBubblewrap}).
+ */
 export const FIRST_EXTRA_DESCRIPTOR = 5;
 
 /** How to build one sandbox, for a single command or for a long-lived session. */
 export interface BubblewrapSpawnOptions {
   /** Host folder bound read-write at /workspace; the sandbox's user must be able to use it. */
   workspace: string;
-  /** `network: false` gives the sandbox a network namespace with only loopback. */
+  /** The run's policy; the network itself comes only with {@link networkProxyFolder}. */
   policy: SandboxPolicy;
+  /**
+   * The host folder of the sandbox's network proxy socket, bound at `/run/agents-network`, with a
+   * relay and the proxy variables set up before the command; undefined: no way out at all.
+   */
+  networkProxyFolder?: string;
   limits: SandboxLimits;
   /** CPU seconds each process of the sandbox may use (RLIMIT_CPU). */
   cpuLimitS: number;
@@ -302,9 +377,15 @@ export interface BubblewrapSpawnOptions {
  * sandbox's /etc/passwd and /etc/group. The caller owns the process: its output pipes, its end and
  * killing it (killing bwrap kills the whole sandbox). Throws a {@link SandboxError} when spawning
  * fails at once; a later failure (bwrap missing) comes as the child's 'error' event.
+ *
+ * bwrap's options (everything before `--`) reach it NUL-separated through a pipe (`--args FD`, the
+ * descriptor after the extra pipes) rather than on its command line: bwrap stays the sandbox's pid
+ * 1, and its /proc/1/cmdline would otherwise show the workspace's host path to every command.
  */
 export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions): ChildProcess {
   const extraPipes = options.extraPipes ?? 0;
+  const { bubblewrapOptions, sandboxCommand } = splitAtCommand(bubblewrapArguments(command, options));
+  const argumentsDescriptor = FIRST_EXTRA_DESCRIPTOR + extraPipes;
   const executable = findBubblewrap();
   if (executable === undefined) {
     const notFound = Object.assign(new Error(`${BUBBLEWRAP_COMMAND} not found in PATH`), { code: 'ENOENT' });
@@ -312,8 +393,8 @@ export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions
   }
   let child: ChildProcess;
   try {
-    child = spawn(executable, bubblewrapArguments(command, options), {
-      // fds 3 and 4 carry the sandbox's /etc/passwd and /etc/group.
+    child = spawn(executable, ['--args', String(argumentsDescriptor), ...sandboxCommand], {
+      // fds 3 and 4 carry the sandbox's /etc/passwd and /etc/group, the last one bwrap's options.
       stdio: [
         options.stdinPipe === true ? 'pipe' : 'ignore',
         'pipe',
@@ -321,6 +402,7 @@ export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions
         'pipe',
         'pipe',
         ...Array.from({ length: extraPipes }, () => 'pipe' as const),
+        'pipe',
       ],
       env: { ...BUBBLEWRAP_ENVIRONMENT },
       ...options.hostIdentity,
@@ -335,7 +417,24 @@ export function spawnBubblewrap(command: string, options: BubblewrapSpawnOptions
     `${SANDBOX_USER_NAME}:x:${SANDBOX_USER_ID}:${SANDBOX_GROUP_ID}:${SANDBOX_USER_NAME}:${SANDBOX_WORKSPACE_PATH}:/bin/bash\n`,
   );
   sendFile(child.stdio[4], `${SANDBOX_USER_NAME}:x:${SANDBOX_GROUP_ID}:\n`);
+  // bwrap reads this to its end before anything else and closes it; the prelude closes it anyway.
+  sendFile(child.stdio[argumentsDescriptor], bubblewrapOptions.map((argument) => `${argument}\0`).join(''));
   return child;
+}
+
+/**
+ * Splits bwrap's arguments at the `--` before the command: the options go through `--args`, the
+ * command stays on the command line (bwrap takes no command from an arguments descriptor). No
+ * option value the server builds is `--` itself, so the first one is the separator.
+ */
+function splitAtCommand(all: string[]): { bubblewrapOptions: string[]; sandboxCommand: string[] } {
+  const separator = all.indexOf('--');
+  if (separator === -1) throw new SandboxError('Cannot start bubblewrap: no command in its arguments');
+  const bubblewrapOptions = all.slice(0, separator);
+  if (bubblewrapOptions.some((argument) => argument.includes('\0'))) {
+    throw new SandboxError('Cannot start bubblewrap: an argument contains a NUL byte');
+  }
+  return { bubblewrapOptions, sandboxCommand: all.slice(separator) };
 }
 
 /**
@@ -399,13 +498,15 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
   const uid = String(SANDBOX_USER_ID);
   const gid = String(SANDBOX_GROUP_ID);
   const tmpfsSize = String(limits.tmpfsBytes);
+  const network = options.networkProxyFolder !== undefined;
   return [
     '--unshare-user',
     '--unshare-pid',
     '--unshare-ipc',
     '--unshare-uts',
     '--unshare-cgroup-try',
-    ...(options.policy.network ? [] : ['--unshare-net']),
+    // Always: with the network on, the one way out is the proxy's socket bound in below.
+    '--unshare-net',
     '--new-session',
     '--die-with-parent',
     '--disable-userns',
@@ -425,7 +526,7 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
     '0755',
     '--dir',
     '/etc',
-    ...etcArguments(options.policy.network ? [...ETC_ENTRIES, ...NETWORK_ETC_ENTRIES] : ETC_ENTRIES),
+    ...etcArguments(network ? [...ETC_ENTRIES, ...NETWORK_ETC_ENTRIES] : ETC_ENTRIES),
     '--perms',
     '0644',
     '--ro-bind-data',
@@ -455,16 +556,19 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
     '--bind',
     options.workspace,
     SANDBOX_WORKSPACE_PATH,
+    ...(network ? ['--ro-bind', options.networkProxyFolder ?? '', SANDBOX_PROXY_FOLDER] : []),
     '--remount-ro',
     '/',
     '--chdir',
     SANDBOX_WORKSPACE_PATH,
     '--clearenv',
-    ...Object.entries(BUBBLEWRAP_ENVIRONMENT).flatMap(([name, value]) => ['--setenv', name, value]),
+    ...Object.entries({ ...BUBBLEWRAP_ENVIRONMENT, ...(network ? PROXY_ENVIRONMENT : {}) }).flatMap(
+      ([name, value]) => ['--setenv', name, value],
+    ),
     '--',
     '/bin/bash',
     '-c',
-    limitsPrelude(limits, options.cpuLimitS, options.extraPipes ?? 0),
+    limitsPrelude(limits, options.cpuLimitS, options.extraPipes ?? 0, network ? networkRelayScript() : []),
     'sandbox',
     command,
   ];
@@ -479,9 +583,15 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
  * on whatever the server inherited without close-on-exec (a pipe from the server's own parent, say),
  * and a command must get none of it. Then it sets each limit hard and soft. Setting one can only fail
  * when the host's hard limit is already lower, which is stricter still, so a failure is ignored
- * rather than refusing to run.
+ * rather than refusing to run. `beforeCommand` (lines of bash) runs last, under those limits: the
+ * network relay starts there.
  */
-export function limitsPrelude(limits: SandboxLimits, cpuLimitS: number, extraPipes: number): string {
+export function limitsPrelude(
+  limits: SandboxLimits,
+  cpuLimitS: number,
+  extraPipes: number,
+  beforeCommand: readonly string[] = [],
+): string {
   const settings: Array<[string, number]> = [
     ['-u', limits.maxProcesses],
     ['-v', Math.floor(limits.maxMemoryBytes / 1024)],
@@ -499,6 +609,7 @@ export function limitsPrelude(limits: SandboxLimits, cpuLimitS: number, extraPip
     `  if [ "$descriptor" -gt 2 ]${kept}; then eval "exec $descriptor>&-"; fi`,
     'done',
     ...settings.map(([flag, value]) => `ulimit -HS ${flag} ${value} 2>/dev/null`),
+    ...beforeCommand,
     'exec /bin/bash -c "$1"',
   ].join('\n');
 }
@@ -514,8 +625,59 @@ const ETC_ENTRIES = [
   'hosts',
 ];
 
-/** Pieces of /etc that only matter with the network: name resolution and TLS certificates. */
-const NETWORK_ETC_ENTRIES = ['resolv.conf', 'host.conf', 'gai.conf', 'ssl', 'ca-certificates'];
+/**
+ * Pieces of /etc that only matter with the network: TLS certificates. No resolv.conf: names are
+ * resolved by the proxy, on the host, never inside.
+ */
+const NETWORK_ETC_ENTRIES = ['ssl', 'ca-certificates'];
+
+/**
+ * The environment that points programs at the relay. `ALL_PROXY` too, an http:// URL, which curl
+ * and most libraries take for any scheme; `NO_PROXY` keeps the sandbox's own loopback direct.
+ */
+const PROXY_ENVIRONMENT: Readonly<Record<string, string>> = {
+  HTTP_PROXY: SANDBOX_PROXY_URL,
+  HTTPS_PROXY: SANDBOX_PROXY_URL,
+  http_proxy: SANDBOX_PROXY_URL,
+  https_proxy: SANDBOX_PROXY_URL,
+  ALL_PROXY: SANDBOX_PROXY_URL,
+  all_proxy: SANDBOX_PROXY_URL,
+  NO_PROXY: 'localhost,127.0.0.1,::1',
+  no_proxy: 'localhost,127.0.0.1,::1',
+};
+
+/** Seconds the relay has to start listening before the command is refused. */
+const RELAY_START_TIMEOUT_S = 5;
+
+/**
+ * Starts the relay (socat, from the host's read-only /usr) from the sandbox's loopback port to the
+ * proxy's socket, in the background, and waits until it listens: a busy wait on /proc/net/tcp with
+ * builtins only (the listening socket `0100007F:0C38`, state 0A), bounded by
+ * {@link RELAY_START_TIMEOUT_S} and by the relay's own end. Costs one fork, the relay's.
+ */
+function networkRelayScript(): string[] {
+  const relay = findRelay() ?? '/usr/bin/socat';
+  const listening = `0100007F:${SANDBOX_PROXY_PORT.toString(16).toUpperCase().padStart(4, '0')}`;
+  return [
+    `${relay} TCP-LISTEN:${SANDBOX_PROXY_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_PROXY_SOCKET} </dev/null >/dev/null 2>&1 &`,
+    'relay=$!',
+    'relay_listening() {',
+    '  local slot address remote state rest',
+    '  while read -r slot address remote state rest; do',
+    `    [ "$address" = ${listening} ] && [ "$state" = 0A ] && return 0`,
+    '  done </proc/net/tcp',
+    '  return 1',
+    '}',
+    `relay_deadline=$(( \${EPOCHREALTIME/[.,]/} + ${RELAY_START_TIMEOUT_S * 1_000_000} ))`,
+    'until relay_listening; do',
+    '  if ! kill -0 "$relay" 2>/dev/null || [ "${EPOCHREALTIME/[.,]/}" -gt "$relay_deadline" ]; then',
+    "    echo 'sandbox: the network relay did not start' >&2",
+    '    exit 125',
+    '  fi',
+    'done',
+    'unset -f relay_listening; unset relay relay_deadline',
+  ];
+}
 
 function etcArguments(entries: readonly string[]): string[] {
   return entries.flatMap((entry) => ['--ro-bind-try', `/etc/${entry}`, `/etc/${entry}`]);

@@ -9,6 +9,14 @@ import {
   sandboxHostIdentity,
   spawnBubblewrap,
 } from './bubblewrap';
+import {
+  DEFAULT_SANDBOX_TOTALS,
+  describeLimitKill,
+  watchSandbox,
+  type SandboxLimitKill,
+  type WatchedTotals,
+} from './sandbox-watchdog';
+import { defaultNetworkEgress, networkEnabled, type NetworkEgress, type NetworkProxy } from './network-proxy';
 import { MAX_STREAM_CHARS, SandboxError, type SandboxPolicy } from './tool-call';
 
 /**
@@ -126,7 +134,9 @@ export type ShellEnding =
   /** A stream went over {@link OUTPUT_FLOOD_FACTOR} times its limit; the sandbox was torn down. */
   | 'output-limit'
   /** The sandbox ended under the command (closed, or its controller was killed). */
-  | 'sandbox-ended';
+  | 'sandbox-ended'
+  /** The watchdog tore the sandbox down: disk quota or memory limit (see `limitExceeded`). */
+  | 'limit-exceeded';
 
 /** What one command of the persistent shell did. */
 export interface ShellCommandResult {
@@ -137,6 +147,8 @@ export interface ShellCommandResult {
   /** The command's status; -1 when it did not end on its own. */
   exitCode: number;
   ending: ShellEnding;
+  /** What the watchdog measured when `ending` is 'limit-exceeded'. */
+  limitExceeded?: SandboxLimitKill;
   durationMs: number;
 }
 
@@ -163,8 +175,8 @@ interface RunningShellCommand {
 
 /** One trajectory's long-lived sandbox; see the module comment. Made by {@link StatefulSandbox.start}. */
 export class StatefulSandbox {
-  /** Whether the sandbox has a network (its policy when started). */
-  readonly network: boolean;
+  /** The network part of the policy the sandbox was started with. */
+  readonly network: SandboxPolicy['network'];
   private readonly child: ChildProcess;
   private readonly requests: Writable;
   private readonly commands: Writable;
@@ -178,15 +190,21 @@ export class StatefulSandbox {
   private spawnError: Error | undefined;
   private ending = false;
   private readonly closed: Promise<void>;
+  private limitKill: SandboxLimitKill | undefined;
+  /** Whether a call was told of {@link limitKill} (it ended under one), so the next need not be. */
+  private limitKillReported = false;
 
   private constructor(
     readonly workspace: string,
     policy: SandboxPolicy,
+    totals: WatchedTotals,
+    private readonly proxy: NetworkProxy | undefined,
   ) {
     this.network = policy.network;
     this.child = spawnBubblewrap(controllerScript(this.sessionNonce), {
       workspace,
       policy,
+      ...(proxy === undefined ? {} : { networkProxyFolder: proxy.folder }),
       limits: DEFAULT_SANDBOX_LIMITS,
       cpuLimitS: STATEFUL_CPU_LIMIT_S,
       hostIdentity: sandboxHostIdentity(),
@@ -218,6 +236,13 @@ export class StatefulSandbox {
       this.running?.onOutput();
     });
 
+    // For as long as the sandbox lives, between calls too: its background processes can write and
+    // allocate when no call runs.
+    const stopWatch = watchSandbox(this.child, workspace, totals, (kill) => {
+      if (this.ending) return;
+      this.limitKill = kill;
+      void this.close();
+    });
     this.child.once('error', (error) => {
       this.spawnError = error;
     });
@@ -226,32 +251,48 @@ export class StatefulSandbox {
     });
     // 'close' comes after the exit and after every process of the sandbox let go of the pipes, so
     // whatever they wrote has been read.
-    this.closed = new Promise((resolve) => {
+    this.closed = new Promise<void>((resolve) => {
       this.child.once('close', (code: number | null) => {
         this.ending = true;
+        stopWatch();
         this.readyWaiter?.reject(this.startFailure(code));
-        const ended = new SandboxError('The stateful sandbox ended');
+        if (this.running !== undefined || this.pendingAnswers.length > 0) this.limitKillReported = true;
+        const ended = this.endedError();
         for (const pending of this.pendingAnswers.splice(0)) pending.reject(ended);
         this.running?.onSandboxEnd();
         resolve();
       });
-    });
+    }).then(() => this.proxy?.close());
 
     // A session never keeps the server's process alive by itself, and dies with it (--die-with-parent).
     this.keepProcessAlive(false);
   }
 
   /**
-   * Starts a sandbox on `workspace` and waits until its controller is ready. Rejects with a
-   * {@link SandboxError} saying why when it cannot start, or with the signal's reason on abort.
+   * Starts a sandbox on `workspace` and waits until its controller is ready. With the network on,
+   * the sandbox gets a proxy of `network` (the process's default egress unless given) of its own,
+   * for its whole life. Rejects with a {@link SandboxError} saying why when it cannot start, or with
+   * the signal's reason on abort.
    */
   static async start(
     workspace: string,
     policy: SandboxPolicy,
     signal: AbortSignal,
+    totals: WatchedTotals = DEFAULT_SANDBOX_TOTALS,
+    network?: NetworkEgress,
   ): Promise<StatefulSandbox> {
     signal.throwIfAborted();
-    const sandbox = new StatefulSandbox(workspace, policy);
+    const egress = networkEnabled(policy)
+      ? (network ?? (await defaultNetworkEgress(sandboxHostIdentity())))
+      : undefined;
+    const proxy = networkEnabled(policy) ? await egress?.open(policy.network) : undefined;
+    let sandbox: StatefulSandbox;
+    try {
+      sandbox = new StatefulSandbox(workspace, policy, totals, proxy);
+    } catch (error) {
+      await proxy?.close();
+      throw error;
+    }
     try {
       await sandbox.waitUntilReady(signal);
     } catch (error) {
@@ -264,6 +305,27 @@ export class StatefulSandbox {
   /** False once the sandbox has ended or is being closed: the next call needs a new one. */
   get alive(): boolean {
     return !this.ending;
+  }
+
+  /** The connections its network proxy refused since the last call, one line each. */
+  takeNetworkRefusals(): string[] {
+    return this.proxy?.takeRefusals() ?? [];
+  }
+
+  /**
+   * Why the watchdog tore this sandbox down, when no call has been told yet (it happened between
+   * calls); once only.
+   */
+  takeUnreportedLimitKill(): SandboxLimitKill | undefined {
+    if (this.limitKillReported) return undefined;
+    this.limitKillReported = true;
+    return this.limitKill;
+  }
+
+  private endedError(): SandboxError {
+    return new SandboxError(
+      this.limitKill === undefined ? 'The stateful sandbox has ended' : describeLimitKill(this.limitKill),
+    );
   }
 
   /**
@@ -287,6 +349,9 @@ export class StatefulSandbox {
       stderrTruncated: stderr.truncated,
       exitCode: ending === 'exited' || ending === 'shell-exited' ? (stdout.end?.status ?? -1) : -1,
       ending,
+      ...(ending === 'limit-exceeded' && this.limitKill !== undefined
+        ? { limitExceeded: this.limitKill }
+        : {}),
       durationMs: Math.round(performance.now() - startedAt),
     });
     if (!this.alive) return Promise.resolve(result('sandbox-ended'));
@@ -323,7 +388,7 @@ export class StatefulSandbox {
             finish('output-limit');
           }
         },
-        onSandboxEnd: () => finish('sandbox-ended'),
+        onSandboxEnd: () => finish(this.limitKill === undefined ? 'sandbox-ended' : 'limit-exceeded'),
       };
       this.running = running;
       const timer = setTimeout(() => finish('timeout'), timeoutS * 1000);
@@ -344,7 +409,10 @@ export class StatefulSandbox {
         new SandboxError('A program argument must be non-empty and free of NUL characters'),
       );
     }
-    if (!this.alive) return Promise.reject(new SandboxError('The stateful sandbox has ended'));
+    if (!this.alive) {
+      if (this.limitKill !== undefined) this.limitKillReported = true;
+      return Promise.reject(this.endedError());
+    }
     return new Promise<ProgramResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new SandboxError(`The sandbox did not answer within ${PROGRAM_TIMEOUT_MS / 1000}s`));

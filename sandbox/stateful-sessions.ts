@@ -1,3 +1,11 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { NetworkEgress } from './network-proxy';
+import {
+  DEFAULT_SANDBOX_TOTALS,
+  describeLimitKill,
+  type SandboxLimitKill,
+  type SandboxTotals,
+} from './sandbox-watchdog';
 import { StatefulSandbox } from './stateful-sandbox';
 import { SandboxError, type ToolCall } from './tool-call';
 
@@ -8,6 +16,13 @@ import { SandboxError, type ToolCall } from './tool-call';
  * timeout tore it down), when the call's network policy or workspace differs from the one it was
  * started with, and it is closed after {@link STATEFUL_IDLE_CLOSE_MS} without calls, on release and
  * when the server closes ({@link closeStatefulSessions}).
+ *
+ * At most `maxSessions` of them live at once (see `SandboxTotals`). A call that would start one more
+ * closes the longest-idle session (no call queued or running) to make room, and that trajectory's
+ * next call is told so; when every session is busy, the call is refused with a message naming the
+ * cap. Evicting rather than always refusing: sessions idle for up to {@link STATEFUL_IDLE_CLOSE_MS}
+ * would otherwise lock every other run out of the stateful tools on a busy server, and an idle
+ * session is only closed a little before its time.
  */
 
 /** A session with no call for this long is closed; the next call starts a fresh one. */
@@ -28,23 +43,62 @@ interface SessionSlot {
   /** Bumped by each close, so a sandbox that was starting meanwhile is not kept. */
   generation: number;
   idleTimer: NodeJS.Timeout | undefined;
+  /** When the last call ended, to find the longest-idle session. */
+  idleSince: number;
+  /** The session was closed to make room for another; its next call is told so. */
+  evicted: boolean;
 }
 
 const slots = new Map<string, SessionSlot>();
 
+/** Sandboxes being started, counted against the cap with the live ones. */
+let startingSessions = 0;
+
+/**
+ * What a call's task is told about the trajectory's sandbox: whether (and why) it was started for
+ * this call, and, when the previous one was closed between calls (by the watchdog, or to make room
+ * under the cap), why.
+ */
+export interface SessionContext {
+  started: SessionStart;
+  previousLimitKill: SandboxLimitKill | undefined;
+  /** The sentence that says why the previous session was closed between calls, if it was. */
+  previousClosed: string | undefined;
+}
+
+/** Stateful sandboxes alive now in this process. */
+export function liveStatefulSessions(): number {
+  let live = 0;
+  for (const slot of slots.values()) if (slot.sandbox?.alive === true) live += 1;
+  return live;
+}
+
 /**
  * Runs `task` with the trajectory's long-lived sandbox for `workspace`, starting one when needed,
- * after the trajectory's earlier calls. `started` tells the task whether (and why) the sandbox is new.
+ * after the trajectory's earlier calls. `started` tells the task whether (and why) the sandbox is
+ * new, `context` also why the previous one was closed between calls. A new sandbox beyond
+ * `totals.maxSessions` closes the longest-idle one first; when none is idle, this rejects with a
+ * {@link SandboxError} naming the cap.
  */
 export function withStatefulSandbox<T>(
   call: ToolCall,
   workspace: string,
   signal: AbortSignal,
-  task: (sandbox: StatefulSandbox, started: SessionStart) => Promise<T>,
+  task: (sandbox: StatefulSandbox, started: SessionStart, context: SessionContext) => Promise<T>,
+  totals: SandboxTotals = DEFAULT_SANDBOX_TOTALS,
+  network?: NetworkEgress,
 ): Promise<T> {
   let slot = slots.get(call.trajectoryId);
   if (slot === undefined) {
-    slot = { sandbox: undefined, tail: Promise.resolve(), pending: 0, generation: 0, idleTimer: undefined };
+    slot = {
+      sandbox: undefined,
+      tail: Promise.resolve(),
+      pending: 0,
+      generation: 0,
+      idleTimer: undefined,
+      idleSince: 0,
+      evicted: false,
+    };
     slots.set(call.trajectoryId, slot);
   }
   const current = slot;
@@ -52,8 +106,8 @@ export function withStatefulSandbox<T>(
   clearTimeout(current.idleTimer);
   const run = async (): Promise<T> => {
     try {
-      const { sandbox, started } = await sandboxFor(current, call, workspace, signal);
-      return await task(sandbox, started);
+      const { sandbox, context } = await sandboxFor(current, call, workspace, signal, totals, network);
+      return await task(sandbox, context.started, context);
     } finally {
       current.pending -= 1;
       if (current.pending === 0) settle(call.trajectoryId, current);
@@ -87,16 +141,29 @@ async function sandboxFor(
   call: ToolCall,
   workspace: string,
   signal: AbortSignal,
-): Promise<{ sandbox: StatefulSandbox; started: SessionStart }> {
+  totals: SandboxTotals,
+  network: NetworkEgress | undefined,
+): Promise<{ sandbox: StatefulSandbox; context: SessionContext }> {
   const previous = slot.sandbox;
   if (
     previous !== undefined &&
     previous.alive &&
-    previous.network === call.policy.network &&
+    isDeepStrictEqual(previous.network, call.policy.network) &&
     previous.workspace === workspace
   ) {
-    return { sandbox: previous, started: undefined };
+    return {
+      sandbox: previous,
+      context: { started: undefined, previousLimitKill: undefined, previousClosed: undefined },
+    };
   }
+  const previousLimitKill = previous?.alive === false ? previous.takeUnreportedLimitKill() : undefined;
+  const previousClosed =
+    previousLimitKill !== undefined
+      ? describeLimitKill(previousLimitKill)
+      : slot.evicted
+        ? `It was closed to make room for another session: this sandbox server runs at most ${totals.maxSessions} at once (--max-sessions), and it was the longest idle`
+        : undefined;
+  slot.evicted = false;
   let started: SessionStart = 'new';
   if (previous !== undefined) {
     if (previous.alive) {
@@ -105,18 +172,49 @@ async function sandboxFor(
     slot.sandbox = undefined;
     await previous.close();
   }
+  if (liveStatefulSessions() + startingSessions >= totals.maxSessions) {
+    const idlest = longestIdleSlot();
+    if (idlest === undefined) {
+      throw new SandboxError(
+        `Too many stateful sessions: this sandbox server runs at most ${totals.maxSessions} at once (--max-sessions) and all of them are in use. Use bash meanwhile, or try again later`,
+      );
+    }
+    idlest.generation += 1;
+    idlest.evicted = true;
+    clearTimeout(idlest.idleTimer);
+    const evicted = idlest.sandbox;
+    idlest.sandbox = undefined;
+    await evicted?.close();
+  }
   const generation = slot.generation;
-  const sandbox = await StatefulSandbox.start(workspace, call.policy, signal);
+  startingSessions += 1;
+  let sandbox: StatefulSandbox;
+  try {
+    sandbox = await StatefulSandbox.start(workspace, call.policy, signal, totals, network);
+  } finally {
+    startingSessions -= 1;
+  }
   if (slot.generation !== generation) {
     await sandbox.close();
     throw new SandboxError('The stateful session was closed while starting');
   }
   slot.sandbox = sandbox;
-  return { sandbox, started };
+  return { sandbox, context: { started, previousLimitKill, previousClosed } };
+}
+
+/** The live session with no call queued or running that has been idle longest, if any. */
+function longestIdleSlot(): SessionSlot | undefined {
+  let idlest: SessionSlot | undefined;
+  for (const slot of slots.values()) {
+    if (slot.pending > 0 || slot.sandbox?.alive !== true) continue;
+    if (idlest === undefined || slot.idleSince < idlest.idleSince) idlest = slot;
+  }
+  return idlest;
 }
 
 /** After a trajectory's last queued call: forget a dead sandbox, and close a live one once idle. */
 function settle(trajectoryId: string, slot: SessionSlot): void {
+  slot.idleSince = performance.now();
   if (slot.sandbox !== undefined && !slot.sandbox.alive) slot.sandbox = undefined;
   if (slot.sandbox === undefined) {
     if (slots.get(trajectoryId) === slot) slots.delete(trajectoryId);

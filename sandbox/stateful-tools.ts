@@ -1,8 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { OUTPUT_FLOOD_FACTOR } from './bubblewrap';
+import { DEFAULT_SANDBOX_TOTALS, describeLimitKill, type SandboxTotals } from './sandbox-watchdog';
 import type { ShellCommandResult, StatefulSandbox } from './stateful-sandbox';
-import { withStatefulSandbox } from './stateful-sessions';
+import { reportNetworkRefusals, type NetworkEgress } from './network-proxy';
+import { withStatefulSandbox, type SessionContext } from './stateful-sessions';
 import {
   clampTimeoutS,
   MAX_STREAM_CHARS,
@@ -66,32 +68,79 @@ export async function runBashStateful(
   parsed: z.infer<typeof bashStatefulArgumentsSchema>,
   workspaceRoot: string,
   signal: AbortSignal,
+  totals: SandboxTotals = DEFAULT_SANDBOX_TOTALS,
+  network?: NetworkEgress,
 ): Promise<ToolResult> {
   const timeoutS = clampTimeoutS(call.timeoutS ?? parsed.timeout);
-  return withStatefulSandbox(call, workspaceRoot, signal, async (sandbox, started) => {
-    const result = await sandbox.runShellCommand(parsed.command, timeoutS, signal);
-    let output = withMarker(result.stdout, result.stdoutTruncated);
-    if (result.stderr.length > 0)
-      output += `\n[stderr]\n${withMarker(result.stderr, result.stderrTruncated)}`;
-    const metadata = {
-      exitCode: result.exitCode,
-      durationMs: result.durationMs,
-      truncated: result.stdoutTruncated || result.stderrTruncated,
-      timedOut: result.ending === 'timeout',
-      ...(result.ending === 'output-limit' ? { outputLimitExceeded: true } : {}),
-      ...(started === undefined ? {} : { sessionStarted: started }),
-      ...(result.ending === 'shell-exited' ? { shellExited: true } : {}),
-      ...(sessionClosed(result) ? { sessionClosed: true } : {}),
-    };
-    const error = shellError(result, timeoutS);
-    return error === undefined
-      ? { callId: call.callId, success: true, output, metadata }
-      : { callId: call.callId, success: false, output, error, metadata };
-  });
+  return withStatefulSandbox(
+    call,
+    workspaceRoot,
+    signal,
+    async (sandbox, started, context) => {
+      const result = await sandbox.runShellCommand(parsed.command, timeoutS, signal);
+      return reportNetworkRefusals(
+        withPreviousKill(shellResult(call, result, timeoutS, started), context),
+        sandbox.takeNetworkRefusals(),
+      );
+    },
+    totals,
+    network,
+  );
+}
+
+function shellResult(
+  call: ToolCall,
+  result: ShellCommandResult,
+  timeoutS: number,
+  started: SessionContext['started'],
+): ToolResult {
+  let output = withMarker(result.stdout, result.stdoutTruncated);
+  if (result.stderr.length > 0) output += `\n[stderr]\n${withMarker(result.stderr, result.stderrTruncated)}`;
+  const metadata = {
+    exitCode: result.exitCode,
+    durationMs: result.durationMs,
+    truncated: result.stdoutTruncated || result.stderrTruncated,
+    timedOut: result.ending === 'timeout',
+    ...(result.ending === 'output-limit' ? { outputLimitExceeded: true } : {}),
+    ...(result.limitExceeded === undefined ? {} : { limitExceeded: result.limitExceeded }),
+    ...(started === undefined ? {} : { sessionStarted: started }),
+    ...(result.ending === 'shell-exited' ? { shellExited: true } : {}),
+    ...(sessionClosed(result) ? { sessionClosed: true } : {}),
+  };
+  const error = shellError(result, timeoutS);
+  return error === undefined
+    ? { callId: call.callId, success: true, output, metadata }
+    : { callId: call.callId, success: false, output, error, metadata };
+}
+
+/**
+ * Tells the model, in the first result after it happened, that the trajectory's previous session
+ * was closed between calls (the watchdog killed it because a background process wrote or allocated
+ * too much, or it made room for another session under the cap): its shell state and tmux sessions
+ * are gone, and why.
+ */
+function withPreviousKill(result: ToolResult, context: SessionContext): ToolResult {
+  if (context.previousClosed === undefined) return result;
+  const note = `The previous stateful session was closed between calls. ${context.previousClosed}`;
+  const kill = context.previousLimitKill;
+  return {
+    ...result,
+    output: result.output === '' ? `[${note}]` : `[${note}]\n${result.output}`,
+    ...(result.error === undefined ? {} : { error: `${result.error} (${note})` }),
+    metadata: {
+      ...result.metadata,
+      ...(kill === undefined ? { previousSessionEvicted: true } : { previousSessionLimitExceeded: kill }),
+    },
+  };
 }
 
 function sessionClosed(result: ShellCommandResult): boolean {
-  return result.ending === 'timeout' || result.ending === 'output-limit' || result.ending === 'sandbox-ended';
+  return (
+    result.ending === 'timeout' ||
+    result.ending === 'output-limit' ||
+    result.ending === 'sandbox-ended' ||
+    result.ending === 'limit-exceeded'
+  );
 }
 
 function shellError(result: ShellCommandResult, timeoutS: number): string | undefined {
@@ -102,6 +151,10 @@ function shellError(result: ShellCommandResult, timeoutS: number): string | unde
       return `Command killed: output over ${MAX_STREAM_CHARS * OUTPUT_FLOOD_FACTOR} characters`;
     case 'sandbox-ended':
       return 'The stateful shell ended unexpectedly; the next call starts a fresh one';
+    case 'limit-exceeded':
+      return result.limitExceeded === undefined
+        ? 'The stateful shell ended unexpectedly; the next call starts a fresh one'
+        : `${describeLimitKill(result.limitExceeded)}; the next call starts a fresh session`;
     case 'exited':
     case 'shell-exited':
       return result.exitCode === 0 ? undefined : `Exit code: ${result.exitCode}`;
@@ -127,32 +180,49 @@ export async function runTmux(
   parsed: z.infer<typeof tmuxArgumentsSchema>,
   workspaceRoot: string,
   signal: AbortSignal,
+  totals: SandboxTotals = DEFAULT_SANDBOX_TOTALS,
+  network?: NetworkEgress,
 ): Promise<ToolResult> {
-  return withStatefulSandbox(call, workspaceRoot, signal, async (sandbox) => {
-    const session = new TmuxSession(sandbox, parsed.session);
-    const exists = await session.exists();
-    if (parsed.action === 'start') {
-      if (exists) {
-        return failure(
-          call,
-          `tmux session '${parsed.session}' already exists; stop it first or use another name`,
-        );
-      }
-      return startSession(call, parsed, session);
+  return withStatefulSandbox(
+    call,
+    workspaceRoot,
+    signal,
+    async (sandbox, _started, context) =>
+      withPreviousKill(await tmuxAction(call, parsed, sandbox, signal), context),
+    totals,
+    network,
+  );
+}
+
+async function tmuxAction(
+  call: ToolCall,
+  parsed: z.infer<typeof tmuxArgumentsSchema>,
+  sandbox: StatefulSandbox,
+  signal: AbortSignal,
+): Promise<ToolResult> {
+  const session = new TmuxSession(sandbox, parsed.session);
+  const exists = await session.exists();
+  if (parsed.action === 'start') {
+    if (exists) {
+      return failure(
+        call,
+        `tmux session '${parsed.session}' already exists; stop it first or use another name`,
+      );
     }
-    if (!exists) return failure(call, `No tmux session '${parsed.session}'; start it with action 'start'`);
-    switch (parsed.action) {
-      case 'send_keys':
-        return sendKeys(call, parsed, session, signal);
-      case 'capture':
-        return capturePane(call, session);
-      case 'stream':
-        return streamOutput(call, parsed.offset, session);
-      case 'stop':
-        await session.stop();
-        return success(call, `Stopped tmux session '${parsed.session}'`, { session: parsed.session });
-    }
-  });
+    return startSession(call, parsed, session);
+  }
+  if (!exists) return failure(call, `No tmux session '${parsed.session}'; start it with action 'start'`);
+  switch (parsed.action) {
+    case 'send_keys':
+      return sendKeys(call, parsed, session, signal);
+    case 'capture':
+      return capturePane(call, session);
+    case 'stream':
+      return streamOutput(call, parsed.offset, session);
+    case 'stop':
+      await session.stop();
+      return success(call, `Stopped tmux session '${parsed.session}'`, { session: parsed.session });
+  }
 }
 
 async function startSession(

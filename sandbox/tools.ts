@@ -1,14 +1,12 @@
-import { constants } from 'node:fs';
-import { mkdir, open, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
 import { z } from 'zod';
 import {
-  handOverToSandbox,
   OUTPUT_FLOOD_FACTOR,
   runInBubblewrap,
   sandboxHostIdentity,
   type BubblewrapResult,
 } from './bubblewrap';
+import { DEFAULT_SANDBOX_TOTALS, describeLimitKill, type SandboxTotals } from './sandbox-watchdog';
 import { runBashStateful, runTmux } from './stateful-tools';
 import {
   bashArgumentsSchema,
@@ -28,8 +26,10 @@ import {
   type ToolCall,
   type ToolResult,
 } from './tool-call';
+import { reportNetworkRefusals, type NetworkEgress } from './network-proxy';
 import { runUnsandboxed } from './unsandboxed';
-import { resolveInWorkspace } from './workspace-paths';
+import { diskQuotaRefusal } from './workspace-quota';
+import { createWorkspaceFile, openWorkspaceFile } from './workspace-paths';
 
 /**
  * The tools a sandbox server runs itself: `bash` in bubblewrap (or, with `--unsafe-no-sandbox`
@@ -54,12 +54,16 @@ const READ_CHUNK_BYTES = 64 * 1024;
  * throws for a tool-level problem; it rethrows only when `signal` aborts (the server is shutting
  * down or the activity was cancelled), since cancellation is not something the model should read as
  * a result. With `isolation` 'none', `bash` runs on the host and `bash_stateful` and `tmux` fail.
+ * Commands of a run with the network on go out through a proxy of `network`, the server's egress
+ * (with its operator's `allowCidrs`); the process's default egress unless given.
  */
 export async function runSandboxTool(
   call: ToolCall,
   workspaceRoot: string,
   signal: AbortSignal,
   isolation: SandboxIsolation = 'bubblewrap',
+  totals: SandboxTotals = DEFAULT_SANDBOX_TOTALS,
+  network?: NetworkEgress,
 ): Promise<ToolResult> {
   if (!isSandboxTool(call.tool)) return failure(call, `Unknown tool: ${call.tool}`);
   if (isolation === 'none' && (call.tool === 'bash_stateful' || call.tool === 'tmux')) {
@@ -70,7 +74,7 @@ export async function runSandboxTool(
       case 'bash': {
         const parsed = parseToolArguments(call.tool, call.arguments, bashArgumentsSchema);
         if (!parsed.ok) return failure(call, parsed.error);
-        return await runBash(call, parsed.value, workspaceRoot, signal, isolation);
+        return await runBash(call, parsed.value, workspaceRoot, signal, isolation, totals, network);
       }
       case 'read_file': {
         const parsed = parseToolArguments(call.tool, call.arguments, readFileArgumentsSchema);
@@ -80,17 +84,19 @@ export async function runSandboxTool(
       case 'write_file': {
         const parsed = parseToolArguments(call.tool, call.arguments, writeFileArgumentsSchema);
         if (!parsed.ok) return failure(call, parsed.error);
+        const refusal = await writeQuotaRefusal(workspaceRoot, parsed.value.content, totals);
+        if (refusal !== undefined) return failure(call, refusal);
         return await writeWorkspaceFile(call, parsed.value, workspaceRoot);
       }
       case 'bash_stateful': {
         const parsed = parseToolArguments(call.tool, call.arguments, bashStatefulArgumentsSchema);
         if (!parsed.ok) return failure(call, parsed.error);
-        return await runBashStateful(call, parsed.value, workspaceRoot, signal);
+        return await runBashStateful(call, parsed.value, workspaceRoot, signal, totals, network);
       }
       case 'tmux': {
         const parsed = parseToolArguments(call.tool, call.arguments, tmuxArgumentsSchema);
         if (!parsed.ok) return failure(call, parsed.error);
-        return await runTmux(call, parsed.value, workspaceRoot, signal);
+        return await runTmux(call, parsed.value, workspaceRoot, signal, totals, network);
       }
     }
   } catch (error) {
@@ -105,6 +111,8 @@ async function runBash(
   workspaceRoot: string,
   signal: AbortSignal,
   isolation: SandboxIsolation,
+  totals: SandboxTotals,
+  network: NetworkEgress | undefined,
 ): Promise<ToolResult> {
   const timeoutS = clampTimeoutS(call.timeoutS ?? parsed.timeout);
   const result =
@@ -115,6 +123,8 @@ async function runBash(
           timeoutS,
           policy: call.policy,
           signal,
+          totals,
+          ...(network === undefined ? {} : { network }),
         });
   let output = withMarker(result.stdout, result.stdoutTruncated);
   if (result.stderr.length > 0) output += `\n[stderr]\n${withMarker(result.stderr, result.stderrTruncated)}`;
@@ -124,15 +134,19 @@ async function runBash(
     truncated: result.truncated,
     timedOut: result.timedOut,
     ...(result.outputLimitExceeded ? { outputLimitExceeded: true } : {}),
+    ...(result.limitExceeded === undefined ? {} : { limitExceeded: result.limitExceeded }),
   };
   const error = bashError(result, timeoutS);
-  return error === undefined
-    ? { callId: call.callId, success: true, output, metadata }
-    : { callId: call.callId, success: false, output, error, metadata };
+  const toolResult: ToolResult =
+    error === undefined
+      ? { callId: call.callId, success: true, output, metadata }
+      : { callId: call.callId, success: false, output, error, metadata };
+  return reportNetworkRefusals(toolResult, result.networkRefused ?? []);
 }
 
 function bashError(result: BubblewrapResult, timeoutS: number): string | undefined {
   if (result.timedOut) return `Command timed out after ${timeoutS}s`;
+  if (result.limitExceeded !== undefined) return describeLimitKill(result.limitExceeded);
   if (result.outputLimitExceeded) {
     return `Command killed: output over ${MAX_STREAM_CHARS * OUTPUT_FLOOD_FACTOR} characters`;
   }
@@ -147,26 +161,16 @@ function withMarker(text: string, truncated: boolean): string {
 /**
  * Reads a text file of the workspace: `limit` characters (at most MAX_FILE_CHARS) from character
  * `offset`. It reads only as far as needed, so a huge file costs no more than the part returned.
- * Opened with `O_NOFOLLOW` (the resolved path has no symlinks left) and `O_NONBLOCK`, so a FIFO a
- * command left behind cannot hang the server.
+ * Opened with {@link openWorkspaceFile}: no symlink is ever followed by the kernel on the way, and
+ * `O_NONBLOCK` keeps a FIFO a command left behind from hanging the server.
  */
 async function readWorkspaceFile(
   call: ToolCall,
   parsed: z.infer<typeof readFileArgumentsSchema>,
   workspaceRoot: string,
 ): Promise<ToolResult> {
-  const hostPath = await resolveInWorkspace(workspaceRoot, parsed.path);
-  let handle: FileHandle;
+  const { handle, stats } = await openWorkspaceFile(workspaceRoot, parsed.path);
   try {
-    handle = await open(hostPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (error) {
-    const code = errorCode(error);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return failure(call, `File not found: ${parsed.path}`);
-    throw error;
-  }
-  try {
-    const stats = await handle.stat();
-    if (!stats.isFile()) return failure(call, `Not a file: ${parsed.path}`);
     const limit = Math.min(parsed.limit ?? MAX_FILE_CHARS, MAX_FILE_CHARS);
     const { text, truncated } = await readCharacters(handle, parsed.offset, limit);
     return {
@@ -213,40 +217,21 @@ async function readCharacters(
 /**
  * Writes a text file of the workspace, creating its parent folders.
  *
- * The write happens on the host (no sandbox start per write), and what it creates is then handed to
- * the sandbox's host user with `fchown`/`lchown` (see `handOverToSandbox`): when the server runs as
- * root, commands run as host uid 65534 and could not otherwise change or delete a file the model
- * wrote. New files are 0644 and folders 0755: owned by that user, they need nothing wider. Opened
- * with `O_NOFOLLOW`, so a symlink that appeared since the path was resolved is refused, not followed.
+ * The write happens on the host (no sandbox start per write), through {@link createWorkspaceFile}:
+ * no symlink is ever followed by the kernel on the way. What it creates is then handed to the
+ * sandbox's host user with `fchown` (see `handOverToSandbox`): when the server runs as root,
+ * commands run as host uid 65534 and could not otherwise change or delete a file the model wrote.
+ * New files are 0644 and folders 0755: owned by that user, they need nothing wider.
  */
 async function writeWorkspaceFile(
   call: ToolCall,
   parsed: z.infer<typeof writeFileArgumentsSchema>,
   workspaceRoot: string,
 ): Promise<ToolResult> {
-  const hostPath = await resolveInWorkspace(workspaceRoot, parsed.path);
-  await createFolders(path.dirname(hostPath));
-  let handle: FileHandle;
+  const identity = sandboxHostIdentity();
+  const handle = await createWorkspaceFile(workspaceRoot, parsed.path, identity);
   try {
-    handle = await open(
-      hostPath,
-      constants.O_WRONLY |
-        constants.O_CREAT |
-        constants.O_TRUNC |
-        constants.O_NOFOLLOW |
-        constants.O_NONBLOCK,
-      0o644,
-    );
-  } catch (error) {
-    const code = errorCode(error);
-    if (code === 'EISDIR' || code === 'ENXIO') return failure(call, `Not a file: ${parsed.path}`);
-    throw error;
-  }
-  try {
-    const stats = await handle.stat();
-    if (!stats.isFile()) return failure(call, `Not a file: ${parsed.path}`);
     await handle.writeFile(parsed.content, 'utf8');
-    const identity = sandboxHostIdentity();
     if (identity !== undefined) await handle.chown(identity.uid, identity.gid);
   } finally {
     await handle.close();
@@ -260,15 +245,16 @@ async function writeWorkspaceFile(
   };
 }
 
-/** Creates `folder` and any missing parents, each handed over to the sandbox's user. */
-async function createFolders(folder: string): Promise<void> {
-  const firstCreated = await mkdir(folder, { recursive: true, mode: 0o755 });
-  if (firstCreated === undefined) return;
-  let current = path.dirname(firstCreated);
-  for (const component of path.relative(current, folder).split(path.sep)) {
-    current = path.join(current, component);
-    await handOverToSandbox(current);
-  }
+/**
+ * Why a `write_file` of `content` is refused by the workspace's disk quota, or undefined. Checked
+ * before the write starts; the workspace is measured afresh, since no watchdog runs between calls.
+ */
+async function writeQuotaRefusal(
+  workspaceRoot: string,
+  content: string,
+  totals: SandboxTotals,
+): Promise<string | undefined> {
+  return diskQuotaRefusal(workspaceRoot, totals.diskQuotaBytes, Buffer.byteLength(content, 'utf8'));
 }
 
 function failure(call: ToolCall, error: string): ToolResult {

@@ -138,12 +138,16 @@ describe('tool calls of an agent run', () => {
   });
 
   it('takes network access from the run input, never from the model', async () => {
-    // A listener on the host's loopback: reachable only from a sandbox that shares the host's network.
+    // A listener on the host's loopback, out of reach whatever the policy; with the network on, the
+    // sandbox's way out is the relay to its network proxy.
     const listener = createServer((socket) => socket.end());
     listener.listen(0, '127.0.0.1');
     await once(listener, 'listening');
     const { port } = listener.address() as AddressInfo;
-    const probe = `(echo > /dev/tcp/127.0.0.1/${port}) 2>/dev/null && echo reachable || echo blocked`;
+    const probe = [
+      `(echo > /dev/tcp/127.0.0.1/${port}) 2>/dev/null && echo reachable || echo blocked`,
+      '(echo > /dev/tcp/127.0.0.1/3128) 2>/dev/null && echo online || echo offline',
+    ].join('; ');
     const name = uniqueName('policy');
     const handle = await env.agents.start(
       scriptedRun(
@@ -163,7 +167,7 @@ describe('tool calls of an agent run', () => {
     const [batch] = await scheduledToolBatches(handle);
     assert.deepEqual(batch?.input.policy, { network: false });
     const turns = await scheduledModelTurns(handle);
-    assert.equal(toolMessages(turns[1]?.input.append ?? [])[0]?.content.trim(), 'blocked');
+    assert.equal(toolMessages(turns[1]?.input.append ?? [])[0]?.content.trim(), 'blocked\noffline');
 
     const allowed = await env.agents.start(
       scriptedRun(
@@ -177,7 +181,7 @@ describe('tool calls of an agent run', () => {
     );
     await allowed.result();
     const allowedTurns = await scheduledModelTurns(allowed);
-    assert.equal(toolMessages(allowedTurns[1]?.input.append ?? [])[0]?.content.trim(), 'reachable');
+    assert.equal(toolMessages(allowedTurns[1]?.input.append ?? [])[0]?.content.trim(), 'blocked\nonline');
     listener.close();
   });
 

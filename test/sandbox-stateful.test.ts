@@ -9,7 +9,12 @@ import { SandboxServer } from '../sandbox/sandbox-server';
 import { closeStatefulSessions } from '../sandbox/stateful-sessions';
 import { MAX_STREAM_CHARS, TRUNCATION_MARKER, type ToolCall, type ToolResult } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
-import { processesMatching, waitForNoProcess } from './helpers/processes';
+import {
+  processesMatching,
+  sandboxProcessesOf,
+  waitForNoProcess,
+  waitForNoSandboxOf,
+} from './helpers/processes';
 import { useScratchFolder } from './helpers/scratch';
 import { waitFor } from './helpers/wait';
 
@@ -169,20 +174,22 @@ describe('bash_stateful tool', () => {
 
     it('restarts the session when the network policy changes, with the new policy applied', async () => {
       const trajectory = await newTrajectory();
-      const connect = `(echo hello > /dev/tcp/127.0.0.1/${port}) 2>/dev/null && echo connected || echo refused`;
+      // With the network on, the session's way out is the relay to its proxy (the host loopback
+      // stays out of reach either way: see sandbox-network.test.ts).
+      const connect = `(echo hello > /dev/tcp/127.0.0.1/${port}) 2>/dev/null && echo connected || echo refused; (echo > /dev/tcp/127.0.0.1/3128) 2>/dev/null && echo proxy || echo no-proxy`;
       const offline = await shell(trajectory, `KEPT=yes; ${connect}`);
-      assert.equal(offline.output, 'refused\n');
+      assert.equal(offline.output, 'refused\nno-proxy\n');
 
       const online = await shell(trajectory, `echo "\${KEPT:-gone}"; ${connect}`, {
         policy: { network: true },
       });
-      assert.equal(online.output, 'gone\nconnected\n');
+      assert.equal(online.output, 'gone\nrefused\nproxy\n');
       assert.equal(online.metadata.sessionStarted, 'policy-changed');
       const same = await shell(trajectory, 'KEPT=again', { policy: { network: true } });
       assert.equal(same.metadata.sessionStarted, undefined);
 
       const offlineAgain = await shell(trajectory, `echo "\${KEPT:-gone}"; ${connect}`);
-      assert.equal(offlineAgain.output, 'gone\nrefused\n');
+      assert.equal(offlineAgain.output, 'gone\nrefused\nno-proxy\n');
       assert.equal(offlineAgain.metadata.sessionStarted, 'policy-changed');
     });
   });
@@ -377,21 +384,21 @@ describe('closing stateful sessions', () => {
       const running = await processesMatching(`^${marker}`);
       return running.length === 2;
     });
-    // bwrap names the workspace on its command line, the tmux server the session it started with.
-    assert.ok((await processesMatching(closed.workspace)).length > 0);
+    // The sandbox binds the workspace (its mount table says so), the tmux server names its session.
+    assert.ok((await sandboxProcessesOf(closed.workspace)).length > 0);
     assert.ok((await processesMatching(session)).length > 0);
 
     await closeStatefulSessions(closed.trajectoryId);
     await waitForNoProcess(marker);
-    await waitForNoProcess(closed.workspace);
+    await waitForNoSandboxOf(closed.workspace);
     await waitForNoProcess(session);
 
     assert.equal((await shell(kept, 'echo $KEPT')).output, 'yes\n');
     const fresh = await shell(closed, 'echo fresh');
     assert.equal(fresh.metadata.sessionStarted, 'new');
     await closeStatefulSessions();
-    await waitForNoProcess(kept.workspace);
-    await waitForNoProcess(closed.workspace);
+    await waitForNoSandboxOf(kept.workspace);
+    await waitForNoSandboxOf(closed.workspace);
   });
 
   it('closes a trajectory session on /release and all of them when the server closes', async () => {
@@ -427,7 +434,7 @@ describe('closing stateful sessions', () => {
     } finally {
       await server.close();
     }
-    await waitForNoProcess(path.join(root, 'trajectories', open));
-    await waitForNoProcess(path.join(root, 'trajectories', released));
+    await waitForNoSandboxOf(path.join(root, 'trajectories', open, 'workspace'));
+    await waitForNoSandboxOf(path.join(root, 'trajectories', released, 'workspace'));
   });
 });

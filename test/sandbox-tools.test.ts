@@ -152,17 +152,27 @@ describe('bash tool', () => {
       assert.equal(connections, connectionsBefore);
     });
 
-    it('reaches a listener on the host loopback when the policy allows the network', async () => {
+    it('cannot reach a listener on the host loopback when the policy allows the network', async () => {
       const connectionsBefore = connections;
       const result = await runTool(
         await newWorkspace(),
         'bash',
-        { command: `echo hello > /dev/tcp/127.0.0.1/${port} && echo connected` },
+        {
+          command: [
+            `echo hello > /dev/tcp/127.0.0.1/${port} && echo connected`,
+            `curl -sS -m 10 --noproxy '' -x "$HTTP_PROXY" http://127.0.0.1:${port}/`,
+          ].join('; '),
+        },
         { policy: { network: true } },
       );
-      assert.equal(result.success, true, result.output);
-      assert.equal(result.output, 'connected\n');
-      await waitFor('the listener to see the connection', () => connections > connectionsBefore, 10_000);
+      assert.ok(!result.output.startsWith('connected'), result.output);
+      assert.match(result.output, /Connection refused/);
+      assert.match(
+        result.output,
+        new RegExp(`^Blocked by the sandbox's network policy: 127\\.0\\.0\\.1:${port} is a loopback address`),
+      );
+      assert.deepEqual(result.metadata.networkRefused, [`127.0.0.1:${port} is a loopback address`]);
+      assert.equal(connections, connectionsBefore);
     });
   });
 

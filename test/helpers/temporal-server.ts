@@ -10,6 +10,7 @@ import type { AgentsConfig, EmbeddedTemporal } from '../../client/config';
 import { startDevServer } from '../../client/embedded-server';
 import { DEFAULT_SANDBOX_PORT, loadConfig } from '../../client/config';
 import { ensureTemporalBinary } from '../../client/temporal-binary';
+import { DEFAULT_SANDBOX_TOTALS } from '../../sandbox/sandbox-watchdog';
 
 /** A port nothing listens on right now. */
 export async function freePort(): Promise<number> {
@@ -80,7 +81,13 @@ export async function startTestTemporal(
   const config = {
     home,
     temporal,
-    sandbox: { urls: [], token: undefined, port: DEFAULT_SANDBOX_PORT, root: path.join(home, 'sandbox') },
+    sandbox: {
+      urls: [],
+      token: undefined,
+      port: DEFAULT_SANDBOX_PORT,
+      root: path.join(home, 'sandbox'),
+      totals: DEFAULT_SANDBOX_TOTALS,
+    },
     toolServer: { url: undefined, token: undefined },
   };
   const binary = await testTemporalBinary();
