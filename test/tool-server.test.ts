@@ -14,7 +14,7 @@ import { ToolServerClient } from '../activities/tool-server-client';
 import { loadConfig } from '../client/config';
 import { AgentsError } from '../client/errors';
 import { toolServerCommand } from '../client/tool-server-command';
-import { fetchUrl } from '../sandbox/examples/fetch-url';
+import { FETCH_URL_ALLOW_CIDRS_VARIABLE, fetchUrl } from '../sandbox/examples/fetch-url';
 import { defineTool, loadToolModule, ToolDefinitionError } from '../sandbox/external-tool';
 import type { ToolResult } from '../sandbox/tool-call';
 import { ToolServer, type ToolDescription } from '../sandbox/tool-server';
@@ -348,10 +348,36 @@ describe('the fetch_url example', () => {
   let siteUrl: string;
   let server: ToolServer;
   let baseUrl: string;
+  /** A second loopback server, outside the ranges the tests let through: it must never be reached. */
+  let forbidden: Server;
+  let forbiddenUrl: string;
+  let forbiddenConnections = 0;
+  let siteConnections = 0;
 
   before(async () => {
+    // The test sites are on loopback, which the tool refuses unless the range is listed.
+    process.env[FETCH_URL_ALLOW_CIDRS_VARIABLE] = '127.0.0.1/32';
+    forbidden = createServer((_incoming, response) => response.end('secret'));
+    forbidden.on('connection', () => {
+      forbiddenConnections += 1;
+    });
+    forbidden.listen(0, '127.0.0.2');
+    await once(forbidden, 'listening');
+    forbiddenUrl = `http://127.0.0.2:${(forbidden.address() as AddressInfo).port}`;
     site = createServer((incoming, response) => {
       switch (incoming.url) {
+        case '/to-other-loopback':
+          response.writeHead(302, { location: `${forbiddenUrl}/secret` });
+          response.end();
+          return;
+        case '/to-metadata':
+          response.writeHead(301, { location: 'http://169.254.169.254/latest/meta-data/' });
+          response.end();
+          return;
+        case '/loop':
+          response.writeHead(307, { location: '/loop' });
+          response.end();
+          return;
         case '/hello':
           response.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
           response.end('hello from the test site');
@@ -373,14 +399,19 @@ describe('the fetch_url example', () => {
           response.end('not here');
       }
     });
+    site.on('connection', () => {
+      siteConnections += 1;
+    });
     siteUrl = await listen(site);
     server = new ToolServer({ token: TOKEN, tools: [fetchUrl] });
     baseUrl = `http://127.0.0.1:${await server.listen(0)}`;
   });
 
   after(async () => {
+    delete process.env[FETCH_URL_ALLOW_CIDRS_VARIABLE];
     await server.close();
     await closeServer(site);
+    await closeServer(forbidden);
   });
 
   it('returns the status, the content type and the body text', async () => {
@@ -398,8 +429,65 @@ describe('the fetch_url example', () => {
     });
     const missing = await execute(baseUrl, 'fetch_url', { url: `${siteUrl}/nothing` });
     assert.match(missing.output, /^HTTP 404\n/);
+  });
+
+  it('follows a redirect itself and says where it ended', async () => {
     const moved = await execute(baseUrl, 'fetch_url', { url: `${siteUrl}/moved` });
-    assert.match(moved.output, /^HTTP 302\n.*\nlocation: \/hello\n/);
+    assert.equal(moved.success, true, moved.error);
+    assert.equal(
+      moved.output,
+      `HTTP 200\ncontent-type: text/plain; charset=utf-8\nurl: ${siteUrl}/hello\n\nhello from the test site`,
+    );
+    assert.equal(moved.metadata.url, `${siteUrl}/hello`);
+  });
+
+  it('refuses a redirect to a loopback address outside the allowed range without connecting to it', async () => {
+    const result = await execute(baseUrl, 'fetch_url', { url: `${siteUrl}/to-other-loopback` });
+    assert.equal(result.success, false);
+    assert.match(
+      String(result.error),
+      /^Refused: 127\.0\.0\.2:\d+ is a loopback address \(after 1 redirect from http:\/\/127\.0\.0\.1:\d+\/to-other-loopback\)$/,
+    );
+    assert.equal(forbiddenConnections, 0);
+    const metadata = await execute(baseUrl, 'fetch_url', { url: `${siteUrl}/to-metadata` });
+    assert.equal(metadata.success, false);
+    assert.match(
+      String(metadata.error),
+      /^Refused: 169\.254\.169\.254 is the cloud metadata address \(after 1 redirect/,
+    );
+    const health = await call(baseUrl, 'GET', '/health');
+    assert.equal(health.status, 200);
+  });
+
+  it('stops after 5 redirects', async () => {
+    const result = await execute(baseUrl, 'fetch_url', { url: `${siteUrl}/loop` });
+    assert.equal(result.success, false);
+    assert.equal(result.error, `Too many redirects: more than 5 from ${siteUrl}/loop`);
+  });
+
+  it('refuses loopback however it is written when no range is allowed', async () => {
+    const allowed = process.env[FETCH_URL_ALLOW_CIDRS_VARIABLE];
+    delete process.env[FETCH_URL_ALLOW_CIDRS_VARIABLE];
+    try {
+      const port = new URL(siteUrl).port;
+      const connectionsBefore = siteConnections;
+      for (const host of ['localhost', '127.1', '[::1]', '0x7f000001', '127.0.0.1', '[::ffff:127.0.0.1]']) {
+        const result = await execute(baseUrl, 'fetch_url', { url: `http://${host}:${port}/hello` });
+        assert.equal(result.success, false, `${host}: ${result.output}`);
+        assert.match(String(result.error), /^Refused: .* a loopback address/, host);
+      }
+      assert.equal(siteConnections, connectionsBefore);
+    } finally {
+      process.env[FETCH_URL_ALLOW_CIDRS_VARIABLE] = allowed;
+    }
+  });
+
+  it('describes its address checks to the model', async () => {
+    const listing = await request(`${baseUrl}/tools`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const tools = (await listing.body.json()) as ToolDescription[];
+    const description = tools.find((tool) => tool.name === 'fetch_url')?.description ?? '';
+    assert.match(description, /Refuses loopback, private, link-local and cloud metadata addresses/);
+    assert.match(description, /again at every redirect/);
   });
 
   it('truncates the body at maxBytes without splitting a character, and describes binary bodies', async () => {
