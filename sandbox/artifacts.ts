@@ -1,9 +1,22 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, open, readdir } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { lstat, open, readdir, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { createTarGzip, type TarFile } from './tar-archive';
 import { SandboxError } from './tool-call';
-import { resolveInWorkspace } from './workspace-paths';
+import {
+  entryPath,
+  heldFolderPath,
+  openFolderEntry,
+  openWorkspaceFile,
+  openWorkspaceFolder,
+} from './workspace-paths';
+
+/**
+ * The artifact API's file work: listings, reads and archives of a workspace, all through the
+ * descriptor walk of `workspace-paths.ts`, so the sandbox cannot redirect them with a symlink it
+ * swaps in while they run.
+ */
 
 /** Largest file read, and largest archive built, for an artifact request (SEED-BEHAVIOURS 36). */
 export const MAX_ARTIFACT_BYTES = 5 * 1024 * 1024;
@@ -52,11 +65,81 @@ function mimeType(file: string): string {
   return MIME_TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
 }
 
-function entryType(stats: Awaited<ReturnType<typeof lstat>>): ArtifactEntry['type'] {
+function entryType(stats: Stats): ArtifactEntry['type'] {
   if (stats.isFile()) return 'file';
   if (stats.isDirectory()) return 'directory';
   if (stats.isSymbolicLink()) return 'symlink';
   return 'other';
+}
+
+/** One entry met by {@link visitFolder}: its folder held, its own stats, its path from the workspace root. */
+interface VisitedEntry {
+  folder: FileHandle;
+  name: string;
+  stats: Stats;
+  path: string;
+}
+
+/**
+ * Visits the entries of a folder of the workspace in sorted order, then (when `recursive`) those of
+ * its folders, breadth first, at most {@link MAX_ARTIFACT_ENTRIES}; true when it stopped there.
+ * Symlinks are visited, never entered. A queued folder is reopened from the start folder one
+ * component at a time with `O_NOFOLLOW`, so only a few descriptors are open at once however wide
+ * the tree, and one swapped for a symlink since it was listed is skipped.
+ */
+async function visitFolder(
+  workspace: string,
+  requestedPath: string,
+  recursive: boolean,
+  visit: (entry: VisitedEntry) => Promise<void>,
+): Promise<boolean> {
+  const walk = await openWorkspaceFolder(workspace, requestedPath);
+  try {
+    const start = walk.folder;
+    const startPath = walk.folderPath;
+    const queue: string[][] = [[]];
+    let visited = 0;
+    for (let components = queue.shift(); components !== undefined; components = queue.shift()) {
+      const folder = await reopenFolder(start, components);
+      if (folder === undefined) continue;
+      try {
+        const folderPath = [startPath, ...components].filter((part) => part !== '').join('/');
+        for (const name of (await readdir(heldFolderPath(folder))).sort()) {
+          let stats: Stats;
+          try {
+            stats = await lstat(entryPath(folder, name));
+          } catch (error) {
+            if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+            throw error;
+          }
+          if (visited >= MAX_ARTIFACT_ENTRIES) return true;
+          visited += 1;
+          await visit({ folder, name, stats, path: folderPath === '' ? name : `${folderPath}/${name}` });
+          if (recursive && stats.isDirectory()) queue.push([...components, name]);
+        }
+      } finally {
+        if (folder !== start) await folder.close();
+      }
+    }
+    return false;
+  } finally {
+    await walk.close();
+  }
+}
+
+/** Opens the folder `components` below `start`, each a real folder (never a symlink), or undefined when one is not. */
+async function reopenFolder(
+  start: FileHandle,
+  components: readonly string[],
+): Promise<FileHandle | undefined> {
+  let current = start;
+  for (const component of components) {
+    const next = await openFolderEntry(current, component);
+    if (current !== start) await current.close();
+    if (next === undefined) return undefined;
+    current = next;
+  }
+  return current;
 }
 
 /**
@@ -68,21 +151,12 @@ export async function listArtifacts(
   requestedPath: string,
   recursive: boolean,
 ): Promise<{ entries: ArtifactEntry[]; truncated: boolean }> {
-  const start = await resolveInWorkspace(workspace, requestedPath);
-  const root = await resolveInWorkspace(workspace, '.');
   const entries: ArtifactEntry[] = [];
-  const folders = [start];
-  while (folders.length > 0) {
-    const folder = folders.shift()!;
-    for (const name of (await readdir(folder)).sort()) {
-      const full = path.join(folder, name);
-      const stats = await lstat(full);
-      if (entries.length >= MAX_ARTIFACT_ENTRIES) return { entries, truncated: true };
-      entries.push({ path: path.relative(root, full), type: entryType(stats), size: stats.size });
-      if (recursive && stats.isDirectory()) folders.push(full);
-    }
-  }
-  return { entries, truncated: false };
+  const truncated = await visitFolder(workspace, requestedPath, recursive, (entry) => {
+    entries.push({ path: entry.path, type: entryType(entry.stats), size: entry.stats.size });
+    return Promise.resolve();
+  });
+  return { entries, truncated };
 }
 
 /** A file of the workspace as the artifact API returns it. */
@@ -107,10 +181,7 @@ export async function readArtifact(
   requestedPath: string,
   options: { encoding?: 'text' | 'base64'; sha256?: boolean } = {},
 ): Promise<ArtifactContent> {
-  const file = await resolveInWorkspace(workspace, requestedPath);
-  const stats = await lstat(file);
-  if (!stats.isFile()) throw new SandboxError(`Not a file: ${requestedPath}`);
-  const handle = await open(file, 'r');
+  const { handle, stats, name } = await openWorkspaceFile(workspace, requestedPath);
   try {
     const buffer = Buffer.alloc(Math.min(stats.size, MAX_ARTIFACT_BYTES));
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
@@ -131,7 +202,7 @@ export async function readArtifact(
       truncated: stats.size > bytesRead,
       bytes: bytesRead,
       fileSize: stats.size,
-      mime: mimeType(file),
+      mime: mimeType(name),
       ...(sha256 === undefined ? {} : { sha256 }),
     };
   } finally {
@@ -142,29 +213,59 @@ export async function readArtifact(
 /**
  * A tar.gz of the regular files under a folder of the workspace (symlinks and special files left
  * out, so an archive never reaches outside), refused with {@link ArtifactTooLargeError} when their
- * total size is over {@link MAX_ARTIFACT_BYTES}.
+ * total size is over {@link MAX_ARTIFACT_BYTES}. Each file is opened relative to its held folder
+ * with `O_NOFOLLOW` and read through that descriptor, its size taken from it, so what is archived
+ * is what was opened: a file swapped for a symlink meanwhile is left out.
  */
 export async function archiveArtifacts(workspace: string, requestedPath: string): Promise<Buffer> {
-  const root = await resolveInWorkspace(workspace, '.');
-  const { entries, truncated } = await listArtifacts(workspace, requestedPath, true);
-  const files = entries.filter((entry) => entry.type === 'file');
-  const total = files.reduce((sum, entry) => sum + entry.size, 0);
-  if (truncated || total > MAX_ARTIFACT_BYTES) {
-    throw new ArtifactTooLargeError(
+  const files: TarFile[] = [];
+  let total = 0;
+  const tooLarge = (): ArtifactTooLargeError =>
+    new ArtifactTooLargeError(
       `Archive over ${MAX_ARTIFACT_BYTES} bytes: ${total} bytes in ${files.length} files`,
     );
-  }
-  const tar = spawn('tar', ['--create', '--gzip', '--file=-', '--no-recursion', '--null', '--files-from=-'], {
-    cwd: root,
-    stdio: ['pipe', 'pipe', 'pipe'],
+  const truncated = await visitFolder(workspace, requestedPath, true, async (entry) => {
+    if (!entry.stats.isFile()) return;
+    const file = await openRegularFile(entry.folder, entry.name);
+    if (file === undefined) return;
+    try {
+      const stats = await file.stat();
+      if (!stats.isFile()) return;
+      total += stats.size;
+      if (total > MAX_ARTIFACT_BYTES) throw tooLarge();
+      const data = Buffer.alloc(stats.size);
+      const { bytesRead } = await file.read(data, 0, data.length, 0);
+      files.push({
+        name: entry.path,
+        // A file that shrank since its size was taken is archived as it was read, padded with zeros.
+        data:
+          bytesRead === data.length
+            ? data
+            : Buffer.concat([data.subarray(0, bytesRead), Buffer.alloc(data.length - bytesRead)]),
+        mode: stats.mode,
+        uid: stats.uid,
+        gid: stats.gid,
+        mtimeMs: stats.mtimeMs,
+      });
+    } finally {
+      await file.close();
+    }
   });
-  const chunks: Buffer[] = [];
-  let stderr = '';
-  tar.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-  tar.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  tar.stdin.end(files.map((entry) => `${entry.path}\0`).join(''));
-  const code = await new Promise<number | null>((resolve) => tar.on('close', resolve));
-  if (code !== 0)
-    throw new SandboxError(`Archive failed: ${stderr.trim().split('\n')[0] ?? `tar exited ${code}`}`);
-  return Buffer.concat(chunks);
+  if (truncated) throw tooLarge();
+  return createTarGzip(files);
+}
+
+/** Opens a file of a held folder for reading, never through a symlink, or undefined when it is gone or a symlink now. */
+async function openRegularFile(folder: FileHandle, name: string): Promise<FileHandle | undefined> {
+  try {
+    return await open(
+      entryPath(folder, name),
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+    );
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // Gone, a symlink now, or a socket now.
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENXIO') return undefined;
+    throw error;
+  }
 }

@@ -31,15 +31,28 @@ export function clampTimeoutS(requested: number | undefined): number {
   return Math.min(MAX_TOOL_TIMEOUT_S, Math.max(MIN_TOOL_TIMEOUT_S, requested));
 }
 
+/**
+ * A name that is one folder of the server's root and nothing else: 1-200 characters of A-Z, a-z,
+ * 0-9, "_", "." and "-", not starting with "." (so never `.`, `..` nor a hidden name) and never
+ * with a `/` or a NUL. Release with reset deletes the folder it names: it must not name any other.
+ */
+export const PLAIN_NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$/;
+
+/** A trajectory ID as every endpoint takes it (see {@link PLAIN_NAME_PATTERN}). */
+export const trajectoryIdSchema = z
+  .string()
+  .regex(
+    PLAIN_NAME_PATTERN,
+    'must be a plain name: 1-200 characters of A-Z, a-z, 0-9, "_", "." or "-", not starting with "."',
+  );
+
 /** One tool call as the sandbox server receives it. */
 export const toolCallSchema = z
   .object({
     /** Deterministic ID from the workflow: the server runs each callId at most once. */
     callId: z.string().min(1).max(200),
     /** The agent run the call belongs to (its workspace). */
-    trajectoryId: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]{1,200}$/, 'must be 1-200 characters of A-Z, a-z, 0-9, "_", "." or "-"'),
+    trajectoryId: trajectoryIdSchema,
     tool: z.string().min(1).max(100),
     arguments: z.record(z.string(), z.unknown()).default({}),
     timeoutS: z.number().positive().optional(),

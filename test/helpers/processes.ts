@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { waitFor } from './wait';
 
@@ -19,6 +20,39 @@ export async function waitForNoProcess(marker: string): Promise<void> {
   await waitFor(
     `no process left with ${marker}`,
     async () => (await processesMatching(marker)).length === 0,
+    10_000,
+  );
+}
+
+/**
+ * Host processes of the sandboxes that bind `workspace` at /workspace, found by their mount table:
+ * bwrap gets its options through a descriptor, so no command line names the workspace.
+ */
+export async function sandboxProcessesOf(workspace: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(pid)) continue;
+    let mounts: string;
+    try {
+      mounts = await readFile(`/proc/${pid}/mountinfo`, 'utf8');
+    } catch {
+      continue; // Ended meanwhile.
+    }
+    // Fields 4 and 5: the mount's root in its file system, and where it is mounted.
+    const bindsWorkspace = mounts.split('\n').some((line) => {
+      const [, , , root, mountPoint] = line.split(' ');
+      return mountPoint === '/workspace' && root !== undefined && root !== '/' && workspace.endsWith(root);
+    });
+    if (bindsWorkspace) found.push(pid);
+  }
+  return found;
+}
+
+/** Waits until no sandbox binds `workspace` any more. */
+export async function waitForNoSandboxOf(workspace: string): Promise<void> {
+  await waitFor(
+    `no sandbox left of ${workspace}`,
+    async () => (await sandboxProcessesOf(workspace)).length === 0,
     10_000,
   );
 }
