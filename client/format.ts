@@ -1,8 +1,13 @@
 import type { AgentStatus, IterationRecord, PendingPermission } from '../common/agent-run-types';
+import { visibleJson, visibleLine, visibleProse } from '../common/display-text';
 import type { AgentListing } from './agents-client';
 
+/**
+ * Model text on one line for a terminal: controls, bidi and invisible characters shown as escapes
+ * first, so the cut can never leave half a terminal sequence live.
+ */
 function oneLine(text: string, max: number): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
+  const flat = visibleProse(text);
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
 
@@ -44,14 +49,14 @@ export function formatStatus(status: AgentStatus): string {
   ];
   for (const request of status.pendingPermissions) {
     lines.push(
-      `  pending     ${request.requestId} ${request.tool} ${oneLine(JSON.stringify(request.input), 80)} (expires ${request.expiresAt})`,
+      `  pending     ${request.requestId} ${visibleLine(request.tool)} ${visibleJson(request.input)} (expires ${request.expiresAt})`,
     );
   }
   if (status.pauseReason !== null)
-    lines.push(`  paused      ${status.pauseReason} (\`agents resume ${status.name}\`)`);
+    lines.push(`  paused      ${visibleProse(status.pauseReason)} (\`agents resume ${status.name}\`)`);
   lines.push(`  budgets     ${formatBudgets(status)}`);
   if (status.lastError !== null) lines.push(`  last error  ${oneLine(status.lastError, 200)}`);
-  if (status.stopReason !== null) lines.push(`  stop reason ${status.stopReason}`);
+  if (status.stopReason !== null) lines.push(`  stop reason ${visibleProse(status.stopReason)}`);
   if (status.ignoredSignals > 0) lines.push(`  ignored signals ${status.ignoredSignals}`);
   return lines.join('\n');
 }
@@ -68,13 +73,17 @@ function formatBudgets(status: AgentStatus): string {
   return `session ${limit(budgets.sessionTokens, tokens)} / ${limit(budgets.sessionCostUsd, usd)}, daily ${limit(budgets.dailyTokens, tokens)} / ${limit(budgets.dailyCostUsd, usd)}${daily}`;
 }
 
-/** Pending permission requests for `agents pending`: one line each, with the command that decides it. */
+/**
+ * Pending permission requests for `agents pending`: the tool call's whole input on one line, never
+ * cut, with every control or invisible character shown as its escape, then why it asks and the
+ * commands that decide it.
+ */
 export function formatPending(pending: Array<{ name: string; request: PendingPermission }>): string {
   if (pending.length === 0) return 'No permission requests are waiting.';
   return pending
     .map(
       ({ name, request }) =>
-        `${name}  ${request.requestId}  ${request.tool} ${oneLine(JSON.stringify(request.input), 100)}\n    ${oneLine(request.rationale, 120)}; expires ${request.expiresAt}\n    agents approve ${name} ${request.requestId}   |   agents deny ${name} ${request.requestId}`,
+        `${name}  ${request.requestId}  ${visibleLine(request.tool)} ${visibleJson(request.input)}\n    ${visibleProse(request.rationale)}; expires ${request.expiresAt}\n    agents approve ${name} ${request.requestId}   |   agents deny ${name} ${request.requestId}`,
     )
     .join('\n');
 }

@@ -5,6 +5,13 @@ import { z } from 'zod';
 import { agentNameSchema, describeZodError } from '../common/agent-input';
 import type { IterationRecord, ModelToolCall, RunUsage } from '../common/agent-run-types';
 import { WORKFLOW_ID_PREFIX, WORKFLOW_TYPE } from '../common/constants';
+import {
+  markdownCode,
+  markdownFence,
+  markdownText,
+  terminalSafeJson,
+  visibleJson,
+} from '../common/display-text';
 import { permissionPayloadSchema, resumePayloadSchema, stopPayloadSchema } from '../common/messages';
 import { NOTIFICATION_KINDS, type NotificationKind, type PermissionDecision } from '../common/notification';
 import { agentIterationKey, agentStateKey } from '../common/search-attributes';
@@ -922,9 +929,12 @@ async function* jsonlLines(entries: AsyncIterable<AuditEntry>): AsyncGenerator<s
   for await (const entry of entries) yield formatJsonl(entry);
 }
 
-/** One entry as a line of JSON Lines, newline included, every field in full. */
+/**
+ * One entry as a line of JSON Lines, newline included, every field in full: characters a terminal
+ * would obey or hide are JSON `\u` escapes, the same data to a parser.
+ */
 export function formatJsonl(entry: AuditEntry): string {
-  return `${JSON.stringify(entry)}\n`;
+  return `${terminalSafeJson(entry)}\n`;
 }
 
 /**
@@ -941,7 +951,7 @@ export async function* formatMarkdown(
     if (!titled && entry.kind === 'run_started') {
       titled = true;
       const name = entry.input?.name ?? entry.workflowId;
-      yield `# Audit of agent run \`${name}\`\n\nWorkflow \`${entry.workflowId}\`, told from its Temporal history.\n\n`;
+      yield `# Audit of agent run ${code(name)}\n\nWorkflow ${code(entry.workflowId)}, told from its Temporal history.\n\n`;
     }
     if (entry.iteration !== undefined && entry.iteration > heading && entry.kind !== 'run_started') {
       heading = entry.iteration;
@@ -959,22 +969,22 @@ function markdownOf(entry: AuditEntry): string {
       if (entry.continuedFrom !== undefined) {
         const carried =
           entry.carried === undefined ? '' : `, carrying on after iteration ${entry.carried.iteration}`;
-        return `_Execution \`${entry.runId}\` started ${at}${carried}._\n\n`;
+        return `_Execution ${code(entry.runId)} started ${at}${carried}._\n\n`;
       }
       const input = entry.input ?? {};
       const lines = [
         `## Run started`,
         '',
-        `- Run \`${entry.runId}\` started ${at} by \`${entry.identity}\``,
-        `- Template: \`${input.template?.name ?? '?'}\` (${input.template?.source ?? '?'})`,
-        `- Args: ${input.args ? inlineCode(input.args) : '(none)'}`,
-        `- Model: ${input.model?.provider ?? '?'}`,
-        `- Interval: ${input.intervalS ?? '?'} s · max iterations: ${input.maxIterations ?? 'none'} · permissions: ${input.permissions?.mode ?? '?'}`,
+        `- Run ${code(entry.runId)} started ${at} by ${code(entry.identity)}`,
+        `- Template: ${code(input.template?.name ?? '?')} (${oneLine(input.template?.source ?? '?')})`,
+        `- Args: ${input.args ? code(input.args) : '(none)'}`,
+        `- Model: ${oneLine(input.model?.provider ?? '?')}`,
+        `- Interval: ${oneLine(String(input.intervalS ?? '?'))} s · max iterations: ${oneLine(String(input.maxIterations ?? 'none'))} · permissions: ${oneLine(input.permissions?.mode ?? '?')}`,
       ];
       return `${lines.join('\n')}\n\n`;
     }
     case 'earlier_runs_missing':
-      return `_Earlier executions (the last of them \`${entry.missingRunId}\`) are no longer on the server: the story starts here._\n\n`;
+      return `_Earlier executions (the last of them ${code(entry.missingRunId)}) are no longer on the server: the story starts here._\n\n`;
     case 'system_prompt':
       return `**System prompt** ${at}\n\n${fenced(entry.text)}`;
     case 'conversation_sent':
@@ -991,39 +1001,39 @@ function markdownOf(entry: AuditEntry): string {
       return `**Model output** ${at} · ${usage}${retried}\n\n${text}`;
     }
     case 'model_failed':
-      return `**Model call failed** ${at}${entry.failureType ? ` (${entry.failureType})` : ''}: ${oneLine(entry.error)}\n\n`;
+      return `**Model call failed** ${at}${entry.failureType ? ` (${oneLine(entry.failureType)})` : ''}: ${oneLine(entry.error)}\n\n`;
     case 'tool_call':
-      return `**Tool call** \`${entry.tool}\` (\`${entry.callId}\`)\n\n${fenced(JSON.stringify(entry.arguments ?? null, null, 2), 'json')}`;
+      return `**Tool call** ${code(entry.tool)} (${code(entry.callId)})\n\n${fenced(visibleJson(entry.arguments ?? null, 2), 'json')}`;
     case 'tool_result': {
       const outcome = entry.success ? 'succeeded' : 'failed';
       const source = entry.source === 'workflow' ? ', given by the run' : '';
       const error = entry.error ? `Error: ${oneLine(entry.error)}\n\n` : '';
       const output = entry.output === '' ? '_(no output)_\n\n' : fenced(entry.output);
-      return `**Tool result** \`${entry.tool}\` (\`${entry.callId}\`) ${outcome}${source} ${at}\n\n${error}${output}`;
+      return `**Tool result** ${code(entry.tool)} (${code(entry.callId)}) ${outcome}${source} ${at}\n\n${error}${output}`;
     }
     case 'tool_failed':
-      return `**Tool call failed** \`${entry.tool}\` (\`${entry.callId}\`) ${at}: ${oneLine(entry.error)}\n\n`;
+      return `**Tool call failed** ${code(entry.tool)} (${code(entry.callId)}) ${at}: ${oneLine(entry.error)}\n\n`;
     case 'permission_requested':
       return (
-        `**Permission requested** \`${entry.requestId}\` for \`${entry.tool}\` ${at}, until ${entry.expiresAt}` +
-        `${entry.rationale ? `: ${oneLine(entry.rationale)}` : ''}\n\n${fenced(JSON.stringify(entry.input ?? null, null, 2), 'json')}`
+        `**Permission requested** ${code(entry.requestId)} for ${code(entry.tool)} ${at}, until ${oneLine(entry.expiresAt)}` +
+        `${entry.rationale ? `: ${oneLine(entry.rationale)}` : ''}\n\n${fenced(visibleJson(entry.input ?? null, 2), 'json')}`
       );
     case 'permission_decided': {
       // Calls decided without asking are named by their call ID, which the tool result shows already.
-      const request = entry.requestId.startsWith('pr_') ? `\`${entry.requestId}\` ` : '';
-      return `**${entry.approved ? 'Approved' : 'Denied'}** ${request}(\`${entry.tool}\`) ${decisionText(entry)}\n\n`;
+      const request = entry.requestId.startsWith('pr_') ? `${code(entry.requestId)} ` : '';
+      return `**${entry.approved ? 'Approved' : 'Denied'}** ${request}(${code(entry.tool)}) ${decisionText(entry)}\n\n`;
     }
     case 'signal': {
-      const payload = entry.payload === undefined ? 'no payload' : inlineCode(JSON.stringify(entry.payload));
+      const payload = entry.payload === undefined ? 'no payload' : code(JSON.stringify(entry.payload));
       const ignored = entry.valid ? '' : ` — ignored: ${oneLine(entry.problem ?? 'invalid')}`;
-      return `- Signal \`${entry.signal}\` from \`${entry.identity}\` ${at}: ${payload}${ignored}\n\n`;
+      return `- Signal ${code(entry.signal)} from ${code(entry.identity)} ${at}: ${payload}${ignored}\n\n`;
     }
     case 'cancel_requested':
-      return `- Cancellation requested by \`${entry.identity}\` ${at}${entry.cause ? `: ${oneLine(entry.cause)}` : ''}\n\n`;
+      return `- Cancellation requested by ${code(entry.identity)} ${at}${entry.cause ? `: ${oneLine(entry.cause)}` : ''}\n\n`;
     case 'state':
-      return `- State → \`${entry.state}\` ${at}\n\n`;
+      return `- State → ${code(entry.state)} ${at}\n\n`;
     case 'notice':
-      return `- Notice (${entry.notice}) ${at}: ${oneLine(entry.text)}\n\n`;
+      return `- Notice (${oneLine(entry.notice)}) ${at}: ${oneLine(entry.text)}\n\n`;
     case 'timer':
       if (entry.event === 'started')
         return `- Timer ${entry.timerId} started ${at}: ${entry.seconds ?? '?'} s\n\n`;
@@ -1031,9 +1041,9 @@ function markdownOf(entry: AuditEntry): string {
     case 'activity':
       // The daily ledger's bookkeeping is in the jsonl export; only its failures matter to a reader.
       if (entry.activity === 'dailyUsage' && entry.error === undefined) return '';
-      return `- \`${entry.activity}\`${entry.summary ? ` (${entry.summary})` : ''} ${entry.error ? `failed: ${oneLine(entry.error)}` : 'done'} ${at}\n\n`;
+      return `- ${code(entry.activity)}${entry.summary ? ` (${oneLine(entry.summary)})` : ''} ${entry.error ? `failed: ${oneLine(entry.error)}` : 'done'} ${at}\n\n`;
     case 'continued_as_new':
-      return `---\n\n_Execution \`${entry.runId}\` continued as new ${at}._\n\n`;
+      return `---\n\n_Execution ${code(entry.runId)} continued as new ${at}._\n\n`;
     case 'run_ended':
       return `## End\n\n${endText(entry)}\n`;
   }
@@ -1044,11 +1054,11 @@ function decisionText(entry: Extract<AuditEntry, { kind: 'permission_decided' }>
   switch (entry.via) {
     case 'signal': {
       const who = entry.by ?? entry.signal?.by ?? 'someone';
-      const identity = entry.signal ? ` (identity ${entry.signal.identity})` : '';
-      return `by ${who}${identity} at ${entry.signal?.at ?? entry.at}${note}`;
+      const identity = entry.signal ? ` (identity ${oneLine(entry.signal.identity)})` : '';
+      return `by ${oneLine(who)}${identity} at ${entry.signal?.at ?? entry.at}${note}`;
     }
     case 'rule':
-      return `by rule ${entry.rule ? `\`${entry.rule}\`` : '(unnamed)'} at ${entry.at}${note}`;
+      return `by rule ${entry.rule ? code(entry.rule) : '(unnamed)'} at ${entry.at}${note}`;
     case 'auto-approve':
       return `automatically (mode auto-approve) at ${entry.at}${note}`;
     case 'timeout':
@@ -1070,14 +1080,14 @@ function endText(entry: Extract<AuditEntry, { kind: 'run_ended' }>): string {
       if (!result.success) return `The run completed ${at}.\n`;
       const { exitReason, iterations, usage } = result.data;
       return (
-        `The run completed ${at}: exit reason \`${exitReason}\` after ${iterations} iterations, ` +
+        `The run completed ${at}: exit reason ${code(exitReason)} after ${iterations} iterations, ` +
         `${usage.inputTokens} → ${usage.outputTokens} tokens, ${dollars(usage.costUsd)}.\n`
       );
     }
     case 'failed':
       return `The run failed ${at}: ${oneLine(entry.error ?? '')}\n`;
     case 'terminated':
-      return `The run was terminated ${at} by \`${entry.identity ?? ''}\`: ${oneLine(entry.reason ?? '')}\n`;
+      return `The run was terminated ${at} by ${code(entry.identity ?? '')}: ${oneLine(entry.reason ?? '')}\n`;
     case 'cancelled':
       return `The run was cancelled ${at}.\n`;
     case 'timed_out':
@@ -1085,24 +1095,29 @@ function endText(entry: Extract<AuditEntry, { kind: 'run_ended' }>): string {
   }
 }
 
-/** A fenced block that no backtick run inside `text` can close early; long texts cut with a note. */
+/**
+ * A fenced block that no backtick run inside `text` can close early, with controls and invisible
+ * characters shown as escapes; long texts cut with a note.
+ */
 function fenced(text: string, language = 'text'): string {
   const cut = text.length > MARKDOWN_MAX_CHARS ? text.slice(0, MARKDOWN_MAX_CHARS) : text;
-  const longestRun = Math.max(2, ...[...cut.matchAll(/`+/g)].map((match) => match[0].length));
-  const fence = '`'.repeat(longestRun + 1);
   const rest = text.length - cut.length;
   const note = rest > 0 ? `(${rest} more characters in the jsonl export)\n\n` : '';
-  return `${fence}${language}\n${cut}${cut.endsWith('\n') ? '' : '\n'}${fence}\n\n${note}`;
+  return `${markdownFence(cut, language)}\n\n${note}`;
 }
 
-function inlineCode(text: string): string {
-  const flat = oneLine(text);
-  return flat.includes('`') ? `\`\` ${flat} \`\`` : `\`${flat}\``;
+/** A name, ID or short text as an inline code span, on one line and neutralized. */
+function code(text: string): string {
+  return markdownCode(cutLine(text.replace(/[ \t\r\n]+/g, ' ').trim()));
 }
 
+/** History text as Markdown prose: one line, neutralized, with Markdown and HTML escaped. */
 function oneLine(text: string): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length > 500 ? `${flat.slice(0, 499)}…` : flat;
+  return markdownText(cutLine(text));
+}
+
+function cutLine(text: string): string {
+  return text.length > 500 ? `${text.slice(0, 499)}…` : text;
 }
 
 function dollars(amount: number): string {
