@@ -1,9 +1,11 @@
-import { mkdir, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { AGENT_NAME_PATTERN } from '../common/constants';
+import { chatText, cutWithNote, terminalSafeJson, visibleJson, visibleProse } from '../common/display-text';
 import type { AgentNotification } from '../common/notification';
+import { ensurePrivateFolder, PRIVATE_FILE_MODE, tightenOpenFile } from '../sandbox/private-files';
 
 /** Where the notifier reports what it shows and what went wrong; fields are for structured loggers. */
 export type NotifierLog = (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void;
@@ -43,6 +45,8 @@ const LOG_TAIL_BYTES = 256 * 1024;
 const MAX_RETRY_AFTER_MS = 10_000;
 /** How long `close` waits for webhook deliveries still under way. */
 const CLOSE_GRACE_MS = 5_000;
+/** How much of a request's input a notice shows; past it, the notice says how much more there is. */
+const NOTICE_INPUT_MAX_CHARS = 4_000;
 
 interface WebhookDelivery {
   url: string;
@@ -158,7 +162,7 @@ export class Notifier {
   }
 
   private writeConsole(notification: AgentNotification): void {
-    const text = notification.text.replace(/\s*\n\s*/g, ' ');
+    const text = visibleProse(noticeText(notification));
     this.log('info', `[${notification.agent}] iteration ${notification.iteration}: ${text}`, {
       agent: notification.agent,
       kind: notification.kind,
@@ -178,12 +182,14 @@ export class Notifier {
       return Promise.reject(new Error(`invalid agent name '${agent.slice(0, 80)}'`));
     const folder = path.join(this.home, 'logs', agent);
     const file = path.join(folder, 'log.jsonl');
-    // `id` first: the duplicate check looks for it at the start of a line.
-    const line = JSON.stringify({ id, agent, runKey, ...record });
+    // `id` first: the duplicate check looks for it at the start of a line. Exact data, with what a
+    // terminal would obey written as JSON escapes, for whoever reads the file with `tail -f`.
+    const line = terminalSafeJson({ id, agent, runKey, ...record });
     return this.serializeAppend(file, async () => {
-      await mkdir(folder, { recursive: true });
-      const handle = await open(file, 'a+');
+      await ensurePrivateFolder(folder);
+      const handle = await open(file, 'a+', PRIVATE_FILE_MODE);
       try {
+        await tightenOpenFile(handle);
         const { size } = await handle.stat();
         const start = Math.max(0, size - LOG_TAIL_BYTES);
         const tail = Buffer.alloc(size - start);
@@ -256,7 +262,7 @@ export class Notifier {
   /** Sends one notice with its retries; reports the outcome and never rejects. */
   private async send({ url, notification }: WebhookDelivery): Promise<void> {
     const body = JSON.stringify({
-      text: `${notification.agent}: ${notification.text}`,
+      text: chatText(`${notification.agent}: ${noticeText(notification)}`),
       agent: notification.agent,
       kind: notification.kind,
       iteration: notification.iteration,
@@ -364,6 +370,22 @@ export class Notifier {
       this.idleListeners.add(done);
     });
   }
+}
+
+/**
+ * What a person reads of a notice: its text, and for a request waiting for approval the tool call's
+ * whole input, since the text's description of the call is cut short. Neutralizing is left to each
+ * sink, which knows what its reader's screen obeys.
+ */
+function noticeText(notification: AgentNotification): string {
+  const { request } = notification;
+  if (notification.kind !== 'approval_needed' || request === undefined) return notification.text;
+  const input = cutWithNote(
+    visibleJson(request.input),
+    NOTICE_INPUT_MAX_CHARS,
+    `agents pending ${notification.agent} shows them all`,
+  );
+  return `${notification.text}\nInput of ${request.tool}: ${input}`;
 }
 
 /** The scheme, host and port of a URL: what may be logged of a webhook. */

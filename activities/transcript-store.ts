@@ -1,8 +1,9 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TranscriptMessage } from '../common/agent-run-types';
 import { TRANSCRIPT_UNAVAILABLE } from '../common/constants';
+import { ensurePrivateFolder, writePrivateFile } from '../sandbox/private-files';
 
 /** A stored conversation: the system prompt and every message so far. */
 export interface Transcript {
@@ -48,12 +49,15 @@ export class TranscriptStore {
     };
   }
 
-  /** Writes atomically, so a worker killed mid-write leaves the previous transcript intact. */
+  /**
+   * Writes atomically, so a worker killed mid-write leaves the previous transcript intact, and
+   * privately: a conversation holds whatever the run read.
+   */
   async save(key: string, transcript: Transcript): Promise<void> {
     const file = this.fileFor(key);
-    await mkdir(path.dirname(file), { recursive: true });
+    await ensurePrivateFolder(path.dirname(file));
     const temporary = `${file}.${process.pid}.tmp`;
-    await writeFile(temporary, JSON.stringify(transcript));
+    await writePrivateFile(temporary, JSON.stringify(transcript));
     await rename(temporary, file);
   }
 

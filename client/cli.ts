@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { tightenPrivateFolder } from '../sandbox/private-files';
 import { COMMANDS, type CommandContext } from './commands';
 import { loadConfig } from './config';
 import { AgentsError } from './errors';
@@ -72,6 +73,8 @@ export async function main(argv: string[]): Promise<number> {
       config: loadConfig(),
       print,
     };
+    // A home an earlier version made 0755 is closed before anything reads or writes in it.
+    await tightenPrivateFolder(context.config.home);
     await command.run(context);
     return 0;
   } catch (error) {

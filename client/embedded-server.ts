@@ -1,11 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { closeSync, fchmodSync, fstatSync, openSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { SEARCH_ATTRIBUTES } from '../common/search-attributes';
+import {
+  ensurePrivateFolder,
+  PRIVATE_FILE_MODE,
+  tightenPrivateFile,
+  writePrivateFile,
+} from '../sandbox/private-files';
 import type { EmbeddedTemporal } from './config';
 import { AgentsError } from './errors';
 
@@ -89,17 +95,40 @@ export interface StartServerOptions {
   extraArguments?: string[];
 }
 
-/** Starts `temporal server start-dev` and resolves once its frontend answers. */
+/**
+ * The SQLite files of the dev server: the database with its write-ahead log and shared memory.
+ * SQLite creates the last two with the database's own mode.
+ */
+function databaseFiles(home: string): string[] {
+  const { database } = serverFiles(home);
+  return [database, `${database}-wal`, `${database}-shm`];
+}
+
+/**
+ * Runs the server under umask 077, so every file it creates (the database and its companions,
+ * whatever a later version adds) is its owner's only; `exec` keeps the process and its pid.
+ */
+const PRIVATE_UMASK_WRAPPER = ['-c', 'umask 077 && exec "$0" "$@"'];
+
+/**
+ * Starts `temporal server start-dev` and resolves once its frontend answers. Its files under
+ * `$AGENTS_HOME` are readable by their owner only (the database holds every run's history).
+ */
 export async function startDevServer(options: StartServerOptions): Promise<ChildProcess> {
   const files = serverFiles(options.home);
-  mkdirSync(path.dirname(files.logFile), { recursive: true });
-  const logDescriptor = openSync(files.logFile, 'a');
+  await ensurePrivateFolder(path.dirname(files.logFile));
+  for (const file of databaseFiles(options.home)) await tightenPrivateFile(file);
+  const logDescriptor = openSync(files.logFile, 'a', PRIVATE_FILE_MODE);
+  const logStatus = fstatSync(logDescriptor);
+  if ((logStatus.mode & 0o077) !== 0) fchmodSync(logDescriptor, logStatus.mode & 0o700);
   const output = options.inheritOutput === true ? 'inherit' : logDescriptor;
   const serverArguments = [
+    ...PRIVATE_UMASK_WRAPPER,
+    options.binary,
     ...devServerArguments(options.server, options.home),
     ...(options.extraArguments ?? []),
   ];
-  const child = spawn(options.binary, serverArguments, {
+  const child = spawn('/bin/sh', serverArguments, {
     stdio: ['ignore', output, output],
     detached: options.mode === 'background',
   });
@@ -124,7 +153,10 @@ export async function startDevServer(options: StartServerOptions): Promise<Child
   }
   if (options.mode === 'background') {
     child.unref();
-    await writeFile(files.pidFile, JSON.stringify({ pid: child.pid, address: options.server.address }));
+    await writePrivateFile(
+      files.pidFile,
+      JSON.stringify({ pid: child.pid, address: options.server.address }),
+    );
   }
   return child;
 }

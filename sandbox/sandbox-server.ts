@@ -1,17 +1,22 @@
 import { once } from 'node:events';
-import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { archiveArtifacts, ArtifactTooLargeError, listArtifacts, readArtifact } from './artifacts';
-import { handOverToSandbox, SANDBOX_USER_ID, sandboxHostIdentity } from './bubblewrap';
 import { BearerToken, HttpError, parseBody, readJson } from './http';
 import { ExecutionLanes } from './lanes';
 import { ResultStore } from './result-store';
+import { createTrajectoryFolders, prepareSandboxRoot } from './sandbox-root';
 import { closeStatefulSessions } from './stateful-sessions';
 import { SandboxError, toolCallSchema, type ToolCall, type ToolResult } from './tool-call';
-import { PathOutsideWorkspaceError } from './workspace-paths';
+import {
+  InvalidWorkspacePathError,
+  PathOutsideWorkspaceError,
+  removeEntryBeneath,
+  WorkspaceEntryMissingError,
+} from './workspace-paths';
 
 /** Runs one tool call in a workspace: bubblewrap in production. */
 export type ToolRunner = (call: ToolCall, workspace: string, signal: AbortSignal) => Promise<ToolResult>;
@@ -63,7 +68,11 @@ class BinaryBody {
 const artifactQuerySchema = z
   .object({
     trajectoryId: toolCallSchema.shape.trajectoryId,
-    path: z.string().min(1).default('.'),
+    path: z
+      .string()
+      .min(1)
+      .refine((value) => !value.includes('\0'), 'must not contain a NUL byte')
+      .default('.'),
     recursive: z.enum(['true', 'false']).optional(),
     encoding: z.enum(['text', 'base64']).optional(),
     sha256: z.enum(['true', 'false']).optional(),
@@ -76,11 +85,16 @@ async function artifactCall<T>(operation: () => Promise<T>): Promise<T> {
     return await operation();
   } catch (error) {
     if (error instanceof PathOutsideWorkspaceError) throw new HttpError(403, error.message);
+    if (error instanceof WorkspaceEntryMissingError) throw new HttpError(404, 'No such file or folder');
+    if (error instanceof InvalidWorkspacePathError) throw new HttpError(400, error.message);
     if (error instanceof ArtifactTooLargeError) throw new HttpError(413, error.message);
     if (error instanceof SandboxError) throw new HttpError(400, error.message);
     if ((error as NodeJS.ErrnoException).code === 'ENOENT')
       throw new HttpError(404, 'No such file or folder');
     if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw new HttpError(400, 'Not a folder');
+    // What Node throws for a path it cannot hand to the kernel (a NUL byte): the request's fault.
+    if ((error as NodeJS.ErrnoException).code === 'ERR_INVALID_ARG_VALUE')
+      throw new HttpError(400, 'Invalid path');
     throw error;
   }
 }
@@ -109,8 +123,7 @@ export class SandboxServer {
 
   /** Starts listening; resolves to the bound port (pass 0 for any free one). */
   async listen(port: number, host = '127.0.0.1'): Promise<number> {
-    await mkdir(this.trajectoriesDir(), { recursive: true });
-    await ensureReachableBySandbox(this.trajectoriesDir());
+    await prepareSandboxRoot(this.trajectoriesDir());
     this.server = createServer((request, response) => {
       void this.handle(request, response);
     });
@@ -144,12 +157,8 @@ export class SandboxServer {
   private async trajectory(trajectoryId: string): Promise<Trajectory> {
     const known = this.trajectories.get(trajectoryId);
     if (known !== undefined) return known;
-    const folder = path.join(this.trajectoriesDir(), trajectoryId);
-    const workspace = path.join(folder, 'workspace');
-    await mkdir(workspace, { recursive: true });
-    // Commands run as the sandbox's own user and must be able to change what is in here.
-    await handOverToSandbox(workspace);
-    const created = { workspace, results: new ResultStore(path.join(folder, 'results.jsonl')) };
+    const { workspace, resultsFile } = await createTrajectoryFolders(this.trajectoriesDir(), trajectoryId);
+    const created = { workspace, results: new ResultStore(resultsFile) };
     this.trajectories.set(trajectoryId, created);
     return created;
   }
@@ -190,8 +199,8 @@ export class SandboxServer {
         const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request, MAX_BODY_BYTES));
         this.trajectories.delete(trajectoryId);
         await closeStatefulSessions(trajectoryId);
-        if (reset)
-          await rm(path.join(this.trajectoriesDir(), trajectoryId), { recursive: true, force: true });
+        // Only this trajectory's own folder, removed without following any link the sandbox made.
+        if (reset) await removeEntryBeneath(this.trajectoriesDir(), trajectoryId);
         return { released: trajectoryId, reset };
       }
       case 'GET /artifacts/list': {
@@ -251,25 +260,5 @@ export class SandboxServer {
     }
     response.writeHead(status, { 'content-type': 'application/json' });
     response.end(JSON.stringify(body));
-  }
-}
-
-/**
- * When the server is root, bwrap starts as the sandbox user, who must be able to walk down to every
- * workspace. The folders the server made are opened for traversal (not listing); a folder above
- * them that is closed, such as a home folder of mode 0700, is an error that says what to do.
- */
-async function ensureReachableBySandbox(folder: string): Promise<void> {
-  if (sandboxHostIdentity() === undefined) return;
-  await chmod(folder, 0o711);
-  await chmod(path.dirname(folder), 0o711);
-  for (let current = path.dirname(path.dirname(folder)); ; current = path.dirname(current)) {
-    const { mode, uid } = await stat(current);
-    if ((mode & 0o001) === 0 && uid !== SANDBOX_USER_ID) {
-      throw new SandboxError(
-        `The sandbox user (uid ${SANDBOX_USER_ID}) cannot reach ${folder}: ${current} has mode ${(mode & 0o777).toString(8)}. Set AGENTS_SANDBOX_ROOT to a folder it can reach (such as /var/lib/durable-agents/sandbox) or allow traversal with \`chmod o+x ${current}\``,
-      );
-    }
-    if (current === path.dirname(current)) return;
   }
 }

@@ -199,6 +199,10 @@ describe('agents sandbox --unsafe-no-sandbox', () => {
       const { stdout } = await runFile('bash', ['-c', `command -v ${tool}`]);
       await symlink(stdout.trim(), path.join(bin, tool));
     }
+    // python3 (the interpreter itself, not a version manager's shim) sets the ACL that lets the
+    // sandbox's user through the private home to its workspaces.
+    const { stdout: python } = await runFile('python3', ['-c', 'import sys; print(sys.executable)']);
+    await symlink(python.trim(), path.join(bin, 'python3'));
     return { ...environment, PATH: bin };
   }
 

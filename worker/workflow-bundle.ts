@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
+import { ensurePrivateFolder, writePrivateFile } from '../sandbox/private-files';
 
 const PROJECT_ROOT = path.resolve(__dirname, '..');
 /** Folders whose code ends up in the workflow bundle. */
@@ -25,9 +26,9 @@ export async function loadWorkflowBundle(cacheDirectory: string): Promise<{ code
     // webpack's report of every module is noise to a user starting a worker; warnings still show.
     logger: new DefaultLogger('WARN'),
   });
-  await mkdir(cacheDirectory, { recursive: true });
+  await ensurePrivateFolder(cacheDirectory);
   const temporary = `${cached}.${process.pid}.tmp`;
-  await writeFile(temporary, code);
+  await writePrivateFile(temporary, code);
   await rename(temporary, cached);
   return { code };
 }
