@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { access, mkdtemp, open } from 'node:fs/promises';
+import { access, mkdtemp, open, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
@@ -12,7 +13,6 @@ import { closeStatefulSessions, liveStatefulSessions } from '../sandbox/stateful
 import type { ToolResult } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
 import { measureWorkspaceBytes } from '../sandbox/workspace-quota';
-import { useScratchFolder } from './helpers/scratch';
 import { waitFor } from './helpers/wait';
 
 /**
@@ -35,18 +35,17 @@ const MEMORY_MESSAGE = /^Command killed: its processes used over 256\.0 MiB of m
 const STATED_DISK_OVERSHOOT_BYTES = 1024 * MIB;
 const TOKEN = 'quota-test-token-0123456789';
 
-// Registered first, so the sessions close before the scratch folder is removed.
+// Registered first, so the sessions close before the server and its folder go.
 after(async () => {
   await closeStatefulSessions();
 });
 
-const scratch = useScratchFolder('agents-sandbox-quotas-');
 let server: SandboxServer;
 let baseUrl: string;
 let root: string;
 
 before(async () => {
-  root = await mkdtemp(path.join(scratch.root, 'server-'));
+  root = await mkdtemp(path.join(os.tmpdir(), 'agents-sandbox-quotas-'));
   server = new SandboxServer({
     root,
     token: TOKEN,
@@ -58,6 +57,7 @@ before(async () => {
 
 after(async () => {
   await server.close();
+  await rm(root, { recursive: true, force: true });
 });
 
 async function execute(
