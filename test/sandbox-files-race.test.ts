@@ -54,6 +54,11 @@ const SWAPPER = [
 const notRoot = process.getuid?.() !== 0;
 const skipReason = notRoot ? 'skipped: needs root, as the sandbox server runs on its machines' : false;
 
+/** A suite's name, with the reason when it cannot run here. */
+function suiteName(name: string): string {
+  return skipReason === false ? name : `${name} (${skipReason})`;
+}
+
 let scratch: string;
 let root: string;
 let hostFolder: string;
@@ -119,7 +124,7 @@ async function hostWorkspaceOf(trajectoryId: string): Promise<string> {
   return path.dirname(path.join(root, found));
 }
 
-describe('workspace files under a symlink-swapping run', { skip: skipReason }, () => {
+describe(suiteName('workspace files under a symlink-swapping run'), { skip: skipReason }, () => {
   before(async () => {
     scratch = await mkdtemp(path.join(os.tmpdir(), 'agents-files-race-'));
     await chmod(scratch, 0o755);
@@ -286,7 +291,7 @@ describe('workspace files under a symlink-swapping run', { skip: skipReason }, (
   });
 });
 
-describe('identifiers and paths the sandbox server refuses', { skip: skipReason }, () => {
+describe(suiteName('identifiers and paths the sandbox server refuses'), { skip: skipReason }, () => {
   before(async () => {
     scratch = await mkdtemp(path.join(os.tmpdir(), 'agents-identifiers-'));
     await chmod(scratch, 0o755);

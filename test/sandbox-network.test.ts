@@ -379,7 +379,10 @@ const skipReason = !isRoot
     ? 'needs socat for the network relay'
     : false;
 
-describe('a sandbox with the network on', { skip: skipReason }, () => {
+/** The suite's name, with the reason when it cannot run here. */
+const networkSuiteName = `a sandbox with the network on${skipReason === false ? '' : ` (skipped: ${skipReason})`}`;
+
+describe(networkSuiteName, { skip: skipReason }, () => {
   let temporal: TestTemporal;
   const tcpListener = new CountingListener();
   const wideListener = new CountingListener();
