@@ -88,6 +88,14 @@ export const byteSizeSchema = z.string().transform((value, context) => {
   return bytes;
 });
 
+/** A comma-separated list in one variable, its items trimmed and empty ones dropped. */
+const commaSeparated = z.string().transform((value) =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean),
+);
+
 /** Live stateful sessions a sandbox server allows. */
 export const maxSessionsSchema = z.number().int().min(1).max(4096);
 const environmentSchema = z.object({
@@ -101,14 +109,7 @@ const environmentSchema = z.object({
     .optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).optional(),
   TEMPORAL_CLI: z.string().min(1).optional(),
-  AGENTS_SANDBOX_URLS: z
-    .string()
-    .transform((value) =>
-      value
-        .split(',')
-        .map((url) => url.trim())
-        .filter(Boolean),
-    )
+  AGENTS_SANDBOX_URLS: commaSeparated
     .pipe(z.array(z.url({ protocol: /^https?$/, error: 'must be comma-separated http(s) URLs' })))
     .optional(),
   AGENTS_SANDBOX_TOKEN: z.string().min(1).optional(),
@@ -117,14 +118,7 @@ const environmentSchema = z.object({
   AGENTS_SANDBOX_DISK_QUOTA: byteSizeSchema.optional(),
   AGENTS_SANDBOX_MEMORY_LIMIT: byteSizeSchema.optional(),
   AGENTS_SANDBOX_MAX_SESSIONS: z.coerce.number().pipe(maxSessionsSchema).optional(),
-  AGENTS_SANDBOX_ALLOW_CIDRS: z
-    .string()
-    .transform((value) =>
-      value
-        .split(',')
-        .map((range) => range.trim())
-        .filter(Boolean),
-    )
+  AGENTS_SANDBOX_ALLOW_CIDRS: commaSeparated
     .pipe(
       z.array(
         z.string().refine(isCidrRange, {

@@ -6,6 +6,7 @@ import { createTarGzip, type TarFile } from './tar-archive';
 import { SandboxError } from './tool-call';
 import {
   entryPath,
+  errorCode,
   heldFolderPath,
   openFolderEntry,
   openWorkspaceFile,
@@ -109,7 +110,7 @@ async function visitFolder(
           try {
             stats = await lstat(entryPath(folder, name));
           } catch (error) {
-            if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+            if (errorCode(error) === 'ENOENT') continue;
             throw error;
           }
           if (visited >= MAX_ARTIFACT_ENTRIES) return true;
@@ -263,7 +264,7 @@ async function openRegularFile(folder: FileHandle, name: string): Promise<FileHa
       constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
     );
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
+    const code = errorCode(error);
     // Gone, a symlink now, or a socket now.
     if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENXIO') return undefined;
     throw error;

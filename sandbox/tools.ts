@@ -29,7 +29,7 @@ import {
 import { reportNetworkRefusals, type NetworkEgress } from './network-proxy';
 import { runUnsandboxed } from './unsandboxed';
 import { diskQuotaRefusal } from './workspace-quota';
-import { createWorkspaceFile, openWorkspaceFile } from './workspace-paths';
+import { createWorkspaceFile, errorCode, openWorkspaceFile } from './workspace-paths';
 
 /**
  * The tools a sandbox server runs itself: `bash` in bubblewrap (or, with `--unsafe-no-sandbox`
@@ -270,9 +270,4 @@ function describeFailure(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   // "ENOTDIR: not a directory, mkdir '/srv/…/workspace/a/b'": the part before the host path.
   return errorCode(error) === undefined ? message : (message.split(', ')[0] ?? message);
-}
-
-function errorCode(error: unknown): string | undefined {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  return typeof code === 'string' ? code : undefined;
 }

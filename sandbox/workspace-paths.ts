@@ -600,7 +600,8 @@ function isChangedEntry(error: unknown): boolean {
   return code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR';
 }
 
-function errorCode(error: unknown): string | undefined {
+/** The system error code (`ENOENT`, `ELOOP`, …) of a failure, or undefined when it has none. */
+export function errorCode(error: unknown): string | undefined {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === 'string' ? code : undefined;
 }
