@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { tightenPrivateFolder } from '../sandbox/private-files';
-import { COMMANDS, type CommandContext } from './commands';
+import { COMMANDS } from './commands';
+import type { CommandContext } from './commands/command-context';
 import { loadConfig } from './config';
 import { AgentsError } from './errors';
 

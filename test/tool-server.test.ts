@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { ToolServerClient } from '../activities/tool-server-client';
 import { loadConfig } from '../client/config';
 import { AgentsError } from '../client/errors';
-import { toolServerCommand } from '../client/tool-server-command';
+import { toolServerCommand } from '../client/commands/tool-server';
 import { FETCH_URL_ALLOW_CIDRS_VARIABLE, fetchUrl } from '../sandbox/examples/fetch-url';
 import { defineTool, loadToolModule, ToolDefinitionError } from '../sandbox/external-tool';
 import type { ToolResult } from '../sandbox/tool-call';
@@ -647,7 +647,7 @@ describe('agents tool-server', () => {
       script,
       [
         `import { loadConfig } from ${JSON.stringify(path.join(REPOSITORY, 'client', 'config'))};`,
-        `import { toolServerCommand } from ${JSON.stringify(path.join(REPOSITORY, 'client', 'tool-server-command'))};`,
+        `import { toolServerCommand } from ${JSON.stringify(path.join(REPOSITORY, 'client', 'commands', 'tool-server'))};`,
         `void toolServerCommand({ positionals: [], values: { tools: 'sandbox/examples/fetch-url.ts', port: '0' }, config: loadConfig(), print: (line) => console.log(line) });`,
       ].join('\n'),
     );

@@ -1,11 +1,11 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { describeZodError } from '../common/agent-input';
-import { loadToolModule, ToolDefinitionError } from '../sandbox/external-tool';
-import { loadOrCreateToken } from '../sandbox/token';
-import { DEFAULT_TOOL_SERVER_CONCURRENCY, ToolServer } from '../sandbox/tool-server';
-import type { CommandContext } from './commands';
-import { AgentsError } from './errors';
+import { describeZodError } from '../../common/agent-input';
+import { loadToolModule, ToolDefinitionError } from '../../sandbox/external-tool';
+import { loadOrCreateToken } from '../../sandbox/token';
+import { DEFAULT_TOOL_SERVER_CONCURRENCY, ToolServer } from '../../sandbox/tool-server';
+import { AgentsError } from '../errors';
+import { numberOption, text, type CommandContext } from './command-context';
 
 /** Default port of `agents tool-server`. */
 export const DEFAULT_TOOL_SERVER_PORT = 7400;
@@ -21,29 +21,6 @@ const environmentSchema = z.object({
   AGENTS_TOOL_SERVER_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
   AGENTS_TOOL_SERVER_TOKEN: z.string().min(1).optional(),
 });
-
-/** The value of a string option, or undefined when it was not given. */
-function text(context: CommandContext, option: string): string | undefined {
-  const value = context.values[option];
-  return typeof value === 'string' ? value : undefined;
-}
-
-/** Parses an integer option, failing with the option's name and what it accepts. */
-function integerOption(
-  context: CommandContext,
-  option: string,
-  min: number,
-  max: number,
-): number | undefined {
-  const raw = text(context, option);
-  if (raw === undefined) return undefined;
-  const parsed = z.coerce.number().int().min(min).max(max).safeParse(raw);
-  if (!parsed.success || raw.trim() === '') {
-    const reason = parsed.success ? 'a number is required' : describeZodError(parsed.error);
-    throw new AgentsError('invalid_argument', `--${option} '${raw}': ${reason}`);
-  }
-  return parsed.data;
-}
 
 /**
  * `agents tool-server`: serves the tools of a user's module to the workers in the foreground, on
@@ -64,11 +41,13 @@ export async function toolServerCommand(context: CommandContext): Promise<void> 
     );
   }
   const port =
-    integerOption(context, 'port', 0, 65_535) ??
+    numberOption(context, 'port', z.number().int().min(0).max(65_535)) ??
     environment.data.AGENTS_TOOL_SERVER_PORT ??
     DEFAULT_TOOL_SERVER_PORT;
   const host = text(context, 'host') ?? '127.0.0.1';
-  const concurrency = integerOption(context, 'concurrency', 1, 1024) ?? DEFAULT_TOOL_SERVER_CONCURRENCY;
+  const concurrency =
+    numberOption(context, 'concurrency', z.number().int().min(1).max(1024)) ??
+    DEFAULT_TOOL_SERVER_CONCURRENCY;
 
   let tools;
   try {

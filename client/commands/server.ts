@@ -1,0 +1,187 @@
+import { once } from 'node:events';
+import os from 'node:os';
+import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+import { TASK_QUEUE } from '../../common/constants';
+import { loadOrCreateToken } from '../../sandbox/token';
+import { createAgentsWorker } from '../../worker/create-worker';
+import type { AgentsConfig } from '../config';
+import { connectTemporal, workerConnectionOptions } from '../connect';
+import {
+  ensureSearchAttributes,
+  isServerUp,
+  serverFiles,
+  startDevServer,
+  stopBackgroundServer,
+} from '../embedded-server';
+import { AgentsError } from '../errors';
+import { findTemporalBinary } from '../temporal-binary';
+import { withClient, type CommandContext } from './command-context';
+import { configuredSandboxes, startLocalSandbox } from './sandbox';
+import { toolServerTokenFile } from './tool-server';
+
+/** The commands that run the infrastructure: `server`, `setup`, `worker` and `dev`. */
+
+/** Installs the SDK runtime with a logger at `level`, once per process. */
+export function installRuntime(level: LogLevel): void {
+  try {
+    Runtime.install({ logger: new DefaultLogger(level) });
+  } catch {
+    // Already installed by an earlier command in this process.
+  }
+}
+
+/** `agents setup`: registers the search attributes on the configured server. */
+export async function setupCommand(context: CommandContext): Promise<void> {
+  await withClient(context, async (_agents, session) => {
+    const added = await ensureSearchAttributes(session.connection, session.namespace);
+    context.print(
+      added.length === 0
+        ? `Search attributes already registered in namespace ${session.namespace}.`
+        : `Registered search attributes in namespace ${session.namespace}: ${added.join(', ')}`,
+    );
+  });
+}
+
+/** `agents worker`: polls task queue `agents` until Ctrl-C or SIGTERM. */
+export async function workerCommand(context: CommandContext): Promise<void> {
+  installRuntime('INFO');
+  if (context.config.temporal.kind === 'embedded') {
+    await connectTemporal(context.config, (message) => context.print(message)).then((session) =>
+      session.close(),
+    );
+  }
+  const sandboxes = await configuredSandboxes(context.config);
+  if (sandboxes.length === 0) {
+    context.print(
+      'No sandbox servers configured (AGENTS_SANDBOX_URLS): tool calls will fail with a clear result.',
+    );
+  }
+  const agentsWorker = await createAgentsWorker({
+    connectionOptions: workerConnectionOptions(context.config),
+    namespace: context.config.temporal.namespace,
+    home: context.config.home,
+    identity: `agents-worker-${process.pid}@${os.hostname()}`,
+    sandboxes,
+    toolServer: await configuredToolServer(context.config),
+  });
+  context.print(
+    `Worker polling task queue '${TASK_QUEUE}' on ${context.config.temporal.address} (Ctrl-C stops it)`,
+  );
+  await agentsWorker.run();
+}
+
+/** `agents server [start|stop|status]`: the embedded dev server, in the foreground by default. */
+export async function serverCommand(context: CommandContext): Promise<void> {
+  const { temporal } = context.config;
+  if (temporal.kind !== 'embedded') {
+    throw new AgentsError(
+      'invalid_argument',
+      `TEMPORAL_ADDRESS is set (${temporal.address}): there is no embedded server to manage`,
+    );
+  }
+  const action = context.positionals[0] ?? 'run';
+  const running = await isServerUp(temporal.address);
+  switch (action) {
+    case 'status':
+      context.print(
+        running
+          ? `Temporal dev server answers on ${temporal.address} (Web UI http://localhost:${temporal.uiPort})`
+          : `No Temporal server on ${temporal.address}`,
+      );
+      return;
+    case 'stop':
+      context.print(
+        (await stopBackgroundServer(context.config.home))
+          ? 'Stopped the background Temporal dev server.'
+          : `No background server recorded in ${serverFiles(context.config.home).pidFile}`,
+      );
+      return;
+    case 'start':
+    case 'run': {
+      if (running) {
+        context.print(`A Temporal server already answers on ${temporal.address}.`);
+        return;
+      }
+      const binary = findTemporalBinary(context.config.home, temporal.binary);
+      const mode = action === 'start' ? 'background' : 'foreground';
+      const child = await startDevServer({
+        binary,
+        server: temporal,
+        home: context.config.home,
+        mode,
+        inheritOutput: mode === 'foreground',
+      });
+      context.print(
+        `Temporal dev server on ${temporal.address}, Web UI http://localhost:${temporal.uiPort}, data ${serverFiles(context.config.home).database}`,
+      );
+      if (mode === 'background') return;
+      const forward = () => child.kill('SIGTERM');
+      process.once('SIGINT', forward).once('SIGTERM', forward);
+      await once(child, 'exit');
+      return;
+    }
+    default:
+      throw new AgentsError(
+        'invalid_argument',
+        `Unknown server action '${action}'. Accepted: start, stop, status (none runs it in the foreground)`,
+      );
+  }
+}
+
+/** The external tool server workers use: `AGENTS_TOOL_SERVER_URL` with its token, or none. */
+async function configuredToolServer(
+  config: AgentsConfig,
+): Promise<{ url: string; token: string } | undefined> {
+  const { url, token } = config.toolServer;
+  if (url === undefined) return undefined;
+  return { url, token: await loadOrCreateToken(toolServerTokenFile(config.home), token) };
+}
+
+/** `agents dev`: the embedded server and a worker in the foreground; Ctrl-C stops both. */
+export async function devCommand(context: CommandContext): Promise<void> {
+  const { temporal } = context.config;
+  installRuntime('INFO');
+  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
+  if (temporal.kind === 'embedded' && !(await isServerUp(temporal.address))) {
+    const binary = findTemporalBinary(context.config.home, temporal.binary);
+    server = await startDevServer({
+      binary,
+      server: temporal,
+      home: context.config.home,
+      mode: 'foreground',
+    });
+    context.print(
+      `Temporal dev server on ${temporal.address}, Web UI http://localhost:${temporal.uiPort} (log ${serverFiles(context.config.home).logFile})`,
+    );
+  } else {
+    await connectTemporal(context.config, (message) => context.print(message)).then((session) =>
+      session.close(),
+    );
+  }
+  let sandboxes = await configuredSandboxes(context.config);
+  const localSandbox =
+    sandboxes.length === 0 ? await startLocalSandbox(context, context.config.sandbox.port) : undefined;
+  if (localSandbox !== undefined) {
+    sandboxes = [localSandbox.endpoint];
+    context.print(`Sandbox server on ${localSandbox.endpoint.url} (bubblewrap)`);
+  }
+  try {
+    const agentsWorker = await createAgentsWorker({
+      connectionOptions: workerConnectionOptions(context.config),
+      namespace: temporal.namespace,
+      home: context.config.home,
+      sandboxes,
+      toolServer: await configuredToolServer(context.config),
+    });
+    context.print(
+      `Worker polling task queue '${TASK_QUEUE}'. Start agents from another terminal; Ctrl-C stops.`,
+    );
+    await agentsWorker.run();
+  } finally {
+    await localSandbox?.server.close();
+    if (server !== undefined && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await once(server, 'exit');
+    }
+  }
+}
