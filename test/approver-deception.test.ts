@@ -10,7 +10,8 @@ import { Runtime } from '@temporalio/worker';
 import { Notifier } from '../activities/notifier';
 import { workflowIdFor } from '../client/agents-client';
 import { formatPending, formatRecord, formatStatus } from '../client/format';
-import { formatMarkdown, type AuditEntry } from '../client/run-export';
+import type { AuditEntry } from '../client/audit/audit-entries';
+import { formatMarkdown } from '../client/audit/markdown-export';
 import type { AgentStatus, PendingPermission } from '../common/agent-run-types';
 import {
   chatText,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { workflowIdFor } from '../client/agents-client';
-import { auditEntries } from '../client/run-export';
+import { auditEntries } from '../client/audit/audit-entries';
 import { useAgentsEnvironment } from './helpers/environment';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 

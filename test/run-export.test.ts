@@ -10,11 +10,11 @@ import { AgentsError } from '../client/errors';
 import {
   AuditReader,
   auditEntries,
-  exportRun,
-  formatMarkdown,
   type AuditEntry,
   type AuditEntryKind,
-} from '../client/run-export';
+} from '../client/audit/audit-entries';
+import { exportRun } from '../client/audit/export-run';
+import { formatMarkdown } from '../client/audit/markdown-export';
 import { useAgentsEnvironment } from './helpers/environment';
 import { scriptedRun, TEST_TEMPLATE, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';

@@ -6,7 +6,7 @@ import { terminalSafeJson } from '../../common/display-text';
 import type { AgentsClient } from '../agents-client';
 import { AgentsError } from '../errors';
 import { formatListings, formatRecord, formatStatus } from '../format';
-import { exportRun } from '../run-export';
+import { exportRun } from '../audit/export-run';
 import { flag, numberOption, requireName, text, withClient, type CommandContext } from './command-context';
 
 /** The commands that read runs: `list`, `status`, `log`, `watch` and `export`. */

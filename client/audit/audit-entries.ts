@@ -1,22 +1,26 @@
-import { type Client, isGrpcServiceError, WorkflowNotFoundError } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
+import type { Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { z } from 'zod';
-import { agentNameSchema, describeZodError } from '../common/agent-input';
-import type { IterationRecord, ModelToolCall, RunUsage } from '../common/agent-run-types';
-import { WORKFLOW_ID_PREFIX, WORKFLOW_TYPE } from '../common/constants';
+import { describeZodError } from '../../common/agent-input';
+import type { IterationRecord, ModelToolCall, RunUsage } from '../../common/agent-run-types';
+import { permissionPayloadSchema, resumePayloadSchema, stopPayloadSchema } from '../../common/messages';
 import {
-  markdownCode,
-  markdownFence,
-  markdownText,
-  terminalSafeJson,
-  visibleJson,
-} from '../common/display-text';
-import { permissionPayloadSchema, resumePayloadSchema, stopPayloadSchema } from '../common/messages';
-import { NOTIFICATION_KINDS, type NotificationKind, type PermissionDecision } from '../common/notification';
-import { agentIterationKey, agentStateKey } from '../common/search-attributes';
-import { workflowIdFor } from './agents-client';
-import { AgentsError } from './errors';
+  NOTIFICATION_KINDS,
+  type NotificationKind,
+  type PermissionDecision,
+} from '../../common/notification';
+import { agentIterationKey, agentStateKey } from '../../common/search-attributes';
+import {
+  decodePayload,
+  describeFailure,
+  eventTime,
+  historyEvents,
+  longToNumber,
+  resolveRunChain,
+  searchAttributeValue,
+  type HistoryEvent,
+  type RunChain,
+} from './history-reader';
 
 /**
  * The audit of an agent run, rebuilt from its Temporal history alone: every prompt, model output,
@@ -24,19 +28,6 @@ import { AgentsError } from './errors';
  * executions that continue-as-new chains together. Nothing here asks a worker: a run is auditable
  * when every worker is gone, and the history is the record nobody can edit.
  */
-
-type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
-type Payload = temporal.api.common.v1.IPayload;
-type Failure = temporal.api.failure.v1.IFailure;
-
-/** Events asked for per history page: a long run streams page by page instead of loading whole. */
-const HISTORY_PAGE_SIZE = 500;
-
-/** gRPC status of a history the server does not have (any more). */
-const GRPC_NOT_FOUND = 5;
-
-/** Markdown shows this many characters of a long text; the jsonl export always has all of it. */
-export const MARKDOWN_MAX_CHARS = 4000;
 
 /** What every audit entry has: when it happened (event time, ISO 8601) and in which execution. */
 interface EntryBase {
@@ -202,15 +193,6 @@ export type AuditEntry = EntryBase &
 /** Every kind of audit entry. */
 export type AuditEntryKind = AuditEntry['kind'];
 
-/** The executions of one continue-as-new chain, oldest first. */
-export interface RunChain {
-  workflowId: string;
-  namespace: string;
-  runIds: string[];
-  /** The run the oldest known execution continues, when the server no longer has it. */
-  missingRunId?: string;
-}
-
 // What the history holds, read with zod: a history written by another version of the workflow may
 // lack a field, and then its event is kept as a plain `activity` entry rather than misread.
 
@@ -283,9 +265,6 @@ const carriedSchema = z.looseObject({
   modelCalls: z.number(),
   usage: z.looseObject({ inputTokens: z.number(), outputTokens: z.number(), costUsd: z.number() }).optional(),
 });
-
-/** Temporal's run IDs: UUIDs of any version. */
-const runIdSchema = z.guid();
 
 /** Signals the run acts on, with the schema the workflow checks their payload against. */
 const SIGNAL_SCHEMAS = new Map<string, z.ZodType>([
@@ -780,97 +759,6 @@ export class AuditReader {
   }
 }
 
-/**
- * The chain a run belongs to, oldest execution first: from the latest execution of the workflow
- * (or the one `runId` names) back through `continuedExecutionRunId`. A run started again with
- * `--replace` begins a new chain, so only the latest run's executions are told.
- */
-export async function resolveRunChain(
-  client: Client,
-  workflowId: string,
-  options: { runId?: string } = {},
-): Promise<RunChain> {
-  const namespace = client.options.namespace;
-  const name = workflowId.startsWith(WORKFLOW_ID_PREFIX)
-    ? workflowId.slice(WORKFLOW_ID_PREFIX.length)
-    : workflowId;
-  if (options.runId !== undefined && !runIdSchema.safeParse(options.runId).success) {
-    throw new AgentsError(
-      'invalid_argument',
-      `Invalid run ID '${options.runId}': must be a UUID, as \`agents list\` and the Web UI show`,
-    );
-  }
-  const which = options.runId === undefined ? '' : ` with run ID ${options.runId}`;
-  let description;
-  try {
-    description = await client.workflow.getHandle(workflowId, options.runId).describe();
-  } catch (error) {
-    if (
-      error instanceof WorkflowNotFoundError ||
-      (isGrpcServiceError(error) && Number(error.code) === GRPC_NOT_FOUND)
-    ) {
-      throw new AgentsError(
-        'not_found',
-        `No agent run '${name}'${which} (workflow ${workflowId}) in namespace ${namespace}`,
-        { cause: error },
-      );
-    }
-    throw error;
-  }
-  if (description.type !== WORKFLOW_TYPE) {
-    throw new AgentsError(
-      'not_found',
-      `Workflow ${workflowId} in namespace ${namespace} is a '${description.type}', not an agent run`,
-    );
-  }
-  const runIds = [description.runId];
-  const seen = new Set(runIds);
-  for (;;) {
-    const oldest = runIds[0]!;
-    const [first] = await firstEvents(client, workflowId, oldest);
-    const previous = first?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId;
-    if (!previous || seen.has(previous)) return { workflowId, namespace, runIds };
-    try {
-      await firstEvents(client, workflowId, previous);
-    } catch (error) {
-      if (isGrpcServiceError(error) && Number(error.code) === GRPC_NOT_FOUND) {
-        return { workflowId, namespace, runIds, missingRunId: previous };
-      }
-      throw error;
-    }
-    seen.add(previous);
-    runIds.unshift(previous);
-  }
-}
-
-async function firstEvents(client: Client, workflowId: string, runId: string): Promise<HistoryEvent[]> {
-  const response = await client.workflowService.getWorkflowExecutionHistory({
-    namespace: client.options.namespace,
-    execution: { workflowId, runId },
-    maximumPageSize: 1,
-  });
-  return response.history?.events ?? [];
-}
-
-/** The events of one execution, page by page, so a long history never sits in memory whole. */
-async function* historyEvents(
-  client: Client,
-  workflowId: string,
-  runId: string,
-): AsyncGenerator<HistoryEvent> {
-  let nextPageToken: Uint8Array | undefined;
-  do {
-    const response = await client.workflowService.getWorkflowExecutionHistory({
-      namespace: client.options.namespace,
-      execution: { workflowId, runId },
-      maximumPageSize: HISTORY_PAGE_SIZE,
-      nextPageToken,
-    });
-    yield* response.history?.events ?? [];
-    nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
-  } while (nextPageToken !== undefined);
-}
-
 /** The audit entries of a resolved chain, execution after execution. */
 export async function* chainEntries(client: Client, chain: RunChain): AsyncGenerator<AuditEntry> {
   const reader = new AuditReader(chain.workflowId);
@@ -899,267 +787,6 @@ export async function* auditEntries(
   options: { runId?: string } = {},
 ): AsyncGenerator<AuditEntry> {
   yield* chainEntries(client, await resolveRunChain(client, workflowId, options));
-}
-
-/** Export formats: one JSON object per line for tools, or Markdown for people. */
-export type ExportFormat = 'jsonl' | 'md';
-
-/**
- * The export of agent `name` as text chunks in `format`, for `agents export`. The run is found
- * before this resolves, so a missing run fails before anything is written.
- */
-export async function exportRun(
-  client: Client,
-  name: string,
-  options: { format: ExportFormat; runId?: string },
-): Promise<AsyncGenerator<string>> {
-  const parsed = agentNameSchema.safeParse(name);
-  if (!parsed.success) {
-    throw new AgentsError(
-      'invalid_argument',
-      `Invalid agent name '${name}': ${describeZodError(parsed.error)}`,
-    );
-  }
-  const chain = await resolveRunChain(client, workflowIdFor(name), options);
-  const entries = chainEntries(client, chain);
-  return options.format === 'md' ? formatMarkdown(entries) : jsonlLines(entries);
-}
-
-async function* jsonlLines(entries: AsyncIterable<AuditEntry>): AsyncGenerator<string> {
-  for await (const entry of entries) yield formatJsonl(entry);
-}
-
-/**
- * One entry as a line of JSON Lines, newline included, every field in full: characters a terminal
- * would obey or hide are JSON `\u` escapes, the same data to a parser.
- */
-export function formatJsonl(entry: AuditEntry): string {
-  return `${terminalSafeJson(entry)}\n`;
-}
-
-/**
- * The story as Markdown, chunk by chunk: the run's input, then each iteration under its own heading
- * with its prompt, model output, tool calls and results, decisions, signals and state changes, and
- * the end. Texts longer than {@link MARKDOWN_MAX_CHARS} are cut, saying how much the jsonl adds.
- */
-export async function* formatMarkdown(
-  entries: AsyncIterable<AuditEntry> | Iterable<AuditEntry>,
-): AsyncGenerator<string> {
-  let heading = 0;
-  let titled = false;
-  for await (const entry of entries) {
-    if (!titled && entry.kind === 'run_started') {
-      titled = true;
-      const name = entry.input?.name ?? entry.workflowId;
-      yield `# Audit of agent run ${code(name)}\n\nWorkflow ${code(entry.workflowId)}, told from its Temporal history.\n\n`;
-    }
-    if (entry.iteration !== undefined && entry.iteration > heading && entry.kind !== 'run_started') {
-      heading = entry.iteration;
-      yield `## Iteration ${heading}\n\n`;
-    }
-    yield markdownOf(entry);
-  }
-}
-
-/** One entry as Markdown: a paragraph ending in a blank line. */
-function markdownOf(entry: AuditEntry): string {
-  const at = `at ${entry.at}`;
-  switch (entry.kind) {
-    case 'run_started': {
-      if (entry.continuedFrom !== undefined) {
-        const carried =
-          entry.carried === undefined ? '' : `, carrying on after iteration ${entry.carried.iteration}`;
-        return `_Execution ${code(entry.runId)} started ${at}${carried}._\n\n`;
-      }
-      const input = entry.input ?? {};
-      const lines = [
-        `## Run started`,
-        '',
-        `- Run ${code(entry.runId)} started ${at} by ${code(entry.identity)}`,
-        `- Template: ${code(input.template?.name ?? '?')} (${oneLine(input.template?.source ?? '?')})`,
-        `- Args: ${input.args ? code(input.args) : '(none)'}`,
-        `- Model: ${oneLine(input.model?.provider ?? '?')}`,
-        `- Interval: ${oneLine(String(input.intervalS ?? '?'))} s · max iterations: ${oneLine(String(input.maxIterations ?? 'none'))} · permissions: ${oneLine(input.permissions?.mode ?? '?')}`,
-      ];
-      return `${lines.join('\n')}\n\n`;
-    }
-    case 'earlier_runs_missing':
-      return `_Earlier executions (the last of them ${code(entry.missingRunId)}) are no longer on the server: the story starts here._\n\n`;
-    case 'system_prompt':
-      return `**System prompt** ${at}\n\n${fenced(entry.text)}`;
-    case 'conversation_sent':
-      return `**Conversation compacted or resent** ${at}: the model was given the whole conversation again (${entry.messages.length} messages, in full in the jsonl export).\n\n`;
-    case 'prompt':
-      return `**Prompt** ${at}\n\n${fenced(entry.text)}`;
-    case 'model_output': {
-      const usage = `${entry.usage.inputTokens} → ${entry.usage.outputTokens} tokens, ${dollars(entry.costUsd)}`;
-      const retried =
-        entry.attempt === undefined
-          ? ''
-          : ` (attempt ${entry.attempt}${entry.retriedAfter ? `, after: ${oneLine(entry.retriedAfter)}` : ''})`;
-      const text = entry.text === '' ? '_(no text)_\n\n' : fenced(entry.text);
-      return `**Model output** ${at} · ${usage}${retried}\n\n${text}`;
-    }
-    case 'model_failed':
-      return `**Model call failed** ${at}${entry.failureType ? ` (${oneLine(entry.failureType)})` : ''}: ${oneLine(entry.error)}\n\n`;
-    case 'tool_call':
-      return `**Tool call** ${code(entry.tool)} (${code(entry.callId)})\n\n${fenced(visibleJson(entry.arguments ?? null, 2), 'json')}`;
-    case 'tool_result': {
-      const outcome = entry.success ? 'succeeded' : 'failed';
-      const source = entry.source === 'workflow' ? ', given by the run' : '';
-      const error = entry.error ? `Error: ${oneLine(entry.error)}\n\n` : '';
-      const output = entry.output === '' ? '_(no output)_\n\n' : fenced(entry.output);
-      return `**Tool result** ${code(entry.tool)} (${code(entry.callId)}) ${outcome}${source} ${at}\n\n${error}${output}`;
-    }
-    case 'tool_failed':
-      return `**Tool call failed** ${code(entry.tool)} (${code(entry.callId)}) ${at}: ${oneLine(entry.error)}\n\n`;
-    case 'permission_requested':
-      return (
-        `**Permission requested** ${code(entry.requestId)} for ${code(entry.tool)} ${at}, until ${oneLine(entry.expiresAt)}` +
-        `${entry.rationale ? `: ${oneLine(entry.rationale)}` : ''}\n\n${fenced(visibleJson(entry.input ?? null, 2), 'json')}`
-      );
-    case 'permission_decided': {
-      // Calls decided without asking are named by their call ID, which the tool result shows already.
-      const request = entry.requestId.startsWith('pr_') ? `${code(entry.requestId)} ` : '';
-      return `**${entry.approved ? 'Approved' : 'Denied'}** ${request}(${code(entry.tool)}) ${decisionText(entry)}\n\n`;
-    }
-    case 'signal': {
-      const payload = entry.payload === undefined ? 'no payload' : code(JSON.stringify(entry.payload));
-      const ignored = entry.valid ? '' : ` — ignored: ${oneLine(entry.problem ?? 'invalid')}`;
-      return `- Signal ${code(entry.signal)} from ${code(entry.identity)} ${at}: ${payload}${ignored}\n\n`;
-    }
-    case 'cancel_requested':
-      return `- Cancellation requested by ${code(entry.identity)} ${at}${entry.cause ? `: ${oneLine(entry.cause)}` : ''}\n\n`;
-    case 'state':
-      return `- State → ${code(entry.state)} ${at}\n\n`;
-    case 'notice':
-      return `- Notice (${oneLine(entry.notice)}) ${at}: ${oneLine(entry.text)}\n\n`;
-    case 'timer':
-      if (entry.event === 'started')
-        return `- Timer ${entry.timerId} started ${at}: ${entry.seconds ?? '?'} s\n\n`;
-      return `- Timer ${entry.timerId} ${entry.event === 'fired' ? 'fired' : 'cancelled (woken early)'} ${at}\n\n`;
-    case 'activity':
-      // The daily ledger's bookkeeping is in the jsonl export; only its failures matter to a reader.
-      if (entry.activity === 'dailyUsage' && entry.error === undefined) return '';
-      return `- ${code(entry.activity)}${entry.summary ? ` (${oneLine(entry.summary)})` : ''} ${entry.error ? `failed: ${oneLine(entry.error)}` : 'done'} ${at}\n\n`;
-    case 'continued_as_new':
-      return `---\n\n_Execution ${code(entry.runId)} continued as new ${at}._\n\n`;
-    case 'run_ended':
-      return `## End\n\n${endText(entry)}\n`;
-  }
-}
-
-function decisionText(entry: Extract<AuditEntry, { kind: 'permission_decided' }>): string {
-  const note = entry.note ? ` — "${oneLine(entry.note)}"` : '';
-  switch (entry.via) {
-    case 'signal': {
-      const who = entry.by ?? entry.signal?.by ?? 'someone';
-      const identity = entry.signal ? ` (identity ${oneLine(entry.signal.identity)})` : '';
-      return `by ${oneLine(who)}${identity} at ${entry.signal?.at ?? entry.at}${note}`;
-    }
-    case 'rule':
-      return `by rule ${entry.rule ? code(entry.rule) : '(unnamed)'} at ${entry.at}${note}`;
-    case 'auto-approve':
-      return `automatically (mode auto-approve) at ${entry.at}${note}`;
-    case 'timeout':
-      return `on timeout at ${entry.at}: nobody decided in time${note}`;
-  }
-}
-
-function endText(entry: Extract<AuditEntry, { kind: 'run_ended' }>): string {
-  const at = `at ${entry.at}`;
-  switch (entry.outcome) {
-    case 'completed': {
-      const result = z
-        .looseObject({
-          exitReason: z.string(),
-          iterations: z.number(),
-          usage: z.looseObject({ inputTokens: z.number(), outputTokens: z.number(), costUsd: z.number() }),
-        })
-        .safeParse(entry.result);
-      if (!result.success) return `The run completed ${at}.\n`;
-      const { exitReason, iterations, usage } = result.data;
-      return (
-        `The run completed ${at}: exit reason ${code(exitReason)} after ${iterations} iterations, ` +
-        `${usage.inputTokens} → ${usage.outputTokens} tokens, ${dollars(usage.costUsd)}.\n`
-      );
-    }
-    case 'failed':
-      return `The run failed ${at}: ${oneLine(entry.error ?? '')}\n`;
-    case 'terminated':
-      return `The run was terminated ${at} by ${code(entry.identity ?? '')}: ${oneLine(entry.reason ?? '')}\n`;
-    case 'cancelled':
-      return `The run was cancelled ${at}.\n`;
-    case 'timed_out':
-      return `The run timed out ${at}.\n`;
-  }
-}
-
-/**
- * A fenced block that no backtick run inside `text` can close early, with controls and invisible
- * characters shown as escapes; long texts cut with a note.
- */
-function fenced(text: string, language = 'text'): string {
-  const cut = text.length > MARKDOWN_MAX_CHARS ? text.slice(0, MARKDOWN_MAX_CHARS) : text;
-  const rest = text.length - cut.length;
-  const note = rest > 0 ? `(${rest} more characters in the jsonl export)\n\n` : '';
-  return `${markdownFence(cut, language)}\n\n${note}`;
-}
-
-/** A name, ID or short text as an inline code span, on one line and neutralized. */
-function code(text: string): string {
-  return markdownCode(cutLine(text.replace(/[ \t\r\n]+/g, ' ').trim()));
-}
-
-/** History text as Markdown prose: one line, neutralized, with Markdown and HTML escaped. */
-function oneLine(text: string): string {
-  return markdownText(cutLine(text));
-}
-
-function cutLine(text: string): string {
-  return text.length > 500 ? `${text.slice(0, 499)}…` : text;
-}
-
-function dollars(amount: number): string {
-  return `$${amount.toFixed(4)}`;
-}
-
-function eventTime(event: HistoryEvent): string {
-  const time = event.eventTime;
-  if (!time) return '';
-  return new Date(longToNumber(time.seconds) * 1000 + Math.floor((time.nanos ?? 0) / 1e6)).toISOString();
-}
-
-function longToNumber(value: number | { toNumber(): number } | null | undefined): number {
-  if (value === null || value === undefined) return 0;
-  return typeof value === 'number' ? value : value.toNumber();
-}
-
-/** A payload's value; one the default converter cannot read is described rather than dropped. */
-function decodePayload(payload: Payload | null | undefined): unknown {
-  if (payload === null || payload === undefined) return undefined;
-  try {
-    return defaultPayloadConverter.fromPayload(payload);
-  } catch {
-    const encoding = payload.metadata?.encoding
-      ? Buffer.from(payload.metadata.encoding).toString()
-      : 'unknown';
-    return { undecodable: `a payload with encoding '${encoding}'` };
-  }
-}
-
-/** A search attribute's value: one value, or the first of the list older SDKs wrote. */
-function searchAttributeValue(payload: Payload | null | undefined): unknown {
-  const value = decodePayload(payload);
-  return Array.isArray(value) ? value[0] : value;
-}
-
-function describeFailure(failure: Failure): string {
-  const messages: string[] = [];
-  for (let current: Failure | null | undefined = failure; current; current = current.cause) {
-    if (current.message) messages.push(current.message);
-  }
-  return messages.join(': ') || 'failed';
 }
 
 function asString(value: unknown): string | undefined {
