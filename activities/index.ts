@@ -1,3 +1,4 @@
+import { Context } from '@temporalio/activity';
 import type { AgentNotification } from '../common/notification';
 import type { DailyLedgerActivities, DailyUsageInput, DailyUsageResult } from './daily-ledger';
 import { CircuitBreakers } from '../models/circuit-breaker';
@@ -11,7 +12,7 @@ import type { ToolServerClient } from './tool-server-client';
 import type { TranscriptStore } from './transcript-store';
 import type { ToolResult } from '../sandbox/tool-call';
 
-export type { ModelTurnInput, ModelTurnResult } from './model-turn';
+export type { ModelTurnInput, ModelTurnResult, StoppedTurn } from './model-turn';
 export type { ToolBatchInput } from './tool-batch';
 
 /** What activities need from the outside world; the worker passes real ones, tests their own. */
@@ -55,10 +56,19 @@ export function createActivities(dependencies: ActivityDependencies) {
     async notify(notification: AgentNotification): Promise<void> {
       await dependencies.notifier.deliver(notification);
     },
-    /** Reads, and with a charge first adds to, the day's spend of all runs. */
+    /**
+     * Reads, and with a charge first adds to, the day's spend of all runs. Heartbeats every second
+     * while the ledger answers, so a killed worker's read is retried within the heartbeat timeout.
+     */
     async dailyUsage(input: DailyUsageInput): Promise<DailyUsageResult> {
       if (dependencies.ledger === undefined) throw new Error('this worker has no daily budget ledger');
-      return dependencies.ledger.dailyUsage(input);
+      const context = Context.current();
+      const heartbeat = setInterval(() => context.heartbeat(), 1000);
+      try {
+        return await dependencies.ledger.dailyUsage(input);
+      } finally {
+        clearInterval(heartbeat);
+      }
     },
   };
 }

@@ -1,10 +1,18 @@
 import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ModelSpec } from '../common/agent-input';
-import type { TranscriptMessage } from '../common/agent-run-types';
+import type { ModelUsage, TranscriptMessage } from '../common/agent-run-types';
+import {
+  DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
+  MODEL_RESULT_MAX_BYTES,
+  PAYLOAD_TOO_LARGE_FAILURE,
+  TEMPORAL_PAYLOAD_LIMIT_BYTES,
+} from '../common/constants';
+import { formatBytes, formatCount, jsonBytes } from '../common/payload-bounds';
 import { assistantMessage } from '../common/transcript';
+import { boundAnswer, type BoundedAnswer } from '../models/answer-bounds';
 import type { CircuitBreakers } from '../models/circuit-breaker';
-import type { ModelProviders, ModelResponse } from '../models/model-provider';
+import { ModelTurnStopped, type ModelProviders, type ModelResponse } from '../models/model-provider';
 import type { ToolCatalog } from './tool-catalog';
 import type { Transcript, TranscriptStore } from './transcript-store';
 
@@ -22,10 +30,24 @@ export interface ModelTurnInput {
   /** The whole conversation so far: sent on the first turn and when a worker lacks it. */
   full?: Transcript;
   callIndex: number;
+  /**
+   * Tool calls taken from the answer at most: the run's `guards.maxToolCallsPerAnswer`. Absent in
+   * turns scheduled before the limit existed, which take the default.
+   */
+  maxToolCalls?: number;
 }
 
-/** The model's answer to one turn. */
-export type ModelTurnResult = ModelResponse;
+/** The model's answer to one turn, within the bounds of a payload whatever the model sent. */
+export type ModelTurnResult = BoundedAnswer;
+
+/**
+ * What a model turn cancelled mid-answer (a stop) reports in the details of its cancellation: the
+ * tokens the provider counted, or estimated, until then, and their cost, for the run's budgets.
+ */
+export interface StoppedTurn {
+  usage: ModelUsage;
+  costUsd: number;
+}
 
 /** Failure type when the run names a provider this worker does not offer. */
 export const UNKNOWN_MODEL_PROVIDER = 'UnknownModelProvider';
@@ -46,7 +68,8 @@ export interface ModelTurnDependencies {
  * stalled stream is noticed within the heartbeat timeout and the turn retried, and a stop reaches
  * the provider through the cancellation signal. The call goes through the worker's circuit breaker
  * for its provider and model, and the model's tool calls come back checked against the tools'
- * schemas.
+ * schemas. The answer comes back within a payload's bounds whatever the model sent (see
+ * `boundAnswer`), and a turn cancelled mid-answer reports the tokens it used in its cancellation.
  */
 export async function runModelTurn(
   input: ModelTurnInput,
@@ -70,7 +93,7 @@ export async function runModelTurn(
   const tools = await dependencies.tools.definitions(context.cancellationSignal);
   const { key, label } = breakerOf(input.model);
   let lastHeartbeat = 0;
-  const response = await dependencies.breakers.call(key, label, () =>
+  const generate = () =>
     provider.generate({
       spec: input.model,
       systemPrompt: transcript.systemPrompt,
@@ -87,15 +110,42 @@ export async function runModelTurn(
         lastHeartbeat = now;
         context.heartbeat();
       },
-    }),
-  );
-  const answer = { ...response, toolCalls: response.toolCalls.map((call) => dependencies.tools.check(call)) };
+    });
+  let response: ModelResponse;
+  try {
+    response = await dependencies.breakers.call(key, label, generate);
+  } catch (error) {
+    if (!(error instanceof ModelTurnStopped)) throw error;
+    // Details of the cancellation reach the workflow, which waits for them (WAIT_CANCELLATION_COMPLETED).
+    const stopped: StoppedTurn = { usage: error.usage, costUsd: error.costUsd };
+    throw new CancelledFailure('the model turn was cancelled mid-answer', [stopped], error);
+  }
+  const checked = {
+    ...response,
+    toolCalls: response.toolCalls.map((call) => dependencies.tools.check(call)),
+  };
+  const answer = boundAnswer(checked, input.maxToolCalls ?? DEFAULT_MAX_TOOL_CALLS_PER_ANSWER);
+  assertWithinBound(answer);
   await dependencies.transcripts.save(input.transcriptKey, {
     revision: input.revision,
     systemPrompt: transcript.systemPrompt,
     messages: [...transcript.messages, assistantMessage(answer)],
   });
   return answer;
+}
+
+/**
+ * Fails for good, naming the limit, when a result is still over its bound after the cuts: another
+ * attempt would make the same answer, and only the model's bill would grow. The bounds make this
+ * a safeguard that should never fire.
+ */
+function assertWithinBound(answer: ModelTurnResult): void {
+  const bytes = jsonBytes(answer);
+  if (bytes <= MODEL_RESULT_MAX_BYTES) return;
+  throw ApplicationFailure.nonRetryable(
+    `the model turn's result is ${formatCount(bytes)} bytes after its cuts, over the ${formatBytes(MODEL_RESULT_MAX_BYTES)} a model turn may return (Temporal refuses payloads over ${formatBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)})`,
+    PAYLOAD_TOO_LARGE_FAILURE,
+  );
 }
 
 /** The breaker a call goes through: one per provider and model (and endpoint, for remote APIs). */

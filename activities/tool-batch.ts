@@ -1,5 +1,14 @@
 import { Context } from '@temporalio/activity';
+import { z } from 'zod';
 import type { ModelToolCall } from '../common/agent-run-types';
+import { TOOL_BATCH_RESULT_MAX_BYTES } from '../common/constants';
+import {
+  cutToJsonBytes,
+  formatBytes,
+  formatCount,
+  jsonBytes,
+  jsonStringBytes,
+} from '../common/payload-bounds';
 import {
   clampTimeoutS,
   isSandboxTool,
@@ -56,16 +65,23 @@ function failure(callId: string, error: string): ToolResult {
  * Runs one batch of tool calls: sandbox tools through the worker's tool executor, any other tool on
  * the external tool server (SEED-BEHAVIOURS 30 for the messages when one is missing). Heartbeats every second, so a
  * killed worker's batch is retried elsewhere within the heartbeat timeout; the retry sends the same
- * callIds, and the sandbox server answers the calls it already ran with their stored results.
+ * callIds, and the sandbox server answers the calls it already ran with their stored results. The
+ * heartbeats also carry the calls whose sandbox server stopped while running them, so the attempt
+ * that runs them again marks their results as re-runs (see {@link RERUN_NOTE}). The results come
+ * back cut to fit a payload's bound together (see {@link fitToolResults}).
  */
 export async function runToolBatch(
   input: ToolBatchInput,
   routes: { tools?: ToolExecutor; externalTools?: ToolServerClient },
 ): Promise<ToolResult[]> {
   const context = Context.current();
-  const heartbeat = setInterval(() => context.heartbeat(), 1000);
+  const lost = lostCallIds(context.info.heartbeatDetails);
+  // Every heartbeat carries the lost calls: one without details would erase them for the next attempt.
+  const beat = () => context.heartbeat({ lostCallIds: [...lost] } satisfies ToolBatchProgress);
+  beat();
+  const heartbeat = setInterval(beat, 1000);
   try {
-    return await Promise.all(
+    const results = await Promise.all(
       input.calls.map(async ({ callId, call }) => {
         const prepared = prepareCall(input.trajectoryId, input.policy, callId, call);
         if ('success' in prepared) return prepared;
@@ -88,10 +104,126 @@ export async function runToolBatch(
             'No sandbox server configured: set AGENTS_SANDBOX_URLS (or run `agents dev`)',
           );
         }
-        return routes.tools.execute(prepared);
+        return runInSandbox(routes.tools, prepared, lost, beat);
       }),
     );
+    return fitToolResults(results);
   } finally {
     clearInterval(heartbeat);
   }
+}
+
+/**
+ * The line that opens the output of a call its sandbox server ran twice, so the model knows that
+ * what the command did before the stop (a file appended to, a package half installed) may be there
+ * twice.
+ */
+export const RERUN_NOTE = '[the sandbox server stopped during this command; it ran again from the start]';
+
+/** What a tool batch's heartbeats carry to its next attempt. */
+const toolBatchProgressSchema = z.object({
+  /** Calls whose sandbox server broke the connection before answering them. */
+  lostCallIds: z.array(z.string()),
+});
+type ToolBatchProgress = z.infer<typeof toolBatchProgressSchema>;
+
+/** The lost calls an earlier attempt recorded; none on a first attempt or from an older worker. */
+function lostCallIds(heartbeatDetails: unknown): Set<string> {
+  const parsed = toolBatchProgressSchema.safeParse(heartbeatDetails);
+  return new Set(parsed.success ? parsed.data.lostCallIds : []);
+}
+
+/**
+ * Errors of a connection that broke after the request went out: the server closed or reset it
+ * before answering. A refused connection is not one: that request never reached a server.
+ */
+const CONNECTION_LOST_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+
+/**
+ * Runs one call on its sandbox server. When the connection breaks before the call's result, the
+ * call is recorded as lost (and heartbeated at once) before the batch fails: the server stopped
+ * with the call in its hands and kept no result, so the retry runs it again from the start, and
+ * that result says so. A call whose result came before the break is stored on the server and
+ * answered from there on the retry, unmarked.
+ */
+async function runInSandbox(
+  tools: ToolExecutor,
+  call: ToolCall,
+  lost: Set<string>,
+  recordProgress: () => void,
+): Promise<ToolResult> {
+  let result: ToolResult;
+  try {
+    result = await tools.execute(call);
+  } catch (error) {
+    if (CONNECTION_LOST_CODES.has(String((error as { code?: unknown }).code))) {
+      lost.add(call.callId);
+      recordProgress();
+    }
+    throw error;
+  }
+  if (!lost.has(call.callId)) return result;
+  return {
+    ...result,
+    output: result.output === '' ? RERUN_NOTE : `${RERUN_NOTE}\n${result.output}`,
+    metadata: { ...result.metadata, rerun: true },
+  };
+}
+
+/**
+ * The results of a batch cut to fit `maxBytes` together, so no batch of calls, however many and
+ * however loud, makes an activity result Temporal refuses. Results under a fair share keep all of
+ * their output; the larger ones share what is left evenly, their output (and error) cut with a
+ * marker the model and the audit see.
+ */
+export function fitToolResults(results: ToolResult[], maxBytes = TOOL_BATCH_RESULT_MAX_BYTES): ToolResult[] {
+  // One byte per result for the comma between them, two for the brackets.
+  const sizes = results.map((result) => jsonBytes(result) + 1);
+  if (sizes.reduce((sum, size) => sum + size, 2) <= maxBytes) return results;
+  const share = fairShare(sizes, maxBytes - 2);
+  return results.map((result, index) => (sizes[index]! <= share ? result : cutResult(result, share - 1)));
+}
+
+/**
+ * The largest size every item may keep so that all fit in `budget` ("water filling"): items
+ * smaller than it keep their size, the others are cut to it.
+ */
+function fairShare(sizes: number[], budget: number): number {
+  const ascending = [...sizes].sort((first, second) => first - second);
+  let remaining = budget;
+  for (const [index, size] of ascending.entries()) {
+    const even = Math.floor(remaining / (ascending.length - index));
+    if (size > even) return even;
+    remaining -= size;
+  }
+  return Number.POSITIVE_INFINITY;
+}
+
+/** Share of a cut result that its error, or its metadata, keeps at least or at most, beside the output. */
+const SIDE_FIELD_SHARE = 0.25;
+
+/** One result cut to `maxBytes`: its output and error shortened, its metadata dropped if it is large. */
+function cutResult(result: ToolResult, maxBytes: number): ToolResult {
+  const limit = `the results of one tool batch keep at most ${formatBytes(TOOL_BATCH_RESULT_MAX_BYTES)} together`;
+  const metadataBytes = jsonBytes(result.metadata);
+  const metadata =
+    metadataBytes <= maxBytes * SIDE_FIELD_SHARE
+      ? result.metadata
+      : { metadataCut: `${formatCount(metadataBytes)} bytes of metadata were not kept; ${limit}` };
+  const bare = { ...result, output: '', metadata, ...(result.error === undefined ? {} : { error: '' }) };
+  // The empty strings' quotes are counted in `bare` and again by each cut: a little room is lost.
+  const room = Math.max(0, maxBytes - jsonBytes(bare));
+  if (result.error === undefined) {
+    return { ...bare, output: cutToJsonBytes(result.output, room, limit) };
+  }
+  // The error keeps a quarter at least, and whatever the output leaves.
+  const errorRoom = Math.min(
+    jsonStringBytes(result.error),
+    Math.max(Math.floor(room * SIDE_FIELD_SHARE), room - jsonStringBytes(result.output)),
+  );
+  return {
+    ...bare,
+    output: cutToJsonBytes(result.output, room - errorRoom, limit),
+    error: cutToJsonBytes(result.error, errorRoom, limit),
+  };
 }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { ModelToolCall } from '../common/agent-run-types';
 import { FINISH_TOOL } from '../common/transcript';
 import type { ToolDefinition } from '../models/model-provider';
+import { canonicalTool } from '../workflows/permission-policy';
 import { parseToolArguments, SANDBOX_TOOL_ARGUMENTS } from '../sandbox/tool-arguments';
 import { isSandboxTool, SANDBOX_TOOLS } from '../sandbox/tool-call';
 import type { ToolServerClient } from './tool-server-client';
@@ -52,13 +53,30 @@ export class ToolCatalog {
 
   /**
    * The call as the workflow should see it: a sandbox tool's arguments that do not fit its schema
-   * make it `invalid`, with the one-line reason the sandbox would give. Other tools are checked
-   * where they run.
+   * make it `invalid`, with the one-line reason the sandbox would give, and so does a tool that no
+   * tool server offers ("Unknown tool: x"), so the policy never asks a person about a call that
+   * cannot run. An external tool's arguments are checked where it runs.
    */
   check(call: ModelToolCall): ModelToolCall {
-    if (call.invalid !== undefined || !isSandboxTool(call.tool)) return call;
-    const parsed = parseToolArguments(call.tool, call.arguments, SANDBOX_TOOL_ARGUMENTS[call.tool].schema);
-    return parsed.ok ? call : { ...call, invalid: parsed.error };
+    if (call.invalid !== undefined) return call;
+    if (isSandboxTool(call.tool)) {
+      const parsed = parseToolArguments(call.tool, call.arguments, SANDBOX_TOOL_ARGUMENTS[call.tool].schema);
+      return parsed.ok ? call : { ...call, invalid: parsed.error };
+    }
+    if (call.tool === FINISH_TOOL || isSandboxTool(canonicalTool(call.tool))) return call;
+    const unknown = this.unknownToolReason(call.tool);
+    return unknown === undefined ? call : { ...call, invalid: unknown };
+  }
+
+  /**
+   * Why a tool that is neither a sandbox tool nor `finish` cannot run, or undefined when the tool
+   * server offers it or its list is not known: then the tool server itself answers the call.
+   */
+  private unknownToolReason(tool: string): string | undefined {
+    if (this.externalTools === undefined)
+      return `External tool not available (ToolServer not configured): ${tool}`;
+    if (this.external === undefined) return undefined;
+    return this.external.tools.some((offered) => offered.name === tool) ? undefined : `Unknown tool: ${tool}`;
   }
 
   private async externalDefinitions(signal?: AbortSignal): Promise<ToolDefinition[]> {

@@ -5,22 +5,26 @@ import {
   DEFAULT_ANY_FAILURE_LIMIT,
   DEFAULT_BUDGETS,
   DEFAULT_CONTEXT_BUDGET_TOKENS,
+  DEFAULT_EMPTY_WINDOW,
   DEFAULT_ERROR_BACKOFF_S,
   DEFAULT_INTERVAL_S,
   DEFAULT_LOCAL_CONTEXT_TOKENS,
   DEFAULT_LOCAL_MAX_OUTPUT_TOKENS,
   DEFAULT_LOCAL_MODEL,
   DEFAULT_MAX_OUTPUT_TOKENS,
+  DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
   DEFAULT_PERMISSION_TIMEOUT_S,
   DEFAULT_SAME_FAILURE_LIMIT,
   DEFAULT_STAGNATION_WINDOW,
   DEFAULT_STALL_TIMEOUT_S,
   MIN_INTERVAL_S,
+  TOOL_CALLS_PER_ANSWER_LIMIT,
 } from './constants';
 
 /**
  * The input of an `agentRun` workflow, validated by the client before start so that bad input never
- * reaches Temporal. Everything the run needs is in here (the template's content too), so the history
+ * reaches Temporal, and again by the workflow itself, for a run started around the client (`temporal
+ * workflow start`, the Web UI): so this module must stay loadable by workflow code. Everything the run needs is in here (the template's content too), so the history
  * alone shows exactly what the agent was asked to do.
  */
 
@@ -230,6 +234,9 @@ export const sandboxSettingsSchema = sandboxPolicySchema
   })
   .strict();
 
+/** What `guards.maxToolCallsPerAnswer` accepts, as its error says. */
+const TOOL_CALLS_PER_ANSWER_RULE = `must be a whole number from 1 to ${TOOL_CALLS_PER_ANSWER_LIMIT}`;
+
 /** Limits that protect a run from looping on failures (SEED-BEHAVIOURS 20-23). */
 export const guardLimitsSchema = z
   .object({
@@ -241,6 +248,18 @@ export const guardLimitsSchema = z
     anyFailureLimit: z.number().int().min(1).max(1000).default(DEFAULT_ANY_FAILURE_LIMIT),
     /** Stop when this many successful iterations in a row end with the same summary; below 2 disables. */
     stagnationWindow: z.number().int().min(0).max(1000).default(DEFAULT_STAGNATION_WINDOW),
+    /** Stop when this many iterations in a row bring no text and no tool call; 0 disables. */
+    emptyWindow: z.number().int().min(0).max(1000).default(DEFAULT_EMPTY_WINDOW),
+    /**
+     * Tool calls taken from one model answer; the model is told that the rest were not taken. Each
+     * call may open a permission request and send notices, so an answer of thousands cannot jam the run.
+     */
+    maxToolCallsPerAnswer: z
+      .number(TOOL_CALLS_PER_ANSWER_RULE)
+      .int(TOOL_CALLS_PER_ANSWER_RULE)
+      .min(1, TOOL_CALLS_PER_ANSWER_RULE)
+      .max(TOOL_CALLS_PER_ANSWER_LIMIT, TOOL_CALLS_PER_ANSWER_RULE)
+      .default(DEFAULT_MAX_TOOL_CALLS_PER_ANSWER),
   })
   .strict();
 export type GuardLimits = z.infer<typeof guardLimitsSchema>;
@@ -304,6 +323,7 @@ export const notificationSinksSchema = z
   .strict();
 export type NotificationSinks = z.infer<typeof notificationSinksSchema>;
 
+/** The whole input of a run: what `agents start` sends, and what the workflow checks at its start. */
 export const agentRunInputSchema = z
   .object({
     name: agentNameSchema,

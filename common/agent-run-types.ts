@@ -9,8 +9,23 @@ export const AGENT_STATES = [
   'stopping',
   'stopped',
   'failed',
+  /** This execution handed the run over to the next one (continue-as-new); the run goes on there. */
+  'continued_as_new',
 ] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
+
+/**
+ * The states of an open execution. The run upserts a closing state before it ends, but a run
+ * terminated from outside keeps the live state it had, so a listing by one of these asks Temporal
+ * for running executions too.
+ */
+export const LIVE_AGENT_STATES: readonly AgentState[] = [
+  'running',
+  'sleeping',
+  'awaiting_approval',
+  'paused_budget',
+  'stopping',
+];
 
 /** Why a run ended; the `exitReason` of the result (contract). */
 export const EXIT_REASONS = [
@@ -19,13 +34,25 @@ export const EXIT_REASONS = [
   'max_iterations',
   'repeated_failures',
   'stagnation',
+  /** The model answered no text and called no tool `guards.emptyWindow` iterations in a row. */
+  'no_output',
   'permission_denied',
   'permission_timeout',
+  /** Cancelled from outside (the Web UI's "Request Cancellation", `temporal workflow cancel`): ended like a stop. */
+  'cancelled',
 ] as const;
 export type ExitReason = (typeof EXIT_REASONS)[number];
 
-/** Tokens and money spent so far. */
-export interface RunUsage extends TokenUsage {
+/**
+ * Token counts of one model call. `estimated` when some of them are counted from characters rather
+ * than reported by the provider: a server that reports no usage, or a turn stopped mid-answer.
+ */
+export interface ModelUsage extends TokenUsage {
+  estimated?: true;
+}
+
+/** Tokens and money spent so far; `estimated` once any model call's counts were estimates. */
+export interface RunUsage extends ModelUsage {
   costUsd: number;
 }
 
@@ -107,6 +134,11 @@ export interface ModelToolCall {
    * result; nothing runs and nobody is asked.
    */
   invalid?: string;
+  /**
+   * The arguments text as the model sent it, when it was not a JSON object (and `arguments` is
+   * empty), cut to `TOOL_ARGUMENT_MAX_BYTES`: the audit shows what the model really asked for.
+   */
+  rawArguments?: string;
 }
 
 /** One message of the conversation that spans all iterations of a run. */

@@ -38,6 +38,9 @@ export const DEFAULT_ANY_FAILURE_LIMIT = 4;
 /** Identical summaries in a row that end a run as stagnant (SEED-BEHAVIOURS 22). */
 export const DEFAULT_STAGNATION_WINDOW = 3;
 
+/** Iterations in a row with no text and no tool call that end a run with `no_output`. */
+export const DEFAULT_EMPTY_WINDOW = 3;
+
 /** A circuit breaker's cooldown is waited out plus one second, but never longer than this (SEED-BEHAVIOURS 23). */
 export const MAX_COOLDOWN_WAIT_S = 300;
 
@@ -73,6 +76,20 @@ export const ERROR_MAX_CHARS = 300;
  */
 export const MODEL_HEARTBEAT_TIMEOUT_S = 10;
 
+/**
+ * The daily-ledger activity must heartbeat within this window, as model turns and tool batches
+ * must: a worker killed while it reads or charges the ledger stalls its run this long, not the
+ * activity's whole start-to-close timeout. The activity heartbeats every second while it waits.
+ */
+export const DAILY_LEDGER_HEARTBEAT_TIMEOUT_S = MODEL_HEARTBEAT_TIMEOUT_S;
+
+/**
+ * Upper bound of one `notify` attempt. Its work is a console line and a log-file line (webhooks go
+ * out in the background), so a few seconds are plenty; notices go out one after the other, and an
+ * attempt lost with a killed worker holds the next ones this long before its retry.
+ */
+export const NOTICE_START_TO_CLOSE_TIMEOUT_S = 10;
+
 /** Output tokens a remote model may write per turn unless the run says otherwise. */
 export const DEFAULT_MAX_OUTPUT_TOKENS = 4096;
 
@@ -89,6 +106,15 @@ export const MODEL_START_TO_CLOSE_TIMEOUT_S = 15 * 60;
 
 /** A stop that replaces a run waits this long for a graceful end before terminating it. */
 export const REPLACE_GRACE_S = 15;
+
+/** `agents stop --force` waits this long for a graceful end before terminating, unless `--grace` says otherwise. */
+export const FORCE_STOP_GRACE_S = 30;
+
+/**
+ * Failure type of a run whose input the workflow refused: started around the client (`temporal
+ * workflow start`, the Web UI) with an input that does not fit the schema. Non-retryable.
+ */
+export const INVALID_RUN_INPUT_FAILURE = 'InvalidRunInput';
 
 /** Failure type when a worker holds less of a run's transcript than the workflow expects. */
 export const TRANSCRIPT_UNAVAILABLE = 'TranscriptUnavailable';
@@ -113,3 +139,50 @@ export const TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S = 15 * 60;
 
 /** Model turns with tool calls one iteration may take before the rest waits for the next iteration. */
 export const MAX_TOOL_ROUNDS_PER_ITERATION = 50;
+
+/** Tool calls taken from one model answer unless the run sets `guards.maxToolCallsPerAnswer`. */
+export const DEFAULT_MAX_TOOL_CALLS_PER_ANSWER = 64;
+
+/** The most a run may set `guards.maxToolCallsPerAnswer` to: each call may open a request and its notices. */
+export const TOOL_CALLS_PER_ANSWER_LIMIT = 256;
+
+/**
+ * Temporal refuses a payload (an activity's input or result, a workflow's input) over 2 MiB and a
+ * gRPC message over 4 MiB, and warns from 512 KiB. The bounds below keep everything a model can
+ * make the run carry under that warning, so no answer can jam a run however large it is.
+ */
+export const TEMPORAL_PAYLOAD_LIMIT_BYTES = 2 * 1024 * 1024;
+
+/** UTF-8 bytes of its JSON that a model answer's text keeps; the rest is cut with a marker. */
+export const ANSWER_TEXT_MAX_BYTES = 128 * 1024;
+
+/**
+ * UTF-8 bytes of its JSON that each argument of a tool call keeps, and the arguments text of a call
+ * that did not parse. A call with an argument cut is invalid: nothing runs on cut arguments.
+ */
+export const TOOL_ARGUMENT_MAX_BYTES = 128 * 1024;
+
+/** UTF-8 bytes of its JSON that a model turn's whole result may take; calls beyond are not taken. */
+export const MODEL_RESULT_MAX_BYTES = 384 * 1024;
+
+/** UTF-8 bytes of their JSON that the results of one tool batch take together; outputs are cut to fit. */
+export const TOOL_BATCH_RESULT_MAX_BYTES = 384 * 1024;
+
+/** Failure type of an activity whose result would still exceed its bound: not retried, it would not shrink. */
+export const PAYLOAD_TOO_LARGE_FAILURE = 'PayloadTooLarge';
+
+/**
+ * Failure type the Temporal worker gives an activity whose result is over the namespace's payload
+ * limit (`[TMPRL1103]`); it marks it retryable, so the runner's retry policies name it non-retryable.
+ */
+export const TEMPORAL_PAYLOADS_TOO_LARGE_FAILURE = 'PayloadsTooLarge';
+
+/** Notices a run lets be in flight before its next model turn waits for some to be delivered. */
+export const MAX_NOTICES_IN_FLIGHT = 100;
+
+/**
+ * History bytes at which an iteration ends its tool rounds and the run continues as new, whatever
+ * the server suggests: rounds of the largest answers add about 1.5 MiB each, and Temporal warns
+ * at 10 MiB of history and terminates a run at 50 MiB.
+ */
+export const HISTORY_BYTES_BEFORE_CONTINUE_AS_NEW = 10 * 1024 * 1024;

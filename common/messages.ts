@@ -8,13 +8,18 @@ import type { AgentStatus, IterationRecord } from './agent-run-types';
  * even when no worker is up; each takes one JSON object, exactly what the Web UI's form sends.
  */
 
+/** A permission request's ID: `pr_` and 16 hex digits, from the workflow's deterministic random. */
+export const requestIdSchema = z
+  .string()
+  .regex(/^pr_[0-9a-f]{16}$/, 'must be "pr_" followed by 16 hex digits');
+
 /**
  * Decides a pending permission request, or (with `extendS` and no `approve`) gives it more time.
  * `by` names who decided, for the audit; the signal's own identity is recorded too.
  */
 export const permissionPayloadSchema = z
   .object({
-    requestId: z.string().regex(/^pr_[0-9a-f]{16}$/, 'must be "pr_" followed by 16 hex digits'),
+    requestId: requestIdSchema,
     approve: z.boolean().optional(),
     note: z.string().max(2000).optional(),
     by: z.string().max(200).optional(),

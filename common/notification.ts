@@ -48,7 +48,13 @@ export interface AgentNotification {
   record?: IterationRecord;
   /** The request, on `approval_needed` notices. */
   request?: PendingPermission;
-  /** The decision, on `auto_approved` and `decided` notices. */
+  /** The decision, on `decided` notices of a person's decision or a timeout. */
   decision?: PermissionDecision;
+  /**
+   * The policy's decisions on a whole batch of tool calls, on the one `auto_approved` notice and
+   * the one `decided` notice (rules) a batch sends: one notice per batch, not per call. Runs
+   * recorded before that carry one `decision` per call instead.
+   */
+  decisions?: PermissionDecision[];
   sinks: NotificationSinks;
 }

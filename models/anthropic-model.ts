@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AnthropicModelSpec, TokenUsage } from '../common/agent-input';
-import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
+import type { ModelToolCall, ModelUsage, TranscriptMessage } from '../common/agent-run-types';
 import {
   endpointUrl,
   ModelStreamError,
@@ -9,9 +9,15 @@ import {
   streamModelEvents,
   RemoteModel,
 } from './http';
-import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
+import {
+  ModelTurnStopped,
+  type ModelProvider,
+  type ModelRequest,
+  type ModelResponse,
+} from './model-provider';
 import { costOf } from './prices';
 import { parseToolCallArguments } from './tool-calls';
+import { estimateInputTokens, estimateTokens } from './usage-estimate';
 
 /** Anthropic's own API, which requires a key. */
 const OFFICIAL_HOST = 'api.anthropic.com';
@@ -95,23 +101,29 @@ export class AnthropicModel extends RemoteModel implements ModelProvider<Anthrop
     const { spec } = request;
     const apiKey = readApiKey(spec, this.environment, OFFICIAL_HOST);
     const answer = new StreamedAnswer();
-    await streamModelEvents(
-      {
-        dispatcher: this.dispatcher,
-        request,
-        url: endpointUrl(spec.baseUrl, '/v1/messages'),
-        headers: {
-          'anthropic-version': API_VERSION,
-          ...(apiKey === undefined ? {} : { 'x-api-key': apiKey }),
+    try {
+      await streamModelEvents(
+        {
+          dispatcher: this.dispatcher,
+          request,
+          url: endpointUrl(spec.baseUrl, '/v1/messages'),
+          headers: {
+            'anthropic-version': API_VERSION,
+            ...(apiKey === undefined ? {} : { 'x-api-key': apiKey }),
+          },
+          body: requestBody(request),
+          apiKey,
         },
-        body: requestBody(request),
-        apiKey,
-      },
-      (event) => {
-        const data = parseEventData(event, eventSchema);
-        return isKnownEvent(data) ? answer.add(data) : undefined;
-      },
-    );
+        (event) => {
+          const data = parseEventData(event, eventSchema);
+          return isKnownEvent(data) ? answer.add(data) : undefined;
+        },
+      );
+    } catch (error) {
+      if (!request.signal.aborted) throw error;
+      const usage = answer.stoppedUsage(request);
+      throw new ModelTurnStopped(usage, costOf(spec, usage), { cause: error });
+    }
     const usage = answer.usage;
     return { text: answer.text(), toolCalls: answer.toolCalls(), usage, costUsd: costOf(spec, usage) };
   }
@@ -194,6 +206,10 @@ class StreamedAnswer {
     cache_read_input_tokens: 0,
     output_tokens: 0,
   };
+  /** Whether `message_start` came with the input's count. */
+  private inputReported = false;
+  /** Characters of text and tool input streamed so far: the output of a stopped answer. */
+  private streamedCharacters = 0;
   private readonly blocks = new Map<
     number,
     | { kind: 'text'; text: string }
@@ -204,6 +220,8 @@ class StreamedAnswer {
     switch (event.type) {
       case 'message_start':
       case 'message_delta':
+        if (event.type === 'message_start' && typeof event.message.usage?.input_tokens === 'number')
+          this.inputReported = true;
         this.takeUsage(event.type === 'message_start' ? event.message.usage : event.usage);
         return;
       case 'content_block_start': {
@@ -218,8 +236,10 @@ class StreamedAnswer {
       }
       case 'content_block_delta': {
         const block = this.blocks.get(event.index);
-        if (block?.kind === 'text') block.text += event.delta.text ?? '';
-        if (block?.kind === 'tool_use') block.json += event.delta.partial_json ?? '';
+        const piece = (block?.kind === 'text' ? event.delta.text : event.delta.partial_json) ?? '';
+        if (block?.kind === 'text') block.text += piece;
+        if (block?.kind === 'tool_use') block.json += piece;
+        if (block !== undefined) this.streamedCharacters += piece.length;
         return;
       }
       case 'error':
@@ -240,6 +260,20 @@ class StreamedAnswer {
     return {
       inputTokens: input_tokens + cache_creation_input_tokens + cache_read_input_tokens,
       outputTokens: output_tokens,
+    };
+  }
+
+  /**
+   * The usage of an answer stopped mid-stream, `estimated`: the input as `message_start` reported
+   * it (or estimated from the prompt when it never came), and the output counted from the
+   * characters streamed, or the running count the API sent if that is higher.
+   */
+  stoppedUsage(request: ModelRequest): ModelUsage {
+    const reported = this.usage;
+    return {
+      inputTokens: this.inputReported ? reported.inputTokens : estimateInputTokens(request),
+      outputTokens: Math.max(reported.outputTokens, estimateTokens(this.streamedCharacters)),
+      estimated: true,
     };
   }
 

@@ -1,5 +1,5 @@
-import type { ModelSpec, TokenUsage } from '../common/agent-input';
-import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
+import type { ModelSpec } from '../common/agent-input';
+import type { ModelToolCall, ModelUsage, TranscriptMessage } from '../common/agent-run-types';
 
 /** A tool as a model is told about it. */
 export interface ToolDefinition {
@@ -40,8 +40,24 @@ export interface ModelResponse {
    * arguments are not a JSON object carries `invalid` (see `parseToolCallArguments`).
    */
   toolCalls: ModelToolCall[];
-  usage: TokenUsage;
+  usage: ModelUsage;
   costUsd: number;
+}
+
+/**
+ * What a provider throws when its call is cancelled mid-answer (a stop): the tokens used so far,
+ * as the provider reported them or estimated from the prompt and the text streamed, since a paid
+ * API bills a stopped answer too. The model activity hands them to the workflow with its cancellation.
+ */
+export class ModelTurnStopped extends Error {
+  override readonly name = 'ModelTurnStopped';
+  constructor(
+    readonly usage: ModelUsage,
+    readonly costUsd: number,
+    options?: { cause?: unknown },
+  ) {
+    super('the model call was cancelled mid-answer', options);
+  }
 }
 
 /**

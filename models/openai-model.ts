@@ -11,14 +11,18 @@ import {
   streamModelEvents,
   RemoteModel,
 } from './http';
-import type { ModelProvider, ModelRequest, ModelResponse } from './model-provider';
+import {
+  ModelTurnStopped,
+  type ModelProvider,
+  type ModelRequest,
+  type ModelResponse,
+} from './model-provider';
 import { costOf } from './prices';
 import { parseToolCallArguments } from './tool-calls';
+import { estimateUsage, toolCallCharacters } from './usage-estimate';
 
 /** OpenAI's own API, which requires a key and names the output limit differently. */
 const OFFICIAL_HOST = 'api.openai.com';
-/** The usual ratio of characters to tokens, for servers that never report usage. */
-const CHARACTERS_PER_TOKEN = 4;
 
 /** A Chat Completions stream chunk: only the fields read here are checked, the rest pass. */
 const chunkSchema = z.looseObject({
@@ -78,23 +82,31 @@ export class OpenAIModel extends RemoteModel implements ModelProvider<OpenAIMode
     const { spec } = request;
     const apiKey = readApiKey(spec, this.environment, OFFICIAL_HOST);
     const answer = new StreamedAnswer();
-    await streamModelEvents(
-      {
-        dispatcher: this.dispatcher,
-        request,
-        url: endpointUrl(spec.baseUrl, '/chat/completions'),
-        headers: apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` },
-        body: requestBody(request),
-        apiKey,
-      },
-      (event) => {
-        if (event.data.trim() !== '[DONE]') return answer.add(parseEventData(event, chunkSchema));
-        if (!answer.finished) throw new ModelStreamError('stream ended early, without a finish reason', true);
-        return 'final';
-      },
-    );
+    try {
+      await streamModelEvents(
+        {
+          dispatcher: this.dispatcher,
+          request,
+          url: endpointUrl(spec.baseUrl, '/chat/completions'),
+          headers: apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` },
+          body: requestBody(request),
+          apiKey,
+        },
+        (event) => {
+          if (event.data.trim() !== '[DONE]') return answer.add(parseEventData(event, chunkSchema));
+          if (!answer.finished)
+            throw new ModelStreamError('stream ended early, without a finish reason', true);
+          return 'final';
+        },
+      );
+    } catch (error) {
+      if (!request.signal.aborted) throw error;
+      // Usage comes only after the last chunk: a stopped answer is counted from what streamed.
+      const usage = answer.usage ?? estimateUsage(request, answer.streamedCharacters);
+      throw new ModelTurnStopped(usage, costOf(spec, usage), { cause: error });
+    }
     const toolCalls = answer.toolCalls(request.callIndex);
-    const usage = answer.usage ?? estimateUsage(request, answer.text, toolCalls);
+    const usage = answer.usage ?? estimateUsage(request, answer.text.length + toolCallCharacters(toolCalls));
     return { text: answer.text, toolCalls, usage, costUsd: costOf(spec, usage) };
   }
 }
@@ -151,6 +163,8 @@ class StreamedAnswer {
   usage: TokenUsage | undefined;
   /** A choice said why it stopped: without one, the stream was cut. */
   finished = false;
+  /** Characters of text, tool names and arguments streamed so far: the output of a stopped answer. */
+  streamedCharacters = 0;
   /** Tool calls by their `index`: the ID and name come in the first fragment, arguments in pieces. */
   private readonly calls = new Map<number, { id: string; name: string; arguments: string }>();
 
@@ -163,13 +177,17 @@ class StreamedAnswer {
     const choice = chunk.choices?.[0];
     if (choice === undefined) return;
     if (choice.finish_reason) this.finished = true;
-    this.text += choice.delta?.content ?? choice.delta?.refusal ?? '';
+    const text = choice.delta?.content ?? choice.delta?.refusal ?? '';
+    this.text += text;
+    this.streamedCharacters += text.length;
     for (const [position, fragment] of (choice.delta?.tool_calls ?? []).entries()) {
       const index = fragment.index ?? position;
       const call = this.calls.get(index) ?? { id: '', name: '', arguments: '' };
       if (!call.id && fragment.id) call.id = fragment.id;
       if (!call.name && fragment.function?.name) call.name = fragment.function.name;
-      call.arguments += fragment.function?.arguments ?? '';
+      const argumentsPiece = fragment.function?.arguments ?? '';
+      call.arguments += argumentsPiece;
+      this.streamedCharacters += (fragment.function?.name ?? '').length + argumentsPiece.length;
       this.calls.set(index, call);
     }
   }
@@ -190,23 +208,4 @@ function streamError(error: NonNullable<Chunk['error']>): ModelStreamError {
   const message = error.message ?? JSON.stringify(error);
   if (typeof error.code === 'number') return new ModelStreamError(message, isRetryableStatus(error.code));
   return new ModelStreamError(message, !/invalid_request|authentication|permission/.test(error.type ?? ''));
-}
-
-/** Usage by character count, for compatible servers that never send it. */
-function estimateUsage(
-  request: ModelRequest<OpenAIModelSpec>,
-  text: string,
-  toolCalls: ModelToolCall[],
-): TokenUsage {
-  const callCharacters = (calls: ModelToolCall[] = []) =>
-    calls.reduce((sum, call) => sum + call.tool.length + JSON.stringify(call.arguments).length, 0);
-  const inputCharacters = request.messages.reduce(
-    (sum, message) =>
-      sum + message.content.length + (message.role === 'assistant' ? callCharacters(message.toolCalls) : 0),
-    request.systemPrompt.length,
-  );
-  return {
-    inputTokens: Math.ceil(inputCharacters / CHARACTERS_PER_TOKEN),
-    outputTokens: Math.ceil((text.length + callCharacters(toolCalls)) / CHARACTERS_PER_TOKEN),
-  };
 }

@@ -62,10 +62,14 @@ export async function* parseServerSentEvents(
     let text = typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
     if (afterCarriageReturn && text.startsWith('\n')) text = text.slice(1);
     afterCarriageReturn = text.endsWith('\r');
+    // What is pending holds no line end: only the new text is searched, so a line of megabytes
+    // in many chunks costs its length, not its length times its chunks.
+    let searchFrom = pending.length;
     pending += text;
     let start = 0;
     for (;;) {
-      const end = nextLineEnd(pending, start);
+      const end = nextLineEnd(pending, Math.max(start, searchFrom));
+      searchFrom = 0;
       if (end === -1) break;
       const event = takeLine(pending.slice(start, end));
       if (event !== undefined) yield event;

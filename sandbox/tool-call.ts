@@ -61,13 +61,27 @@ export const toolCallSchema = z
   .strict();
 export type ToolCall = z.infer<typeof toolCallSchema>;
 
+/**
+ * What a result says beside its output: each tool's own figures (`exitCode`, `durationMs`, `path`…),
+ * and the fields below, which the worker adds.
+ */
+export interface ToolResultMetadata {
+  /**
+   * The sandbox server stopped while it ran the call, kept no result of it, and ran it again from
+   * the start when the tool batch was retried: what the command did before the stop is done twice.
+   * The result's output opens with a line saying so, for the model.
+   */
+  rerun?: true;
+  [field: string]: unknown;
+}
+
 /** What a tool call produced. */
 export interface ToolResult {
   callId: string;
   success: boolean;
   output: string;
   error?: string;
-  metadata: Record<string, unknown>;
+  metadata: ToolResultMetadata;
 }
 
 /** Output limits (SEED-BEHAVIOURS 36). */

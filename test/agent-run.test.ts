@@ -87,7 +87,7 @@ describe('agentRun on a real Temporal dev server', () => {
     );
     assert.deepEqual(
       turns.map((turn) => turn.summary),
-      ['model turn 1', 'model turn 2', 'model turn 3'],
+      ['model turn 1.1', 'model turn 2.1', 'model turn 3.1'],
     );
     assert.deepEqual(
       turns.map((turn) => [turn.input.baseLength, turn.input.callIndex]),

@@ -210,7 +210,7 @@ describe('tool calls of an agent run', () => {
       [
         [true, 'via terminal'],
         [false, 'Error: terminal background execution is not supported in sandbox'],
-        [false, 'Error: Unknown tool: no_such_tool'],
+        [false, 'Unknown tool: no_such_tool'],
       ],
     );
   });

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -32,6 +30,7 @@ import { runCli } from './helpers/cli';
 import { useAgentsEnvironment } from './helpers/environment';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
+import { startWebhook } from './helpers/webhook';
 
 // One dev server (with its Web UI) and one sandbox server for this file, a fresh worker per test.
 const env = useAgentsEnvironment({ withSandbox: true });
@@ -125,36 +124,6 @@ const AUTOLINKS = 'echo www.evil.com evil.com a@evil.com mailto:a@evil.com https
 const HOSTILE_SUMMARY =
   'Done\x1b[2K\r\x1b[1Aok \u202Ehs.lave\u202C ![OK](http://x/a.png) <http://e.example|ok>';
 const VISIBLE_SUMMARY = String.raw`Done\x1b[2K\r\x1b[1Aok \u202ehs.lave\u202c ![OK](http://x/a.png) <http://e.example|ok>`;
-
-/** A chat webhook on 127.0.0.1 that takes every POST and keeps its JSON body. */
-async function startWebhook(): Promise<{
-  url: string;
-  bodies: Array<{ text: string; kind: string }>;
-  close(): Promise<void>;
-}> {
-  const bodies: Array<{ text: string; kind: string }> = [];
-  const server: Server = createServer((request, response) => {
-    let body = '';
-    request.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
-    request.on('end', () => {
-      bodies.push(JSON.parse(body) as { text: string; kind: string });
-      response.writeHead(200).end();
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('the webhook has no port');
-  return {
-    url: `http://127.0.0.1:${address.port}/hooks/chat`,
-    bodies,
-    async close() {
-      server.closeAllConnections();
-      server.close();
-      await once(server, 'close');
-    },
-  };
-}
 
 describe('display text', () => {
   it('shows C0 controls, DEL and C1 controls as \\xNN, so a whole ESC, CSI or OSC sequence is visible', () => {

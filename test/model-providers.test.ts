@@ -14,7 +14,13 @@ import type { TranscriptMessage } from '../common/agent-run-types';
 import { MODEL_REQUEST_REJECTED_FAILURE, MODEL_UNAVAILABLE_FAILURE } from '../common/constants';
 import { AnthropicModel } from '../models/anthropic-model';
 import { createModelDispatcher, type RemoteModelSpec } from '../models/http';
-import type { ModelProvider, ModelRequest, ModelResponse, ToolDefinition } from '../models/model-provider';
+import {
+  ModelTurnStopped,
+  type ModelProvider,
+  type ModelRequest,
+  type ModelResponse,
+  type ToolDefinition,
+} from '../models/model-provider';
 import { OpenAIModel } from '../models/openai-model';
 import { parseServerSentEvents, type ServerSentEvent } from '../models/sse';
 import {
@@ -367,7 +373,7 @@ describe('OpenAI Chat Completions provider', () => {
       messages: [{ role: 'user', content: 'y'.repeat(10) }],
     });
     const answer = await model().generate(call.request);
-    assert.deepEqual(answer.usage, { inputTokens: 10, outputTokens: 2 });
+    assert.deepEqual(answer.usage, { inputTokens: 10, outputTokens: 2, estimated: true });
   });
 
   it('fails as unavailable when the stream ends with [DONE] but no finish reason', async () => {
@@ -684,14 +690,20 @@ for (const provider of [openaiCase, anthropicCase] as Array<ProviderCase<RemoteM
       );
     });
 
-    it('stops at once when cancelled mid-stream, closing the connection', async () => {
+    it('stops at once when cancelled mid-stream, closing the connection and telling the tokens used so far', async () => {
       server.reply({ events: provider.stream({ textPieces: ['Hel', 'lo'] }).slice(0, 3), end: 'stall' });
       const call = callOf(provider.spec(server, { stallTimeoutS: 600 }));
       const generation = model().generate(call.request);
       await waitFor('the first chunks to arrive', () => call.progress() >= 3);
       const reason = new CancelledFailure('the run was stopped');
       call.controller.abort(reason);
-      await assert.rejects(generation, (error) => error === reason);
+      await assert.rejects(generation, (error) => {
+        assert.ok(error instanceof ModelTurnStopped);
+        assert.equal(error.cause, reason);
+        assert.equal(error.usage.estimated, true);
+        assert.ok(error.usage.outputTokens >= 1, 'the text streamed counts');
+        return true;
+      });
       await waitFor(
         'the server to see the client hang up',
         () => server.requests[0]?.state === 'closed-by-client',

@@ -342,9 +342,12 @@ describe('permission requests of an agent run', () => {
       [{ command: 'echo needs approval' }],
       'only the call no rule allowed or denied waited for a person',
     );
-    const byRule = notices.filter((notice) => notice.decision?.via === 'rule');
+    // One notice for the policy's decisions on each batch, every decision in it.
+    const byRule = notices
+      .flatMap((notice) => notice.decisions ?? [])
+      .filter((decision) => decision.via === 'rule');
     assert.deepEqual(
-      byRule.map((notice) => [notice.decision?.approved, notice.decision?.rule]),
+      byRule.map((decision) => [decision.approved, decision.rule]),
       [
         [true, 'allow bash(echo safe*)'],
         [false, 'deny bash(*rm -rf*)'],
@@ -353,7 +356,7 @@ describe('permission requests of an agent run', () => {
     );
   });
 
-  it('sends an auto_approved notice for each call it grants in auto-approve mode', async () => {
+  it('sends one auto_approved notice for the calls it grants in auto-approve mode', async () => {
     const name = uniqueName('auto-approve');
     const handle = await start(
       name,
@@ -366,9 +369,10 @@ describe('permission requests of an agent run', () => {
     const granted = notices.filter((notice) => notice.kind === 'auto_approved');
     assert.equal(granted.length, 1);
     assert.equal(granted[0]?.text, 'Auto-approved: bash: echo granted');
-    assert.equal(granted[0]?.decision?.tool, 'bash');
-    assert.equal(granted[0]?.decision?.approved, true);
-    assert.equal(granted[0]?.decision?.via, 'auto-approve');
+    assert.deepEqual(
+      granted[0]?.decisions?.map(({ tool, approved, via }) => ({ tool, approved, via })),
+      [{ tool: 'bash', approved: true, via: 'auto-approve' }],
+    );
     assert.ok(!notices.some((notice) => notice.kind === 'approval_needed'));
     const [record] = await env.agents.iterations(name);
     assert.equal(record?.status, 'ok');

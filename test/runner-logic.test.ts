@@ -25,6 +25,7 @@ import {
   circuitCooldownS,
   failureSignature,
   initialGuardState,
+  isEmptyIteration,
   nextWaitS,
   normalizeSummary,
   type GuardedIteration,
@@ -108,6 +109,7 @@ describe('failure guards', () => {
       anyFailures: 0,
       lastSignature: null,
       recentSummaries: ['fine'],
+      emptyIterations: 0,
     });
     const result = run([errored('a'), errored('a'), ok('fine'), errored('a'), errored('a'), errored('b')]);
     assert.equal(result.stop, undefined);
@@ -275,6 +277,54 @@ describe('stagnation guard', () => {
   it('keeps only the last N summaries', () => {
     const result = run([ok('a'), ok('b'), ok('c'), ok('d')]);
     assert.deepEqual(result.state.recentSummaries, ['b', 'c', 'd']);
+  });
+});
+
+describe('empty-output guard', () => {
+  const empty: GuardedIteration = { status: 'ok', text: '', summary: '(no output)' };
+
+  it('stops with no_output after 3 iterations in a row with no text and no tool call', () => {
+    const result = run([empty, { ...empty, text: '  \n ' }, empty]);
+    assert.equal(result.stoppedAt, 3);
+    assert.equal(result.stop?.exitReason, 'no_output');
+    assert.equal(result.stop?.message, 'no text and no tool call 3 iterations in a row');
+  });
+
+  it('does not count an iteration that called tools without a word, nor one that failed', () => {
+    const working: GuardedIteration = { ...empty, toolCalls: 2 };
+    assert.equal(isEmptyIteration(working), false);
+    assert.equal(isEmptyIteration({ ...empty, status: 'error', failure: { message: 'down' } }), false);
+    assert.equal(isEmptyIteration(ok('(no output)')), false, 'a model that writes the words is not silent');
+    assert.equal(run([empty, empty, working, empty, empty]).stop, undefined);
+  });
+
+  it('starts the row again after text or a failure', () => {
+    const limits = { ...LIMITS, sameFailureLimit: 10, anyFailureLimit: 10 };
+    assert.equal(run([empty, empty, ok('said something'), empty, empty], limits).stop, undefined);
+    assert.equal(run([empty, empty, errored('x'), empty, empty], limits).stop, undefined);
+    assert.equal(run([empty, empty, ok('x'), empty, empty, empty], limits).stoppedAt, 6);
+  });
+
+  it('honours emptyWindow, and 0 disables the guard', () => {
+    const many = Array.from({ length: 12 }, () => empty);
+    assert.equal(run(many, { ...LIMITS, emptyWindow: 1 }).stoppedAt, 1);
+    assert.equal(run(many, { ...LIMITS, emptyWindow: 10 }).stoppedAt, 10);
+    const disabled = run(many, { ...LIMITS, emptyWindow: 0 });
+    assert.equal(disabled.stop, undefined);
+    assert.equal(disabled.state.emptyIterations, 12);
+  });
+
+  it('counts on from guard state carried without the count', () => {
+    const carried: GuardState = { sameFailures: 0, anyFailures: 0, lastSignature: null, recentSummaries: [] };
+    const first = assessIteration(carried, empty, LIMITS);
+    assert.equal(first.state.emptyIterations, 1);
+    assert.equal(first.stop, undefined);
+  });
+
+  it('an empty iteration still clears the stagnation window', () => {
+    const result = run([ok('done'), ok('done'), empty, ok('done'), ok('done')]);
+    assert.equal(result.stop, undefined);
+    assert.deepEqual(result.state.recentSummaries, ['done', 'done']);
   });
 });
 

@@ -46,9 +46,28 @@ describe('the tools offered to models', () => {
     );
     const fine = { id: 'c3', tool: 'read_file', arguments: { path: 'a.txt' } };
     assert.deepEqual(catalog.check(fine), fine);
-    // Other tools are checked where they run.
-    const external = { id: 'c4', tool: 'shout', arguments: {} };
-    assert.deepEqual(catalog.check(external), external);
+    // Aliases and finish are known; without a tool server, any other tool cannot run.
+    const alias = { id: 'c4', tool: 'terminal', arguments: { command: 'ls' } };
+    assert.deepEqual(catalog.check(alias), alias);
+    const external = { id: 'c5', tool: 'shout', arguments: {} };
+    assert.equal(
+      catalog.check(external).invalid,
+      'External tool not available (ToolServer not configured): shout',
+    );
+  });
+
+  it("answers a tool the tool server does not list with Unknown tool, and leaves its own tools' arguments to it", async () => {
+    const server = toolServer(() =>
+      Promise.resolve([{ name: 'shout', description: 'Upper-cases.', inputSchema: { type: 'object' } }]),
+    );
+    const catalog = new ToolCatalog(server.client);
+    const unlisted = { id: 'c1', tool: 'teleport', arguments: {} };
+    // Before the list is known, the tool server answers the call itself.
+    assert.deepEqual(catalog.check(unlisted), unlisted);
+    await catalog.definitions();
+    assert.equal(catalog.check(unlisted).invalid, 'Unknown tool: teleport');
+    const offered = { id: 'c2', tool: 'shout', arguments: { wrong: 1 } };
+    assert.deepEqual(catalog.check(offered), offered);
   });
 
   it("adds the tool server's tools, asking it at most once a minute", async () => {

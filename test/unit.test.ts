@@ -23,9 +23,21 @@ import {
   type ScriptedTurn,
 } from '../common/agent-input';
 import type { AgentState, TranscriptMessage } from '../common/agent-run-types';
-import { TRANSCRIPT_UNAVAILABLE } from '../common/constants';
+import {
+  ANSWER_TEXT_MAX_BYTES,
+  MODEL_RESULT_MAX_BYTES,
+  TOOL_ARGUMENT_MAX_BYTES,
+  TOOL_BATCH_RESULT_MAX_BYTES,
+  TRANSCRIPT_UNAVAILABLE,
+} from '../common/constants';
+import { CUT_MARKER_START, cutToJsonBytes, jsonBytes, jsonStringBytes } from '../common/payload-bounds';
+import { fitToolResults } from '../activities/tool-batch';
+import { boundAnswer } from '../models/answer-bounds';
+import { parseToolCallArguments } from '../models/tool-calls';
+import { notTakenMessage } from '../workflows/tool-results';
 import { COMPACTED_HEADING, compactTranscript, estimateTokens } from '../workflows/compaction';
 import { renderCurrentDetails, type DetailsView } from '../workflows/current-details';
+import { approvalTimerSummary, formatWait, pauseTimerSummary } from '../workflows/event-summaries';
 import { runSettings } from '../workflows/run-settings';
 import { buildIterationRecord, errorMarker, shortenError, summarize } from '../workflows/iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
@@ -560,6 +572,8 @@ describe('agent run input', () => {
       sameFailureLimit: 3,
       anyFailureLimit: 4,
       stagnationWindow: 3,
+      emptyWindow: 3,
+      maxToolCallsPerAnswer: 64,
     });
     assert.deepEqual(input.budgets, {
       sessionTokens: 200_000,
@@ -907,5 +921,235 @@ describe('configuration', () => {
     const config = loadConfig(await isolatedEnvironment({ TEMPORAL_ADDRESS: 'temporal.example.com:7233' }));
     assert.equal(config.temporal.kind, 'external');
     assert.equal(webUiRunUrl(config, 'agent-demo', 'run-1'), undefined);
+  });
+});
+
+describe('bounds of what a model turn and a tool batch return', () => {
+  const utf8JsonBytes = (value: unknown) => Buffer.byteLength(JSON.stringify(value), 'utf8');
+  const TRICKY_TEXTS = [
+    '',
+    'plain',
+    'a"b\\c',
+    'line\nbreak\ttab\u0001\u001f',
+    'é€',
+    '😀 and 🎉',
+    '\ud83d lone',
+    'x\udc00',
+  ];
+
+  it('measures a text and a value as the UTF-8 bytes of their JSON, escapes included', () => {
+    for (const text of TRICKY_TEXTS) {
+      assert.equal(jsonStringBytes(text), utf8JsonBytes(text), JSON.stringify(text));
+      assert.equal(jsonBytes({ text, list: [text, 1] }), utf8JsonBytes({ text, list: [text, 1] }));
+    }
+  });
+
+  it('cuts a text to fit its bound as JSON, never in the middle of a surrogate pair, ending with how much was cut', () => {
+    const text = '😀'.repeat(1000);
+    const cut = cutToJsonBytes(text, 300, 'a test keeps at most 300 bytes');
+    assert.ok(utf8JsonBytes(cut) <= 300, `${utf8JsonBytes(cut)} bytes`);
+    const [kept = '', marker = ''] = cut.split(CUT_MARKER_START);
+    assert.ok(/^(?:😀)+$/u.test(kept), 'only whole characters are kept');
+    const removed = Number(/^([\d,]+) more characters/.exec(marker)?.[1]?.replace(/,/g, ''));
+    assert.equal(kept.length + removed, text.length);
+    assert.ok(cut.endsWith('; a test keeps at most 300 bytes]'));
+    assert.equal(cutToJsonBytes('short', 300, 'unused'), 'short');
+  });
+
+  it('cuts a 5 MB answer text to its bound and takes at most the run’s number of tool calls, counting the rest', () => {
+    const calls = Array.from({ length: 2500 }, (_, index) => ({
+      id: `call_${index}`,
+      tool: 'bash',
+      arguments: { command: `echo ${index}` },
+    }));
+    const answer = boundAnswer(
+      {
+        text: 'x'.repeat(5_000_000),
+        toolCalls: calls,
+        usage: { inputTokens: 1, outputTokens: 1 },
+        costUsd: 0,
+      },
+      64,
+    );
+    assert.ok(jsonStringBytes(answer.text) <= ANSWER_TEXT_MAX_BYTES);
+    assert.ok(answer.text.includes(CUT_MARKER_START));
+    assert.deepEqual(
+      answer.toolCalls.map((call) => call.id),
+      calls.slice(0, 64).map((call) => call.id),
+    );
+    assert.equal(answer.toolCallsNotTaken, 2436);
+    assert.ok(jsonBytes(answer) <= MODEL_RESULT_MAX_BYTES);
+  });
+
+  it('makes a call with an oversized argument invalid, its argument cut with a marker, so nothing runs on it', () => {
+    const [call] = boundAnswer(
+      {
+        text: '',
+        toolCalls: [
+          { id: 'a', tool: 'write_file', arguments: { path: 'big.txt', content: 'y'.repeat(5_000_000) } },
+        ],
+        usage: { inputTokens: 0, outputTokens: 0 },
+        costUsd: 0,
+      },
+      64,
+    ).toolCalls;
+    assert.equal(call?.arguments.path, 'big.txt');
+    const content = String(call?.arguments.content);
+    assert.ok(content.startsWith('yyyy') && content.includes(CUT_MARKER_START));
+    assert.ok(jsonStringBytes(content) <= TOOL_ARGUMENT_MAX_BYTES);
+    assert.equal(
+      call?.invalid,
+      'Invalid arguments for tool write_file: content (5,000,002 bytes) over the 128 KiB an argument may take; nothing ran. Send it in smaller parts.',
+    );
+  });
+
+  it('takes no more calls than fit in a model turn’s result, however few there are', () => {
+    const big = (index: number) => ({
+      id: `call_${index}`,
+      tool: 'write_file',
+      arguments: { path: `${index}.txt`, content: 'z'.repeat(120 * 1024) },
+    });
+    const answer = boundAnswer(
+      {
+        text: 'w'.repeat(200_000),
+        toolCalls: [0, 1, 2, 3].map(big),
+        usage: { inputTokens: 0, outputTokens: 0 },
+        costUsd: 0,
+      },
+      64,
+    );
+    assert.ok(jsonBytes(answer) <= MODEL_RESULT_MAX_BYTES, `${jsonBytes(answer)} bytes`);
+    assert.equal(answer.toolCalls.length, 2);
+    assert.equal(answer.toolCallsNotTaken, 2);
+    assert.equal(answer.toolCalls[0]?.invalid, undefined, 'a call that fits is taken whole');
+  });
+
+  it('keeps the arguments text a model sent when it is not a JSON object, cut to the argument bound', () => {
+    const sent = `{"command": "${'q'.repeat(5_000_000)}`;
+    const call = parseToolCallArguments('call_1', 'bash', sent);
+    assert.deepEqual(call.arguments, {});
+    assert.match(call.invalid ?? '', /^Invalid arguments for tool bash: not valid JSON: \{"command": "q+…$/);
+    const kept = call.rawArguments ?? '';
+    assert.ok(kept.startsWith('{"command": "qqq'));
+    assert.ok(kept.includes(CUT_MARKER_START));
+    assert.ok(jsonStringBytes(kept) <= TOOL_ARGUMENT_MAX_BYTES);
+    assert.equal(parseToolCallArguments('call_2', 'bash', '[1, 2]').rawArguments, '[1, 2]');
+    assert.equal(parseToolCallArguments('call_3', 'bash', '{"command": "ls"}').rawArguments, undefined);
+  });
+
+  it('cuts the outputs of a batch to fit together, sharing the room fairly and leaving small results whole', () => {
+    const result = (callId: string, output: string, error?: string) => ({
+      callId,
+      success: error === undefined,
+      output,
+      ...(error === undefined ? {} : { error }),
+      metadata: { exitCode: 0 },
+    });
+    const results = [
+      result('small', 'ok'),
+      ...Array.from({ length: 63 }, (_, index) =>
+        result(`big-${index}`, 'o'.repeat(100_000), 'e'.repeat(20_000)),
+      ),
+    ];
+    const fitted = fitToolResults(results);
+    assert.ok(jsonBytes(fitted) <= TOOL_BATCH_RESULT_MAX_BYTES, `${jsonBytes(fitted)} bytes`);
+    assert.deepEqual(fitted[0], results[0]);
+    const big = fitted[1]!;
+    assert.ok(big.output.startsWith('ooo') && big.output.includes(CUT_MARKER_START));
+    assert.ok(big.error?.startsWith('eee') && big.error.includes(CUT_MARKER_START));
+    assert.deepEqual(big.metadata, { exitCode: 0 });
+    const within = [result('a', 'fine')];
+    assert.equal(fitToolResults(within), within, 'a batch within its bound is returned as it is');
+  });
+
+  it('tells the model how many calls were not taken and the limits, and nothing when all were', () => {
+    assert.equal(notTakenMessage(undefined, 64), undefined);
+    assert.equal(notTakenMessage(0, 64), undefined);
+    assert.deepEqual(notTakenMessage(2436, 64), {
+      role: 'user',
+      content:
+        '[2,436 more tool calls of your last answer were not taken, and none of them ran: one answer may make at most 64 tool calls, of at most 384 KiB together. Ask again in later answers for those still needed.]',
+    });
+  });
+
+  it('accepts guards.maxToolCallsPerAnswer from 1 to 256 and refuses anything else, saying what is accepted', () => {
+    const withLimit = (maxToolCallsPerAnswer: number) =>
+      agentRunInputSchema.safeParse({
+        name: 'a',
+        template: { name: 't', source: 'file', content: '# T' },
+        model: { provider: 'scripted', turns: [{ text: 'hi' }] },
+        guards: { maxToolCallsPerAnswer },
+      });
+    for (const accepted of [1, 256]) assert.equal(withLimit(accepted).success, true);
+    for (const refused of [0, 257, 1.5]) {
+      const parsed = withLimit(refused);
+      if (parsed.success) assert.fail(`${refused} was accepted`);
+      assert.equal(
+        describeZodError(parsed.error),
+        'guards.maxToolCallsPerAnswer: must be a whole number from 1 to 256',
+      );
+    }
+  });
+
+  it('gives a run started before the limit existed the default limit of tool calls per answer', () => {
+    const legacy = {
+      name: 'old',
+      template: { name: 't', source: 'file', content: '# T' },
+      model: { provider: 'scripted', turns: [{ text: 'hi' }] },
+      guards: { errorBackoffS: 10 },
+    } as unknown as Parameters<typeof runSettings>[0];
+    assert.equal(runSettings(legacy).guards.maxToolCallsPerAnswer, 64);
+  });
+});
+
+describe('labels of timers and costs', () => {
+  it('reads a wait in its largest whole units', () => {
+    assert.deepEqual([400, 45_000, 1_800_000, 630_000, 7_200_000, 5_400_000].map(formatWait), [
+      '1s',
+      '45s',
+      '30m',
+      '10m30s',
+      '2h',
+      '1h30m',
+    ]);
+  });
+
+  it('names the requests an approval timer waits for, counting those beyond three', () => {
+    assert.equal(approvalTimerSummary(['pr_a'], 1_800_000), 'approval pr_a (30m)');
+    assert.equal(
+      approvalTimerSummary(['pr_a', 'pr_b', 'pr_c', 'pr_d', 'pr_e'], 60_000),
+      'approval pr_a, pr_b, pr_c +2 more (1m)',
+    );
+  });
+
+  it('says why a pause between iterations is longer than the interval', () => {
+    const iteration = { text: '', summary: 'x' };
+    assert.equal(pauseTimerSummary({ ...iteration, status: 'ok' }), 'interval');
+    assert.equal(
+      pauseTimerSummary({ ...iteration, status: 'error', failure: { message: 'boom' } }),
+      'error backoff',
+    );
+    assert.equal(
+      pauseTimerSummary({
+        ...iteration,
+        status: 'error',
+        failure: { message: 'open', type: 'ModelCircuitOpen', cooldownS: 5 },
+      }),
+      'circuit cooldown',
+    );
+  });
+
+  it('rounds the cost of a record to a millionth of a dollar', () => {
+    const record = buildIterationRecord({
+      iteration: 2,
+      startedAtMs: 0,
+      endedAtMs: 1000,
+      text: 'done',
+      status: 'ok',
+      tokensIn: 700,
+      tokensOut: 100,
+      costUsd: 0.00030000000000000003 - 0.0002,
+    });
+    assert.equal(record.costUsd, 0.0001);
   });
 });

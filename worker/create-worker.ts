@@ -104,6 +104,9 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
       workflowBundle: await loadWorkflowBundle(path.join(options.home, 'cache')),
       activities: createActivities(dependencies),
       shutdownGraceTime: '5s',
+      // A stop reaches a streaming model turn in the answer to its next heartbeat; sent at most each
+      // second (not 0.8 × the heartbeat timeout), the turn hangs up, and reports its tokens, within ~1 s.
+      maxHeartbeatThrottleInterval: '1s',
       ...(options.identity === undefined ? {} : { identity: options.identity }),
     });
     return {

@@ -1,6 +1,6 @@
 import * as wf from '@temporalio/workflow';
-import type { AgentActivities, ModelTurnInput, ModelTurnResult } from '../activities';
-import type { AgentRunInput, BudgetLimits } from '../common/agent-input';
+import type { AgentActivities, ModelTurnInput, ModelTurnResult, StoppedTurn } from '../activities';
+import { describeZodError, type AgentRunInput, type BudgetLimits } from '../common/agent-input';
 import type {
   AgentRunResult,
   AgentState,
@@ -13,10 +13,13 @@ import type {
 } from '../common/agent-run-types';
 import {
   CIRCUIT_OPEN_FAILURE,
+  HISTORY_BYTES_BEFORE_CONTINUE_AS_NEW,
+  INVALID_RUN_INPUT_FAILURE,
   MAX_RECORDS_KEPT,
   MAX_TOOL_ROUNDS_PER_ITERATION,
   MODEL_HEARTBEAT_TIMEOUT_S,
   MODEL_START_TO_CLOSE_TIMEOUT_S,
+  TEMPORAL_PAYLOADS_TOO_LARGE_FAILURE,
   TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S,
   TRANSCRIPT_UNAVAILABLE,
 } from '../common/constants';
@@ -34,18 +37,29 @@ import {
 import { agentIterationKey, agentStateKey } from '../common/search-attributes';
 import { assistantMessage, FINISH_TOOL } from '../common/transcript';
 import type { ToolResult } from '../sandbox/tool-call';
-import type { Spend } from './budgets';
+import { roundUsd, type Spend } from './budgets';
 import { compactTranscript } from './compaction';
 import { renderCurrentDetails } from './current-details';
+import { modelTurnSummary, pauseTimerSummary } from './event-summaries';
 import { assessIteration, initialGuardState, nextWaitS, type FailureInfo, type GuardState } from './guards';
+import { checkStartArguments } from './input-check';
 import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from './prompts';
 import { RunApprovals, type PermissionExit } from './run-approvals';
 import { RunBudget } from './run-budget';
 import { RunNotices } from './run-notices';
-import { RUNNER_COMMANDS_PATCH, runSettings } from './run-settings';
+import {
+  ANSWER_BOUNDS_PATCH,
+  CLEAN_CANCELLATION_PATCH,
+  NOTICES_IN_ORDER_PATCH,
+  RUN_INTEGRITY_PATCH,
+  RUNNER_COMMANDS_PATCH,
+  runSettings,
+} from './run-settings';
 import {
   finishResult,
+  notTakenMessage,
+  payloadLimitMessage,
   refusalMessage,
   resultOrMissing,
   toolBatchSummary,
@@ -89,8 +103,30 @@ export interface CarriedState {
  */
 export async function agentRun(startInput: AgentRunInput, carried?: CarriedState): Promise<AgentRunResult> {
   const info = wf.workflowInfo();
-  const input = runSettings(startInput);
+  // First, before anything reads the input: a run started around the client may carry anything.
+  const keepsStateTrue = wf.patched(RUN_INTEGRITY_PATCH);
+  let checkedInput = startInput;
+  if (keepsStateTrue) {
+    const checked = checkStartArguments(startInput, carried, info.continuedFromExecutionRunId !== undefined);
+    if ('problem' in checked) {
+      wf.upsertSearchAttributes([{ key: agentStateKey, value: 'failed' }]);
+      // Failing the execution, not the workflow task, which would be retried forever.
+      throw wf.ApplicationFailure.create({
+        type: INVALID_RUN_INPUT_FAILURE,
+        message: `Invalid run input: ${checked.problem}`,
+        nonRetryable: true,
+      });
+    }
+    checkedInput = checked.input;
+  }
+  const input = runSettings(checkedInput);
   const runnerCommands = wf.patched(RUNNER_COMMANDS_PATCH);
+  const cancelsLikeStop = wf.patched(CLEAN_CANCELLATION_PATCH);
+  const boundsAnswers = wf.patched(ANSWER_BOUNDS_PATCH);
+  // Another attempt would return the same oversized result, at the model's full price again.
+  const payloadFailuresNotRetried = boundsAnswers
+    ? { nonRetryableErrorTypes: [TEMPORAL_PAYLOADS_TOO_LARGE_FAILURE] }
+    : {};
   const run: CarriedState = {
     iteration: 0,
     modelCalls: 0,
@@ -122,6 +158,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     sinks: input.notifications,
     sequence: run.noticeSequence,
     enabled: runnerCommands,
+    inOrder: runnerCommands && wf.patched(NOTICES_IN_ORDER_PATCH),
   });
   type Phase = 'model turn' | 'tool batch' | 'approval' | 'budget pause';
   let phase: Phase = 'model turn';
@@ -146,11 +183,15 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   let state: AgentState = 'running';
   let published: { state: AgentState; iteration: number } | undefined;
   let stopReason: string | null = null;
+  /** Set when a workflow cancellation, not a `stop`, was the first to end the run. */
+  let cancelled = false;
   let exitReason: ExitReason | null = null;
   let turnScope: wf.CancellationScope | undefined;
   let finishRequested = false;
   let permissionExit: PermissionExit | undefined;
   let askedThisIteration = false;
+  /** Tool calls the model made in the current iteration: an iteration with some is not empty. */
+  let toolCallsThisIteration = 0;
   let updatedAt = run.startedAt;
   const approvals = new RunApprovals(input.permissions, {
     notices,
@@ -167,6 +208,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     onHeldDecisionTaken: (count) => {
       run.ignoredSignals -= count;
     },
+    batchNotices: boundsAnswers,
   });
 
   function publish(next: AgentState): void {
@@ -200,20 +242,33 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     wf.log.warn('Signal ignored', { signal, reason });
   }
 
-  wf.setHandler(stopSignal, (payload: unknown) => {
-    const parsed = stopPayloadSchema.safeParse(payload ?? {});
-    if (!parsed.success) return ignoreSignal('stop', parsed.error.message);
+  /** Ends the run at its next step; a second request changes nothing. */
+  function requestStop(reason: string): void {
     if (stopReason !== null) return;
-    stopReason = parsed.data.reason ?? 'stop requested';
+    stopReason = reason;
     wf.log.info('Stop requested', { reason: stopReason });
     if (state === 'running' || state === 'awaiting_approval' || state === 'paused_budget')
       publish('stopping');
     // A stop during a model turn, an approval wait or a budget pause ends it now.
     turnScope?.cancel();
+  }
+
+  wf.setHandler(stopSignal, (payload: unknown) => {
+    const parsed = stopPayloadSchema.safeParse(payload ?? {});
+    if (!parsed.success) return ignoreSignal('stop', describeZodError(parsed.error));
+    requestStop(parsed.data.reason ?? 'stop requested');
   });
+  if (cancelsLikeStop) {
+    // The run's own work runs shielded from the cancellation (see the end of this function), which
+    // becomes a stop instead: the run closes its requests, says why it ended, and completes.
+    void wf.CancellationScope.current().cancelRequested.catch(() => {
+      if (stopReason === null) cancelled = true;
+      requestStop(CANCELLATION_STOP_REASON);
+    });
+  }
   wf.setHandler(permissionSignal, (payload: unknown) => {
     const parsed = permissionPayloadSchema.safeParse(payload);
-    if (!parsed.success) return ignoreSignal('permission', parsed.error.message);
+    if (!parsed.success) return ignoreSignal('permission', describeZodError(parsed.error));
     const receipt = approvals.receive(parsed.data);
     if (receipt === 'ignored') return ignoreSignal('permission', `no open request ${parsed.data.requestId}`);
     // Counted as ignored unless a request with this ID opens later and takes it.
@@ -222,8 +277,15 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   });
   wf.setHandler(resumeSignal, (payload: unknown) => {
     const parsed = resumePayloadSchema.safeParse(payload ?? {});
-    if (!parsed.success) return ignoreSignal('resume', parsed.error.message);
+    if (!parsed.success) return ignoreSignal('resume', describeZodError(parsed.error));
     if (!budget.resume(parsed.data.budgets)) ignoreSignal('resume', 'the run is not paused');
+  });
+  // Without a default handler Temporal would buffer a misspelt signal silently, forever.
+  wf.setDefaultSignalHandler((signalName: string) => {
+    ignoreSignal(
+      signalName.slice(0, SIGNAL_NAME_LOGGED_MAX_CHARS),
+      `no signal of this name; accepted: ${[stopSignal.name, permissionSignal.name, resumeSignal.name].join(', ')}`,
+    );
   });
   wf.setHandler(statusQuery, (): AgentStatus => ({
     name: input.name,
@@ -232,9 +294,9 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     iteration: run.iteration,
     maxIterations: input.maxIterations ?? null,
     pendingPermissions: approvals.pending,
-    usage: { ...run.usage },
+    usage: { ...run.usage, costUsd: roundUsd(run.usage.costUsd) },
     budgets: run.budgets,
-    dailyUsage: budget.dailyUsage,
+    dailyUsage: roundedDailyUsage(budget.dailyUsage),
     pauseReason: budget.pauseReason,
     lastError: run.lastError,
     exitReason,
@@ -245,22 +307,31 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   }));
   wf.setHandler(iterationsQuery, (args?: unknown) => {
     const parsed = iterationsQueryArgsSchema.safeParse(args ?? {});
-    if (!parsed.success) throw new Error(`invalid iterations query arguments: ${parsed.error.message}`);
+    if (!parsed.success)
+      throw new Error(`invalid iterations query arguments: ${describeZodError(parsed.error)}`);
     const { from = 1, limit = run.records.length } = parsed.data;
     return run.records.filter((record) => record.iteration >= from).slice(0, limit);
   });
 
   /**
    * Calls the model with only the messages this turn adds; sends the whole conversation when it was
-   * just compacted or the worker lacks it.
+   * just compacted or the worker lacks it. `round` is the call's place in the iteration, for its summary.
    */
-  async function callModel(append: TranscriptMessage[]): Promise<ModelTurnResult> {
+  async function callModel(append: TranscriptMessage[], round: number): Promise<ModelTurnResult> {
     const { modelTurn } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: `${MODEL_START_TO_CLOSE_TIMEOUT_S}s`,
       // A remote model's stream may pause up to its stall timeout; any other provider heartbeats steadily.
       heartbeatTimeout: `${'stallTimeoutS' in input.model ? input.model.stallTimeoutS : MODEL_HEARTBEAT_TIMEOUT_S}s`,
-      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
-      summary: `model turn ${run.iteration}`,
+      retry: {
+        initialInterval: '1s',
+        backoffCoefficient: 2,
+        maximumInterval: '30s',
+        maximumAttempts: 5,
+        ...payloadFailuresNotRetried,
+      },
+      summary: modelTurnSummary(run.iteration, round),
+      // A stop waits for the provider to hang up and report the tokens it used until then.
+      ...(boundsAnswers ? { cancellationType: wf.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : {}),
     });
     const compaction = compactTranscript(run.transcript, append, input.contextBudgetTokens, systemPrompt);
     if (compaction !== undefined) {
@@ -278,22 +349,39 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       baseLength: run.transcript.length,
       append,
       callIndex: run.modelCalls,
+      maxToolCalls: input.guards.maxToolCallsPerAnswer,
     };
     if (run.transcript.length === 0 || compaction !== undefined) {
       turn.full = { systemPrompt, messages: run.transcript };
     }
     let result: ModelTurnResult;
     try {
-      result = await modelTurn(turn);
+      result = await modelTurn(turn).catch((error: unknown) => {
+        if (failureInfo(error).type !== TRANSCRIPT_UNAVAILABLE) throw error;
+        return modelTurn({ ...turn, full: { systemPrompt, messages: run.transcript } });
+      });
     } catch (error) {
-      if (failureInfo(error).type !== TRANSCRIPT_UNAVAILABLE) throw error;
-      result = await modelTurn({ ...turn, full: { systemPrompt, messages: run.transcript } });
+      throw endedTurn(error);
     } finally {
       // A failed call counts too, so a scripted model moves on to its next turn.
       run.modelCalls += 1;
     }
     run.transcript.push(...append, assistantMessage(result));
     return result;
+  }
+
+  /**
+   * What a model turn that did not answer leaves: the tokens a turn stopped mid-answer reported are
+   * charged to the run (a paid API bills them), and a turn that ended otherwise after a stop (its
+   * worker gone, so it timed out) ends as the stop's cancellation, not as a failure of the run.
+   */
+  function endedTurn(error: unknown): unknown {
+    const stopped = stoppedTurnOf(error);
+    if (stopped !== undefined) budget.record(stopped.usage, stopped.costUsd);
+    if (boundsAnswers && stopReason !== null && !wf.isCancellation(error)) {
+      return new wf.CancelledFailure(`the model turn ended after a stop: ${failureMessage(error)}`);
+    }
+    return error;
   }
 
   /**
@@ -315,7 +403,13 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       const { toolBatch } = wf.proxyActivities<AgentActivities>({
         startToCloseTimeout: `${TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S}s`,
         heartbeatTimeout: `${MODEL_HEARTBEAT_TIMEOUT_S}s`,
-        retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+        retry: {
+          initialInterval: '1s',
+          backoffCoefficient: 2,
+          maximumInterval: '30s',
+          maximumAttempts: 10,
+          ...payloadFailuresNotRetried,
+        },
         summary: toolBatchSummary(toRun.map(({ call }) => call)),
       });
       run.usedSandbox = true;
@@ -350,22 +444,33 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     run.pendingMessages = [];
     for (let round = 1; ; round += 1) {
       phase = 'model turn';
+      if (boundsAnswers) await notices.makeRoom();
       if (!(await budget.check(run.lastCallSpend, false))) break;
-      const answer = await callModel(append);
+      const answer = await callModel(append, round);
       texts.push(answer.text);
+      toolCallsThisIteration += answer.toolCalls.length;
       budget.record(answer.usage, answer.costUsd);
-      if (answer.toolCalls.length === 0) break;
+      const notTaken = notTakenMessage(answer.toolCallsNotTaken, input.guards.maxToolCallsPerAnswer);
+      if (answer.toolCalls.length === 0 && notTaken === undefined) break;
       phase = 'tool batch';
       append = await runTools(answer.toolCalls);
+      if (notTaken !== undefined) append.push(notTaken);
       if (permissionExit !== undefined) break;
       if (answer.toolCalls.some((call) => call.tool === FINISH_TOOL && call.invalid === undefined)) {
         finishRequested = true;
         break;
       }
-      if (round >= MAX_TOOL_ROUNDS_PER_ITERATION) {
+      // Rounds of large answers could outgrow the history before the iteration ends; the loop
+      // continues as new before the next one.
+      const historyDue = historyTooLong();
+      if (round >= MAX_TOOL_ROUNDS_PER_ITERATION || historyDue) {
         // The model reads these results at the start of the next iteration.
         run.pendingMessages = append;
-        texts.push(`[Paused after ${MAX_TOOL_ROUNDS_PER_ITERATION} tool rounds in one iteration]`);
+        texts.push(
+          historyDue
+            ? `[Paused after ${round} tool rounds: the run goes on in a new execution, its history being long]`
+            : `[Paused after ${MAX_TOOL_ROUNDS_PER_ITERATION} tool rounds in one iteration]`,
+        );
         break;
       }
     }
@@ -376,6 +481,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   async function runIteration(): Promise<{ record: IterationRecord; text: string; failure?: FailureInfo }> {
     run.iteration += 1;
     askedThisIteration = false;
+    toolCallsThisIteration = 0;
     publish('running');
     const startedAtMs = Date.now();
     const usageBefore = { ...run.usage };
@@ -428,15 +534,39 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     return input.maxIterations !== undefined && run.iteration >= input.maxIterations;
   }
 
+  /**
+   * Hands the run over to a new execution. This one closes as `continued_as_new` in visibility and
+   * the next starts in the run's live state, so `AgentState="running"` never finds a closed execution.
+   */
+  function continueAsNew(): Promise<never> {
+    if (!keepsStateTrue) return wf.continueAsNew<typeof agentRun>(startInput, run);
+    const nextAttributes = wf
+      .workflowInfo()
+      .typedSearchAttributes.updateCopy([{ key: agentStateKey, value: state }]);
+    publish('continued_as_new');
+    // The checked input, defaults applied, so the next execution runs with exactly the same settings.
+    const continueInLiveState = wf.makeContinueAsNewFunc<typeof agentRun>({
+      typedSearchAttributes: nextAttributes,
+    });
+    return continueInLiveState(checkedInput, run);
+  }
+
+  /** Whether the history has grown so large that the run must continue as new now. */
+  function historyTooLong(): boolean {
+    return boundsAnswers && wf.workflowInfo().historySize >= HISTORY_BYTES_BEFORE_CONTINUE_AS_NEW;
+  }
+
   async function loop(): Promise<ExitReason> {
     for (;;) {
       if (stopReason !== null) return 'stopped';
       if (reachedMaxIterations()) return 'max_iterations';
-      if (wf.workflowInfo().continueAsNewSuggested) {
+      if (wf.workflowInfo().continueAsNewSuggested || historyTooLong()) {
         run.noticeSequence = notices.sequence;
         await notices.settle();
         await wf.condition(wf.allHandlersFinished);
-        return wf.continueAsNew<typeof agentRun>(startInput, run);
+        // A stop or cancellation that came meanwhile would be lost in the next execution.
+        if (cancelsLikeStop && stopReason !== null) return 'stopped';
+        return continueAsNew();
       }
       if (!(await budget.check({ tokens: 0, costUsd: 0 }, true))) return 'stopped';
       const { record, text, failure } = await runIteration();
@@ -448,6 +578,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
         status: record.status,
         text,
         summary: record.summary,
+        toolCalls: toolCallsThisIteration,
         ...(failure === undefined ? {} : { failure }),
       };
       const assessment = assessIteration(run.guards, guarded, input.guards);
@@ -463,7 +594,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       });
       if (pauseS > 0) {
         publish('sleeping');
-        await wf.condition(() => stopReason !== null, pauseS * 1000);
+        await wf.condition(() => stopReason !== null, pauseS * 1000, { summary: pauseTimerSummary(guarded) });
       }
     }
   }
@@ -497,7 +628,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   }
   publish('running');
   try {
-    exitReason = await loop();
+    exitReason = cancelsLikeStop ? await wf.CancellationScope.nonCancellable(() => loop()) : await loop();
   } catch (error) {
     if (wf.isCancellation(error)) {
       publish('stopped');
@@ -505,24 +636,68 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       await wf.CancellationScope.nonCancellable(() => budget.flush());
       await notices.settle();
     }
+    // A failure closes the execution: visibility must not go on showing it live.
+    if (keepsStateTrue && error instanceof wf.TemporalFailure && !wf.isCancellation(error)) publish('failed');
     throw error;
   }
+  if (cancelled && exitReason === 'stopped') exitReason = 'cancelled';
   await releaseWorkspace();
-  await budget.flush();
+  // Shielded, like every step from here: after a cancellation the run's own scope is cancelled.
+  await wf.CancellationScope.nonCancellable(() => budget.flush());
   // Set by a signal handler or a guard while the loop ran: wider than the narrowed type here.
   const reason = stopReason as string | null;
   const why = reason === null ? '' : `: ${reason}`;
   notices.send('stopped', `Stopped after ${run.iteration} iterations (${exitReason})${why}`, run.iteration);
   publish('stopped');
   await notices.settle();
-  await wf.condition(wf.allHandlersFinished);
-  return { exitReason, iterations: run.iteration, usage: run.usage };
+  await wf.CancellationScope.nonCancellable(() => wf.condition(wf.allHandlersFinished));
+  return {
+    exitReason,
+    iterations: run.iteration,
+    usage: { ...run.usage, costUsd: roundUsd(run.usage.costUsd) },
+  };
 }
 
-/** The innermost message of a failure: an activity failure wraps the error the activity threw. */
+/** Today's spend as `status` shows it: the cost rounded like the run's own. */
+function roundedDailyUsage(daily: AgentStatus['dailyUsage']): AgentStatus['dailyUsage'] {
+  return daily === null ? null : { ...daily, costUsd: roundUsd(daily.costUsd) };
+}
+
+/** The stop reason of a run cancelled from outside, as `status` and the end notice give it. */
+const CANCELLATION_STOP_REASON = 'the workflow was cancelled (Web UI or temporal workflow cancel)';
+
+/** A signal name from outside is cut to this length in the log. */
+const SIGNAL_NAME_LOGGED_MAX_CHARS = 100;
+
+/**
+ * The innermost message of a failure: an activity failure wraps the error the activity threw. The
+ * worker's own payload-size failure (`[TMPRL1103]`) is told in words, with the limit.
+ */
 function failureMessage(failure: unknown): string {
-  if (failure instanceof wf.ActivityFailure && failure.cause) return failure.cause.message;
+  if (failure instanceof wf.ActivityFailure && failure.cause) {
+    const { cause } = failure;
+    if (cause instanceof wf.ApplicationFailure && cause.type === TEMPORAL_PAYLOADS_TOO_LARGE_FAILURE) {
+      return payloadLimitMessage(failure.activityType, cause.message);
+    }
+    return cause.message;
+  }
   return failure instanceof Error ? failure.message : String(failure);
+}
+
+/** The tokens a model turn stopped mid-answer reported with its cancellation, when it did. */
+function stoppedTurnOf(failure: unknown): StoppedTurn | undefined {
+  const cause = failure instanceof wf.ActivityFailure ? failure.cause : undefined;
+  if (!(cause instanceof wf.CancelledFailure)) return undefined;
+  const details = cause.details[0] as { usage?: Record<string, unknown>; costUsd?: unknown } | undefined;
+  const { inputTokens, outputTokens, estimated } = details?.usage ?? {};
+  const costUsd = details?.costUsd;
+  const isCount = (value: unknown): value is number =>
+    typeof value === 'number' && Number.isFinite(value) && value >= 0;
+  if (!isCount(inputTokens) || !isCount(outputTokens) || !isCount(costUsd)) return undefined;
+  return {
+    usage: { inputTokens, outputTokens, ...(estimated === true ? { estimated: true as const } : {}) },
+    costUsd,
+  };
 }
 
 /**

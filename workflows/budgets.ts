@@ -65,6 +65,14 @@ export function formatTokens(tokens: number): string {
   return fraction === undefined ? grouped : `${grouped}.${fraction}`;
 }
 
+/**
+ * An amount in dollars rounded to a millionth, where a cost is data a person reads (records, status,
+ * result): sums of prices read 0.0003, not 0.00030000000000000003. Budgets keep the exact sums.
+ */
+export function roundUsd(amount: number): number {
+  return Math.round(amount * 1_000_000) / 1_000_000;
+}
+
 /** An amount in dollars: cents ("$19.80"), or four decimals for amounts below a cent ("$0.0042"). */
 export function formatUsd(amount: number): string {
   return amount > 0 && amount < 0.01 ? `$${amount.toFixed(4)}` : `$${amount.toFixed(2)}`;

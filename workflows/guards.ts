@@ -3,7 +3,8 @@ import { MAX_COOLDOWN_WAIT_S } from '../common/constants';
 
 /**
  * Guards that end a run which no longer makes progress: repeated failures, a model that keeps saying
- * the same thing, and a circuit breaker that asks the run to wait (SEED-BEHAVIOURS 20-23).
+ * the same thing or nothing at all, and a circuit breaker that asks the run to wait (SEED-BEHAVIOURS
+ * 20-23).
  * Pure functions over plain JSON state, so the state survives continue-as-new unchanged.
  */
 
@@ -16,11 +17,16 @@ export interface GuardState {
   lastSignature: string | null;
   /** Normalised summaries of the latest successful iterations, oldest first. */
   recentSummaries: string[];
+  /**
+   * Consecutive iterations with no text and no tool call. Absent in state carried from an
+   * execution that predates the empty-output guard: none counted yet.
+   */
+  emptyIterations?: number;
 }
 
 /** The state of a run that has not iterated yet. */
 export function initialGuardState(): GuardState {
-  return { sameFailures: 0, anyFailures: 0, lastSignature: null, recentSummaries: [] };
+  return { sameFailures: 0, anyFailures: 0, lastSignature: null, recentSummaries: [], emptyIterations: 0 };
 }
 
 /** A failure as an activity reported it: the ApplicationFailure's message and type, and a breaker's cooldown. */
@@ -39,11 +45,13 @@ export interface GuardedIteration {
   /** The recorded summary: the text's last 400 characters, or "(no output)". */
   summary: string;
   failure?: FailureInfo;
+  /** Tool calls the model made in the iteration, finished or not; none when absent. */
+  toolCalls?: number;
 }
 
 /** Why the guards end a run. */
 export interface GuardStop {
-  exitReason: 'repeated_failures' | 'stagnation';
+  exitReason: 'repeated_failures' | 'stagnation' | 'no_output';
   message: string;
 }
 
@@ -72,6 +80,16 @@ export function failureSignature(iteration: GuardedIteration): string | null {
   return (marker ?? iteration.failure?.message ?? 'error').slice(0, SIGNATURE_MAX_CHARS);
 }
 
+/**
+ * Whether the iteration brought nothing: it did not fail, the model wrote no text (whitespace aside)
+ * and called no tool. A model that works through tools without a word is not empty.
+ */
+export function isEmptyIteration(iteration: GuardedIteration): boolean {
+  return (
+    failureSignature(iteration) === null && iteration.text.trim() === '' && (iteration.toolCalls ?? 0) === 0
+  );
+}
+
 /** A summary in comparable form: lowercase, whitespace collapsed, punctuation kept ("Done." ≠ "Done!"). */
 export function normalizeSummary(text: string): string {
   return text.toLowerCase().replace(/\s+/g, ' ').trim();
@@ -82,6 +100,9 @@ export function normalizeSummary(text: string): string {
  * A failure counts towards the same-signature and the any-failure limits and leaves the stagnation
  * window as it is; a success resets both counters and, when the window is 2 or more, adds its
  * summary: stagnation is N identical summaries in a row, and an empty summary clears the window.
+ * An empty iteration (see {@link isEmptyIteration}) counts towards `emptyWindow`, anything else
+ * ends the row: `emptyWindow` empty iterations in a row end the run with `no_output`, its own exit
+ * reason, because a silent model is a different problem from one that repeats itself.
  */
 export function assessIteration(
   state: GuardState,
@@ -92,7 +113,13 @@ export function assessIteration(
   if (signature !== null) {
     const sameFailures = signature === state.lastSignature ? state.sameFailures + 1 : 1;
     const anyFailures = state.anyFailures + 1;
-    const next: GuardState = { ...state, sameFailures, anyFailures, lastSignature: signature };
+    const next: GuardState = {
+      ...state,
+      sameFailures,
+      anyFailures,
+      lastSignature: signature,
+      emptyIterations: 0,
+    };
     let reason: string | undefined;
     if (sameFailures >= limits.sameFailureLimit) reason = `${sameFailures} consecutive identical failures`;
     else if (anyFailures >= limits.anyFailureLimit) {
@@ -105,7 +132,20 @@ export function assessIteration(
     };
   }
 
-  const next: GuardState = { sameFailures: 0, anyFailures: 0, lastSignature: null, recentSummaries: [] };
+  const next = initialGuardState();
+  if (isEmptyIteration(iteration)) {
+    const emptyIterations = (state.emptyIterations ?? 0) + 1;
+    next.emptyIterations = emptyIterations;
+    // An empty summary clears the stagnation window, as below.
+    if (limits.emptyWindow < 1 || emptyIterations < limits.emptyWindow) return { state: next };
+    return {
+      state: next,
+      stop: {
+        exitReason: 'no_output',
+        message: `no text and no tool call ${emptyIterations} iterations in a row`,
+      },
+    };
+  }
   const window = limits.stagnationWindow;
   if (window < 2) return { state: next };
   const summary = normalizeSummary(iteration.summary);

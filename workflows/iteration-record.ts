@@ -1,5 +1,6 @@
 import type { IterationRecord } from '../common/agent-run-types';
 import { ERROR_MAX_CHARS, SUMMARY_MAX_CHARS } from '../common/constants';
+import { roundUsd } from './budgets';
 
 /** What an iteration produced, before it becomes a record. */
 export interface IterationOutcome {
@@ -41,7 +42,7 @@ export function buildIterationRecord(outcome: IterationOutcome): IterationRecord
     durationS: Math.round((outcome.endedAtMs - outcome.startedAtMs) / 100) / 10,
     tokensIn: outcome.tokensIn,
     tokensOut: outcome.tokensOut,
-    costUsd: outcome.costUsd,
+    costUsd: roundUsd(outcome.costUsd),
   };
   if (outcome.error !== undefined) record.error = shortenError(outcome.error);
   return record;

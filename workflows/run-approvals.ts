@@ -5,6 +5,7 @@ import type { PermissionPayload } from '../common/messages';
 import type { PermissionDecision as DecisionNotice } from '../common/notification';
 import { FINISH_TOOL } from '../common/transcript';
 import { approveSignalJson } from './current-details';
+import { approvalTimerSummary } from './event-summaries';
 import {
   closeRequests,
   decidePermission,
@@ -24,6 +25,13 @@ import type { RunNotices } from './run-notices';
 
 /** Why a batch of tool calls ended the run instead of going on. */
 export type PermissionExit = Extract<ExitReason, 'permission_denied' | 'permission_timeout'>;
+
+/** A verdict of the policy itself (a rule, or auto-approve) on one call, for its batch's notice. */
+interface PolicyVerdict {
+  kind: 'decided' | 'auto_approved';
+  text: string;
+  decision: DecisionNotice;
+}
 
 /** What the policy and the people made of one batch of tool calls. */
 export interface GateOutcome {
@@ -52,6 +60,11 @@ export class RunApprovals {
       onDecided: () => void;
       /** A held decision that a request took after all: it no longer counts as ignored. */
       onHeldDecisionTaken: (count: number) => void;
+      /**
+       * One notice per kind for the policy's verdicts on a batch, not one per call; false when
+       * replaying an execution recorded before.
+       */
+      batchNotices: boolean;
     },
   ) {}
 
@@ -80,6 +93,7 @@ export class RunApprovals {
   async gate(batch: Array<{ callId: string; call: ModelToolCall }>): Promise<GateOutcome> {
     const refused = new Map<string, string>();
     const asked: Array<{ callId: string; request: PendingPermission }> = [];
+    const verdicts: PolicyVerdict[] = [];
     const iteration = this.context.iteration();
     for (const { callId, call } of batch) {
       if (call.tool === FINISH_TOOL) continue;
@@ -87,20 +101,11 @@ export class RunApprovals {
       const description = describeToolCall(call);
       if (verdict.action === 'deny') {
         refused.set(callId, `Denied by the run's permission policy (${verdict.reason})`);
-        this.context.notices.send(
-          'decided',
-          `Denied by policy: ${description} (${verdict.reason})`,
-          iteration,
-          {
-            decision: {
-              requestId: callId,
-              tool: call.tool,
-              approved: false,
-              via: 'rule',
-              rule: verdict.rule,
-            },
-          },
-        );
+        verdicts.push({
+          kind: 'decided',
+          text: `Denied by policy: ${description} (${verdict.reason})`,
+          decision: { requestId: callId, tool: call.tool, approved: false, via: 'rule', rule: verdict.rule },
+        });
       } else if (verdict.action === 'ask') {
         const requestedAt = Date.now();
         asked.push({
@@ -117,20 +122,20 @@ export class RunApprovals {
         });
       } else if (verdict.rule !== undefined) {
         // Which rule let a command through belongs in the audit as much as who approved one.
-        this.context.notices.send(
-          'decided',
-          `Allowed by policy: ${description} (${verdict.reason})`,
-          iteration,
-          {
-            decision: { requestId: callId, tool: call.tool, approved: true, via: 'rule', rule: verdict.rule },
-          },
-        );
+        verdicts.push({
+          kind: 'decided',
+          text: `Allowed by policy: ${description} (${verdict.reason})`,
+          decision: { requestId: callId, tool: call.tool, approved: true, via: 'rule', rule: verdict.rule },
+        });
       } else if (this.policy.mode === 'auto-approve') {
-        this.context.notices.send('auto_approved', `Auto-approved: ${description}`, iteration, {
+        verdicts.push({
+          kind: 'auto_approved',
+          text: `Auto-approved: ${description}`,
           decision: { requestId: callId, tool: call.tool, approved: true, via: 'auto-approve' },
         });
       }
     }
+    this.sendVerdicts(verdicts, iteration);
     let exit: PermissionExit | undefined;
     if (asked.length > 0) {
       const decided = await this.awaitDecisions(asked.map(({ request }) => request));
@@ -151,6 +156,34 @@ export class RunApprovals {
       }
     }
     return exit === undefined ? { refused } : { refused, exit };
+  }
+
+  /**
+   * The notices of the policy's verdicts on a batch: one per kind for the whole batch (each verdict
+   * a line, every decision in `decisions`), so an answer of many calls costs a notice, not a notice
+   * per call; one per call when replaying an execution recorded before.
+   */
+  private sendVerdicts(verdicts: PolicyVerdict[], iteration: number): void {
+    if (!this.context.batchNotices) {
+      for (const { kind, text, decision } of verdicts) {
+        this.context.notices.send(kind, text, iteration, { decision });
+      }
+      return;
+    }
+    for (const kind of new Set(verdicts.map((verdict) => verdict.kind))) {
+      const ofKind = verdicts.filter((verdict) => verdict.kind === kind);
+      const heading =
+        kind === 'auto_approved'
+          ? `Auto-approved ${ofKind.length} calls`
+          : `Policy decisions on ${ofKind.length} calls`;
+      const text =
+        ofKind.length === 1
+          ? ofKind[0]!.text
+          : [`${heading}:`, ...ofKind.map((verdict) => `- ${verdict.text}`)].join('\n');
+      this.context.notices.send(kind, text, iteration, {
+        decisions: ofKind.map((verdict) => verdict.decision),
+      });
+    }
   }
 
   /**
@@ -175,11 +208,19 @@ export class RunApprovals {
       );
     }
     this.context.onWait();
-    while (ours().some((request) => request.decision === undefined)) {
-      await wf.condition(
-        () => ours().every((request) => request.decision !== undefined),
-        msUntilNextExpiry(this.book, Date.now()),
-      );
+    const undecided = () => ours().filter((request) => request.decision === undefined);
+    while (undecided().length > 0) {
+      const decidedAll = () => undecided().length === 0;
+      const waitMs = msUntilNextExpiry(this.book, Date.now());
+      // The timer says which requests it would time out, and when: the Web UI shows it.
+      await (waitMs === undefined
+        ? wf.condition(decidedAll)
+        : wf.condition(decidedAll, waitMs, {
+            summary: approvalTimerSummary(
+              undecided().map((request) => request.requestId),
+              waitMs,
+            ),
+          }));
       expireRequests(this.book, new Date().toISOString());
     }
     const decided = closeRequests(this.book, ids);

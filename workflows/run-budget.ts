@@ -1,7 +1,8 @@
 import * as wf from '@temporalio/workflow';
 import type { AgentActivities } from '../activities';
 import type { BudgetLimits } from '../common/agent-input';
-import type { RunUsage } from '../common/agent-run-types';
+import type { ModelUsage, RunUsage } from '../common/agent-run-types';
+import { DAILY_LEDGER_HEARTBEAT_TIMEOUT_S } from '../common/constants';
 import {
   applyBudgetOverrides,
   budgetWarnings,
@@ -121,12 +122,16 @@ export class RunBudget {
     }
   }
 
-  /** Adds a model call's spend to the run; the ledger gets it before the next iteration. */
-  record(usage: { inputTokens: number; outputTokens: number }, costUsd: number): void {
+  /**
+   * Adds a model call's spend to the run; the ledger gets it before the next iteration. Estimated
+   * counts mark the run's usage as estimated from then on.
+   */
+  record(usage: ModelUsage, costUsd: number): void {
     const spend = { tokens: usage.inputTokens + usage.outputTokens, costUsd };
     this.run.usage.inputTokens += usage.inputTokens;
     this.run.usage.outputTokens += usage.outputTokens;
     this.run.usage.costUsd += costUsd;
+    if (usage.estimated === true) this.run.usage.estimated = true;
     this.run.lastCallSpend = spend;
     this.run.unchargedSpend = {
       tokens: this.run.unchargedSpend.tokens + spend.tokens,
@@ -174,9 +179,11 @@ export class RunBudget {
     const charging = charge && (unchargedSpend.tokens > 0 || unchargedSpend.costUsd > 0);
     if (!this.context.ledgerEnabled || (!charging && !hasDailyLimits)) return;
     const day = utcDay(Date.now());
-    // A few quick attempts: a ledger that stays unreachable must not hold the run for minutes.
+    // A few quick attempts: a ledger that stays unreachable must not hold the run for minutes. The
+    // heartbeat timeout retries the read of a killed worker after seconds, as for every other activity.
     const { dailyUsage } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: '30s',
+      heartbeatTimeout: `${DAILY_LEDGER_HEARTBEAT_TIMEOUT_S}s`,
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 4 },
       summary: 'daily budget',
     });

@@ -2,6 +2,7 @@ import type { AgentRunInput } from '../common/agent-input';
 import {
   DEFAULT_CONTEXT_BUDGET_TOKENS,
   DEFAULT_ERROR_BACKOFF_S,
+  DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
   DEFAULT_PERMISSION_TIMEOUT_S,
 } from '../common/constants';
 
@@ -29,6 +30,9 @@ export function runSettings(input: AgentRunInput): AgentRunInput {
       sameFailureLimit: Number.MAX_SAFE_INTEGER,
       anyFailureLimit: Number.MAX_SAFE_INTEGER,
       stagnationWindow: 0,
+      emptyWindow: 0,
+      // Not as it was started: an answer of thousands of calls would jam the run.
+      maxToolCallsPerAnswer: DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
       ...partial.guards,
     },
   };
@@ -39,3 +43,36 @@ export function runSettings(input: AgentRunInput): AgentRunInput {
  * before those existed, `patched` answers false, and the run schedules neither.
  */
 export const RUNNER_COMMANDS_PATCH = 'notices-and-daily-ledger';
+
+/**
+ * Marks executions that send their notices one after the other, each once the one before is
+ * delivered. Replaying an execution recorded before, `patched` answers false, and its notices go
+ * out all at once, as they did then.
+ */
+export const NOTICES_IN_ORDER_PATCH = 'notices-in-order';
+
+/**
+ * Marks executions that check their own input and keep `AgentState` true to the end: the final
+ * state upserted before the execution fails or continues as new, and the next execution of the
+ * chain started with the run's live state. Replaying an execution recorded before, `patched`
+ * answers false, and the run issues none of those commands.
+ */
+export const RUN_INTEGRITY_PATCH = 'input-check-and-final-state';
+
+/**
+ * Marks executions in which a workflow cancellation (the Web UI's "Request Cancellation", `temporal
+ * workflow cancel`) ends the run like a stop: requests closed, the end notice sent, the workspace
+ * released, and a result with exitReason `cancelled`. Replaying an execution recorded before,
+ * `patched` answers false, and a cancellation fails the run as it did then.
+ */
+export const CLEAN_CANCELLATION_PATCH = 'cancellation-ends-like-stop';
+
+/**
+ * Marks executions that keep what a model says within Temporal's limits: one notice for the
+ * policy's verdicts on a batch instead of one per call, a model turn cancelled only once it has
+ * reported the tokens it used, payload-size failures not retried, an iteration that ends its tool
+ * rounds and a run that continues as new once the history reaches 10 MiB, and a bound on notices
+ * in flight. Replaying
+ * an execution recorded before, `patched` answers false, and the run issues the commands it did then.
+ */
+export const ANSWER_BOUNDS_PATCH = 'bounded-answers';

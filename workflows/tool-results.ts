@@ -1,4 +1,10 @@
 import type { ModelToolCall, TranscriptMessage } from '../common/agent-run-types';
+import {
+  MODEL_RESULT_MAX_BYTES,
+  TEMPORAL_PAYLOAD_LIMIT_BYTES,
+  TOOL_BATCH_RESULT_MAX_BYTES,
+} from '../common/constants';
+import { formatBytes, formatCount } from '../common/payload-bounds';
 import type { ToolResult } from '../sandbox/tool-call';
 
 /** The Web UI summary of a tool-batch activity: "tools: bash ×2, read_file ×1". */
@@ -42,4 +48,28 @@ export function resultOrMissing(results: ReadonlyMap<string, ToolResult>, callId
       metadata: {},
     }
   );
+}
+
+/**
+ * What the model reads after the results of an answer some of whose tool calls were not taken:
+ * how many, the limits, and that none of them ran. Undefined when every call was taken.
+ */
+export function notTakenMessage(
+  notTaken: number | undefined,
+  maxToolCalls: number,
+): TranscriptMessage | undefined {
+  if (notTaken === undefined || notTaken <= 0) return undefined;
+  return {
+    role: 'user',
+    content: `[${formatCount(notTaken)} more tool calls of your last answer were not taken, and none of them ran: one answer may make at most ${maxToolCalls} tool calls, of at most ${formatBytes(MODEL_RESULT_MAX_BYTES)} together. Ask again in later answers for those still needed.]`,
+  };
+}
+
+/**
+ * The failure message of an activity whose result the worker refused to send, being over the
+ * namespace's payload limit (`[TMPRL1103]`, which does not say which limit): what happened, the
+ * limit to check, and the bounds the run keeps its results to.
+ */
+export function payloadLimitMessage(activity: string, workerMessage: string): string {
+  return `the ${activity} activity's result is over this Temporal namespace's payload limit (limit.blobSize.error, ${formatBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)} by default), so it failed without a retry; a model turn returns at most ${formatBytes(MODEL_RESULT_MAX_BYTES)} and a tool batch ${formatBytes(TOOL_BATCH_RESULT_MAX_BYTES)}, so the namespace's limit must be at least that (${workerMessage})`;
 }

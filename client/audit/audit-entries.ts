@@ -113,7 +113,14 @@ export type AuditEntry = EntryBase &
         failureType?: string;
         attempt?: number;
       }
-    | { kind: 'tool_call'; callId: string; tool: string; arguments: unknown }
+    | {
+        kind: 'tool_call';
+        callId: string;
+        tool: string;
+        arguments: unknown;
+        /** The arguments text the model sent when it was not a JSON object (`arguments` is then `{}`), cut to a bound. */
+        rawArguments?: string;
+      }
     | {
         kind: 'tool_result';
         /** The model's ID of the call, as on its `tool_call`. */
@@ -211,7 +218,12 @@ const modelTurnInputSchema = z.looseObject({
   full: z.looseObject({ systemPrompt: z.string(), messages: z.array(z.unknown()) }).optional(),
 });
 
-const modelToolCallSchema = z.looseObject({ id: z.string(), tool: z.string(), arguments: z.unknown() });
+const modelToolCallSchema = z.looseObject({
+  id: z.string(),
+  tool: z.string(),
+  arguments: z.unknown(),
+  rawArguments: z.string().optional(),
+});
 
 const modelTurnResultSchema = z.looseObject({
   text: z.string(),
@@ -258,6 +270,8 @@ const notificationSchema = z.looseObject({
   record: z.looseObject({ iteration: z.number() }).optional(),
   request: pendingPermissionSchema.optional(),
   decision: decisionSchema.optional(),
+  /** The policy's decisions on a whole batch, on runs that send one notice per batch. */
+  decisions: z.array(decisionSchema).optional(),
 });
 
 const carriedSchema = z.looseObject({
@@ -321,7 +335,8 @@ export class AuditReader {
           : undefined,
         iteration: this.iteration,
       };
-      const summaryIteration = /^model turn (\d+)$/.exec(activity.summary ?? '')?.[1];
+      // `model turn 3.2` names the second call of iteration 3; histories recorded earlier say `model turn 3`.
+      const summaryIteration = /^model turn (\d+)(?:\.\d+)?$/.exec(activity.summary ?? '')?.[1];
       if (summaryIteration !== undefined) this.iteration = Number(summaryIteration);
       activity.iteration = this.iteration;
       this.scheduled.set(`${runId}:${eventId}`, activity);
@@ -536,12 +551,12 @@ export class AuditReader {
         },
       ];
     }
-    if ((notice.kind === 'decided' || notice.kind === 'auto_approved') && notice.decision !== undefined) {
-      const { requestId, tool, approved, via, by, note, rule } = notice.decision;
-      const signal = via === 'signal' ? this.permissionSignals.get(requestId) : undefined;
-      this.permissionSignals.delete(requestId);
-      return [
-        {
+    const decisions = notice.decisions ?? (notice.decision === undefined ? [] : [notice.decision]);
+    if ((notice.kind === 'decided' || notice.kind === 'auto_approved') && decisions.length > 0) {
+      return decisions.map(({ requestId, tool, approved, via, by, note, rule }): AuditEntry => {
+        const signal = via === 'signal' ? this.permissionSignals.get(requestId) : undefined;
+        this.permissionSignals.delete(requestId);
+        return {
           ...iterationBase,
           kind: 'permission_decided',
           requestId,
@@ -549,8 +564,8 @@ export class AuditReader {
           approved,
           via,
           ...definedFields({ by, note, rule, signal }),
-        },
-      ];
+        };
+      });
     }
     const record = notice.record as IterationRecord | undefined;
     return [
@@ -597,6 +612,7 @@ export class AuditReader {
             callId: call.id,
             tool: call.tool,
             arguments: call.arguments,
+            ...definedFields({ rawArguments: call.rawArguments }),
           });
         }
         return entries;

@@ -73,7 +73,10 @@ function markdownOf(entry: AuditEntry): string {
     case 'model_failed':
       return `**Model call failed** ${at}${entry.failureType ? ` (${oneLine(entry.failureType)})` : ''}: ${oneLine(entry.error)}\n\n`;
     case 'tool_call':
-      return `**Tool call** ${code(entry.tool)} (${code(entry.callId)})\n\n${fenced(visibleJson(entry.arguments ?? null, 2), 'json')}`;
+      // Arguments that were not a JSON object are shown as the model sent them, not as `{}`.
+      return entry.rawArguments === undefined
+        ? `**Tool call** ${code(entry.tool)} (${code(entry.callId)})\n\n${fenced(visibleJson(entry.arguments ?? null, 2), 'json')}`
+        : `**Tool call** ${code(entry.tool)} (${code(entry.callId)}), arguments as sent (not a JSON object)\n\n${fenced(entry.rawArguments)}`;
     case 'tool_result': {
       const outcome = entry.success ? 'succeeded' : 'failed';
       const source = entry.source === 'workflow' ? ', given by the run' : '';
