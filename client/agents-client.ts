@@ -15,16 +15,23 @@ import {
   describeZodError,
   type AgentRunInput,
   type AgentRunInputDraft,
+  type ModelSpec,
 } from '../common/agent-input';
 import {
   AGENT_STATES,
-  type AgentRunResult,
-  type AgentState,
+  LIVE_AGENT_STATES,
   type AgentStatus,
   type IterationRecord,
   type PendingPermission,
 } from '../common/agent-run-types';
-import { REPLACE_GRACE_S, TASK_QUEUE, WORKFLOW_ID_PREFIX, WORKFLOW_TYPE } from '../common/constants';
+import {
+  REPLACE_GRACE_S,
+  TASK_QUEUE,
+  TEMPORAL_PAYLOAD_LIMIT_BYTES,
+  WORKFLOW_ID_PREFIX,
+  WORKFLOW_TYPE,
+} from '../common/constants';
+import { markdownCode } from '../common/display-text';
 import {
   iterationsQuery,
   permissionPayloadSchema,
@@ -43,6 +50,7 @@ import {
   agentStateKey,
   agentTemplateKey,
 } from '../common/search-attributes';
+import { formatBytes } from '../sandbox/byte-size';
 import type { agentRun } from '../workflows';
 import { AgentsError } from './errors';
 
@@ -68,13 +76,71 @@ export interface AgentListing {
   closeTime: Date | undefined;
 }
 
-/** Validates a run's input the way the client does before start: bad input never reaches Temporal. */
+/**
+ * How a forced stop ended a run: it was not open, it stopped within the grace, or it was
+ * terminated with `reason`, which its history keeps.
+ */
+export type RunEnd = { kind: 'not_open' } | { kind: 'stopped' } | { kind: 'terminated'; reason: string };
+
+/** What each part of a run's input is called in a message about its size. */
+const INPUT_PARTS: Partial<Record<keyof AgentRunInput, string>> = {
+  template: 'the template',
+  args: 'the arguments',
+  model: 'the model spec (a script is embedded whole)',
+  permissions: 'the permission rules',
+};
+
+/**
+ * The error for an input over Temporal's payload limit: its size, the limit, and its largest part,
+ * which is what to shorten. `cause` is the server's refusal when its limit is lower than the default.
+ */
+function inputTooLarge(input: AgentRunInput, cause?: unknown): AgentsError {
+  const bytes = Buffer.byteLength(JSON.stringify(input));
+  const parts = Object.entries(input).map(([key, value]) => ({
+    key: key as keyof AgentRunInput,
+    bytes: Buffer.byteLength(JSON.stringify(value) ?? ''),
+  }));
+  const largest = parts.reduce((most, part) => (part.bytes > most.bytes ? part : most));
+  const limit =
+    cause === undefined
+      ? `the limit is ${formatBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)}`
+      : `the server refused it as too large (${(cause as Error).message.replace(/^.*?: /, '')})`;
+  return new AgentsError(
+    'invalid_argument',
+    `The run's input is ${formatBytes(bytes)}; ${limit}, Temporal's limit on one payload: ${INPUT_PARTS[largest.key] ?? largest.key} takes ${formatBytes(largest.bytes)} of it`,
+    { cause },
+  );
+}
+
+/**
+ * Validates a run's input the way the client does before start: bad input never reaches Temporal,
+ * and neither does an input over Temporal's payload limit, which the server would refuse.
+ */
 export function validateRunInput(draft: AgentRunInputDraft): AgentRunInput {
   const parsed = agentRunInputSchema.safeParse(draft);
   if (!parsed.success) {
     throw new AgentsError('invalid_argument', `Invalid run input: ${describeZodError(parsed.error)}`);
   }
+  if (Buffer.byteLength(JSON.stringify(parsed.data)) > TEMPORAL_PAYLOAD_LIMIT_BYTES) {
+    throw inputTooLarge(parsed.data);
+  }
   return parsed.data;
+}
+
+/**
+ * The model of a run as the Web UI's static details name it: the provider, the model, and for a
+ * remote API the host of its base URL, so a reader sees which endpoint the run's calls go to
+ * (`openai` · `gpt-4o-mini` at `api.openai.com`). Never the key: only its variable is in the input.
+ */
+function modelDetails(model: ModelSpec): string {
+  switch (model.provider) {
+    case 'scripted':
+      return `scripted (${model.turns.length} turns)`;
+    case 'local':
+      return `local · ${markdownCode(model.model)}`;
+    default:
+      return `${model.provider} · ${markdownCode(model.model)} at ${markdownCode(new URL(model.baseUrl).host)}`;
+  }
 }
 
 /**
@@ -83,7 +149,8 @@ export function validateRunInput(draft: AgentRunInputDraft): AgentRunInput {
  * `temporal` CLI or the Web UI.
  */
 export class AgentsClient {
-  constructor(private readonly client: Client) {}
+  /** `client`: the Temporal client it speaks through, which readers of a run's history use too. */
+  constructor(readonly client: Client) {}
 
   /**
    * Starts a run. A run already going under the same name is an error, unless `replace` is set:
@@ -96,7 +163,7 @@ export class AgentsClient {
   ): Promise<WorkflowHandleWithFirstExecutionRunId<typeof agentRun>> {
     const input = validateRunInput(draft);
     const workflowId = workflowIdFor(input.name);
-    if (options.replace === true) await this.endOpenRun(workflowId);
+    if (options.replace === true) await this.endOpenRun(workflowId, 'replaced by a new run', REPLACE_GRACE_S);
     try {
       return await this.client.workflow.start<typeof agentRun>(WORKFLOW_TYPE, {
         workflowId,
@@ -114,7 +181,8 @@ export class AgentsClient {
         staticDetails: [
           `**Template:** ${input.template.name} (${input.template.source})`,
           `**Args:** ${input.args === '' ? '(none)' : input.args}`,
-          `**Model:** ${input.model.provider} · **Interval:** ${input.intervalS}s · **Max iterations:** ${input.maxIterations ?? 'none'}`,
+          `**Model:** ${modelDetails(input.model)}`,
+          `**Interval:** ${input.intervalS}s · **Max iterations:** ${input.maxIterations ?? 'none'}`,
         ].join('\n'),
       });
     } catch (error) {
@@ -125,27 +193,63 @@ export class AgentsClient {
           { cause: error },
         );
       }
+      // A server whose limits are lower than Temporal's defaults.
+      if (/Blob data size exceeds limit|larger than max/i.test((error as Error).message)) {
+        throw inputTooLarge(input, error);
+      }
       throw error;
     }
   }
 
-  private async endOpenRun(workflowId: string): Promise<void> {
+  /**
+   * Ends the open run of `workflowId` for sure: sends `stop` with `reason`, waits up to `graceS`
+   * for the run to close, then terminates it with the reason in its history. That also ends a run
+   * whose workflow tasks fail (a bug in deployed workflow code), which never acts on a signal. A
+   * grace of 0 terminates at once.
+   */
+  private async endOpenRun(workflowId: string, reason: string, graceS: number): Promise<RunEnd> {
     const handle = this.client.workflow.getHandle(workflowId);
-    if (!(await this.isOpen(handle))) return;
-    await handle.signal(stopSignal, { reason: 'replaced by a new run' });
-    const deadline = Date.now() + REPLACE_GRACE_S * 1000;
-    while (Date.now() < deadline) {
-      if (!(await this.isOpen(handle))) return;
-      await sleep(200);
+    if (!(await this.isOpen(handle))) return { kind: 'not_open' };
+    if (graceS > 0) {
+      await handle.signal(stopSignal, { reason });
+      const deadline = Date.now() + graceS * 1000;
+      while (Date.now() < deadline) {
+        if (!(await this.isOpen(handle))) return { kind: 'stopped' };
+        await sleep(200);
+      }
     }
-    await handle.terminate('replaced by a new run (did not stop within the grace period)');
+    const terminated = `${reason} (${graceS > 0 ? `did not stop within ${graceS} s` : 'forced with no grace'})`;
+    try {
+      await handle.terminate(terminated);
+    } catch (error) {
+      // It closed between the last look and the terminate.
+      if (error instanceof WorkflowNotFoundError) return { kind: 'stopped' };
+      throw error;
+    }
+    return { kind: 'terminated', reason: terminated };
   }
 
-  /** The handle of the running run of `name`, failing with a clear error when it has ended. */
-  private async runningHandleFor(name: string): Promise<WorkflowHandle<typeof agentRun>> {
+  /**
+   * Stops the running agent `name` for sure (`agents stop --force`): `stop`, then after `graceS`
+   * seconds without the run closing, a terminate whose reason the history keeps.
+   */
+  async forceStop(name: string, reason: string, graceS: number): Promise<RunEnd> {
+    const handle = await this.runningHandle(name);
+    return this.endOpenRun(handle.workflowId, reason, graceS);
+  }
+
+  /**
+   * The handle of the open run of `name`. A closed run takes no signal, so this fails with one line
+   * saying how it ended, read from the server alone: no worker is needed to tell.
+   */
+  async runningHandle(name: string): Promise<WorkflowHandle<typeof agentRun>> {
     const handle = await this.handleFor(name);
-    if (!(await this.isOpen(handle))) throw new AgentsError('not_found', `Agent ${name} is not running`);
-    return handle;
+    const { status } = await handle.describe();
+    if (status.name === 'RUNNING') return handle;
+    throw new AgentsError(
+      'not_running',
+      `Agent ${name} is not running: ${await howItEnded(handle, status.name)}`,
+    );
   }
 
   private async isOpen(handle: WorkflowHandle): Promise<boolean> {
@@ -209,7 +313,7 @@ export class AgentsClient {
         `Invalid permission decision: ${describeZodError(parsed.error)}`,
       );
     }
-    await (await this.runningHandleFor(name)).signal(permissionSignal, parsed.data);
+    await (await this.runningHandle(name)).signal(permissionSignal, parsed.data);
   }
 
   /** Sends `resume` to a run paused on its budgets, with new budgets for it if given. */
@@ -218,7 +322,7 @@ export class AgentsClient {
     if (!parsed.success) {
       throw new AgentsError('invalid_argument', `Invalid resume: ${describeZodError(parsed.error)}`);
     }
-    await (await this.runningHandleFor(name)).signal(resumeSignal, parsed.data);
+    await (await this.runningHandle(name)).signal(resumeSignal, parsed.data);
   }
 
   /**
@@ -238,9 +342,13 @@ export class AgentsClient {
     );
   }
 
-  /** Lists runs from the visibility store, newest first, optionally by `AgentState`. */
+  /**
+   * Lists runs from the visibility store, newest first, optionally by `AgentState`. A live state
+   * lists open executions only: one terminated from outside still shows the state it had.
+   */
   async list(options: { state?: string; runningOnly?: boolean } = {}): Promise<AgentListing[]> {
     const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
+    let runningOnly = options.runningOnly === true;
     if (options.state !== undefined) {
       if (!(AGENT_STATES as readonly string[]).includes(options.state)) {
         throw new AgentsError(
@@ -249,8 +357,9 @@ export class AgentsClient {
         );
       }
       clauses.push(`${agentStateKey.name} = '${options.state}'`);
+      if ((LIVE_AGENT_STATES as readonly string[]).includes(options.state)) runningOnly = true;
     }
-    if (options.runningOnly === true) clauses.push(`ExecutionStatus = 'Running'`);
+    if (runningOnly) clauses.push(`ExecutionStatus = 'Running'`);
     const listings: AgentListing[] = [];
     for await (const execution of this.client.workflow.list({ query: clauses.join(' AND ') })) {
       const attributes = execution.typedSearchAttributes;
@@ -307,62 +416,6 @@ export class AgentsClient {
     }
   }
 
-  /**
-   * Follows a run until it ends: each new iteration record and each change of state is reported
-   * as it happens, then the result is returned.
-   */
-  async watch(
-    name: string,
-    listener: { onRecord?: (record: IterationRecord) => void; onState?: (state: AgentState) => void },
-    pollMs = 300,
-  ): Promise<AgentRunResult> {
-    const handle = await this.handleFor(name);
-    const resultPromise = handle.result();
-    let finished = false;
-    resultPromise.then(
-      () => (finished = true),
-      () => (finished = true),
-    );
-    let nextIteration = 1;
-    let lastState: AgentState | undefined;
-    const report = (status: AgentStatus, records: IterationRecord[]) => {
-      for (const record of records) listener.onRecord?.(record);
-      const last = records.at(-1);
-      if (last !== undefined) nextIteration = last.iteration + 1;
-      if (status.state !== lastState) listener.onState?.(status.state);
-      lastState = status.state;
-    };
-    while (!finished) {
-      try {
-        report(
-          await this.query(handle, statusQuery),
-          await this.query(handle, iterationsQuery, { from: nextIteration }),
-        );
-      } catch (error) {
-        // A poll that overlapped the end of the run: the reads after the loop take over.
-        if (!finished) throw error;
-        break;
-      }
-      await Promise.race([sleep(pollMs), resultPromise.catch(() => undefined)]);
-    }
-    // The last record is written by the workflow task that completes the run, so it can only be read
-    // after the result: from a closed run, which a worker answers by replaying its history. A query
-    // that reaches the worker while it evicts the finished run can be lost, hence a few attempts.
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        report(
-          await this.query(handle, statusQuery),
-          await this.query(handle, iterationsQuery, { from: nextIteration }),
-        );
-        break;
-      } catch (error) {
-        if (attempt === 3) throw error;
-        await sleep(pollMs);
-      }
-    }
-    return resultPromise;
-  }
-
   /** True when at least one worker polls the `agents` task queue for workflow tasks. */
   async hasWorker(): Promise<boolean> {
     const response = await this.client.workflowService.describeTaskQueue({
@@ -371,5 +424,24 @@ export class AgentsClient {
       taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
     });
     return (response.pollers ?? []).length > 0;
+  }
+}
+
+/** How a closed run ended, for a message about a signal it can no longer take: "it ended with stagnation". */
+async function howItEnded(handle: WorkflowHandle<typeof agentRun>, status: string): Promise<string> {
+  switch (status) {
+    case 'COMPLETED':
+      // The close event is already written, so the result comes at once.
+      return `it ended with ${(await handle.result()).exitReason}`;
+    case 'TERMINATED':
+      return 'it was terminated';
+    case 'CANCELLED':
+      return 'it was cancelled';
+    case 'TIMED_OUT':
+      return 'it timed out';
+    case 'FAILED':
+      return 'its workflow failed';
+    default:
+      return `its workflow is ${status.toLowerCase()}`;
   }
 }

@@ -1,9 +1,13 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { TEMPORAL_CLI_VERSION } from '../common/constants';
 import { tightenPrivateFolder } from '../sandbox/private-files';
 import { COMMANDS } from './commands';
 import type { CommandContext } from './commands/command-context';
 import { loadConfig } from './config';
 import { AgentsError } from './errors';
+import { describeExitCodes, EXIT_FAILURE, EXIT_SUCCESS, EXIT_USAGE } from './exit-codes';
 
 type CommandName = keyof typeof COMMANDS;
 
@@ -18,7 +22,49 @@ function usage(): string {
     'Environment: AGENTS_HOME (default ~/.durable-agents); TEMPORAL_ADDRESS to use a cluster instead of the',
     'embedded dev server (with TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* as Temporal reads them);',
     'TEMPORAL_CLI, AGENTS_TEMPORAL_PORT, AGENTS_UI_PORT for the embedded server.',
+    '',
+    describeExitCodes(),
   ].join('\n');
+}
+
+/** `agents --version`: this package's version, and the Temporal CLI it pins. */
+function versionLine(): string {
+  const { version } = JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
+  return `agents ${version} (durable-agents; Temporal CLI ${TEMPORAL_CLI_VERSION}; Node.js ${process.version})`;
+}
+
+/**
+ * Writes a string option followed by a negative number (`--interval -1`) as `--interval=-1`, which
+ * parseArgs would otherwise refuse as ambiguous: the command's own check then says what the option
+ * accepts. Short options are written with their long name.
+ */
+function joinNegativeNumbers(
+  args: string[],
+  options: Record<string, { type: 'string' | 'boolean'; short?: string }>,
+): string[] {
+  const joined: string[] = [];
+  for (let index = 0; index < args.length; index += 1) {
+    const argument = args[index] ?? '';
+    if (argument === '--') return [...joined, ...args.slice(index)];
+    const next = args[index + 1];
+    const long = argument.startsWith('--')
+      ? argument.slice(2)
+      : Object.keys(options).find((option) => `-${options[option]?.short}` === argument);
+    if (
+      long !== undefined &&
+      options[long]?.type === 'string' &&
+      next !== undefined &&
+      /^-\.?\d/.test(next)
+    ) {
+      joined.push(`--${long}=${next}`);
+      index += 1;
+    } else {
+      joined.push(argument);
+    }
+  }
+  return joined;
 }
 
 function isCommand(name: string): name is CommandName {
@@ -42,7 +88,11 @@ export async function main(argv: string[]): Promise<number> {
   const [name, ...commandArguments] = rest;
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     print(usage());
-    return name === undefined ? 2 : 0;
+    return name === undefined ? EXIT_USAGE : EXIT_SUCCESS;
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    print(versionLine());
+    return EXIT_SUCCESS;
   }
   try {
     if (!isCommand(name)) {
@@ -59,13 +109,17 @@ export async function main(argv: string[]): Promise<number> {
     let parsed;
     try {
       parsed = parseArgs({
-        args: commandArguments,
+        args: joinNegativeNumbers(commandArguments, command.options),
         options: command.options,
         allowPositionals: true,
         strict: true,
       });
     } catch (error) {
-      const reason = (error as Error).message.split('. ')[0];
+      const { message } = error as Error;
+      // "ambiguous" says how to give a value that starts with '-': keep all of it, on one line.
+      const reason = message.includes('ambiguous')
+        ? message.split('\n').join(' ').replace(/\.$/, '')
+        : message.split('. ')[0];
       throw new AgentsError('invalid_argument', `${reason}. Usage: agents ${command.usage}`);
     }
     const context: CommandContext = {
@@ -76,15 +130,16 @@ export async function main(argv: string[]): Promise<number> {
     };
     // A home an earlier version made 0755 is closed before anything reads or writes in it.
     await tightenPrivateFolder(context.config.home);
-    await command.run(context);
-    return 0;
+    // A command that follows a run answers with the exit code of how the run ended.
+    const code: unknown = await command.run(context);
+    return typeof code === 'number' ? code : EXIT_SUCCESS;
   } catch (error) {
     // The reader went away (`agents export x | head`): nothing left to say, and nothing failed.
-    if ((error as NodeJS.ErrnoException).code === 'EPIPE') return 0;
+    if ((error as NodeJS.ErrnoException).code === 'EPIPE') return EXIT_SUCCESS;
     if (verbose) console.error(error);
     const message = error instanceof AgentsError ? error.message : describeUnexpected(error);
     process.stderr.write(`agents: ${message.split('\n')[0]}\n`);
-    return 1;
+    return EXIT_FAILURE;
   }
 }
 

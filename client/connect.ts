@@ -2,8 +2,12 @@ import os from 'node:os';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import type { AgentsConfig } from './config';
-import { ensureEmbeddedServer } from './embedded-server';
+import { acquireEmbeddedServer } from './embedded-server';
+import { AgentsError } from './errors';
 import { findTemporalBinary } from './temporal-binary';
+
+/** How long the CLI waits for Temporal to accept its connection. */
+const CONNECT_TIMEOUT_S = 10;
 
 /** A client and the connection it owns. */
 export interface TemporalSession {
@@ -41,19 +45,34 @@ export async function connectTemporal(
 ): Promise<TemporalSession> {
   const { temporal } = config;
   if (temporal.kind === 'embedded') {
-    const outcome = await ensureEmbeddedServer(
-      () => findTemporalBinary(config.home, temporal.binary),
-      temporal,
-      config.home,
-      onServer,
-    );
+    const acquired = await acquireEmbeddedServer({
+      binary: () => findTemporalBinary(config.home, temporal.binary),
+      server: temporal,
+      home: config.home,
+      mode: 'background',
+      onProgress: onServer,
+    });
+    const owner = acquired.pid === undefined ? '' : ` (pid ${acquired.pid})`;
     onServer(
-      outcome === 'started'
-        ? `Started the Temporal dev server in the background (Web UI http://localhost:${temporal.uiPort})`
-        : `Using the Temporal dev server on ${temporal.address}`,
+      acquired.kind === 'started'
+        ? `Started the Temporal dev server in the background${owner}, Web UI http://localhost:${temporal.uiPort}`
+        : `Using the Temporal dev server on ${temporal.address}${owner}`,
     );
   }
-  const connection = await Connection.connect(clientConnectionOptions(config));
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({
+      ...clientConnectionOptions(config),
+      connectTimeout: `${CONNECT_TIMEOUT_S}s`,
+    });
+  } catch (error) {
+    const source = temporal.kind === 'embedded' ? 'the embedded dev server' : 'TEMPORAL_ADDRESS';
+    throw new AgentsError(
+      'server_failed',
+      `Cannot reach Temporal at ${temporal.address} (${source}) within ${CONNECT_TIMEOUT_S} s: ${(error as Error).message}; check the address, that the server runs, and its TLS settings`,
+      { cause: error },
+    );
+  }
   // The identity is recorded on every signal this client sends: the audit shows who decided.
   const client = new Client({ connection, namespace: temporal.namespace, identity: cliIdentity() });
   return { client, connection, namespace: temporal.namespace, close: () => connection.close() };

@@ -1,10 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { closeSync, fchmodSync, fstatSync, openSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
+import { z } from 'zod';
 import { SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import {
   ensurePrivateFolder,
@@ -14,12 +17,15 @@ import {
 } from '../sandbox/private-files';
 import type { EmbeddedTemporal } from './config';
 import { AgentsError } from './errors';
+import { commandLineOf, isSameProcess, processIdentity, processListeningOn } from './local-processes';
 
 /** Files of the embedded server under `$AGENTS_HOME`. */
 export function serverFiles(home: string) {
   return {
     database: path.join(home, 'temporal.db'),
     pidFile: path.join(home, 'temporal.pid'),
+    /** Held by the one command that starts the server, so commands run at once start one. */
+    lockFile: path.join(home, 'temporal.lock'),
     logFile: path.join(home, 'logs', 'temporal.log'),
   };
 }
@@ -52,10 +58,10 @@ export function devServerArguments(server: EmbeddedTemporal, home: string): stri
   ];
 }
 
-/** True when a Temporal frontend answers at `address` within a second. */
-export async function isServerUp(address: string): Promise<boolean> {
+/** True when a Temporal frontend answers at `address` within `timeoutMs` (a second by default). */
+export async function isServerUp(address: string, timeoutMs = 1000): Promise<boolean> {
   try {
-    const connection = await Connection.connect({ address, connectTimeout: '1s' });
+    const connection = await Connection.connect({ address, connectTimeout: timeoutMs });
     await connection.close();
     return true;
   } catch {
@@ -112,7 +118,9 @@ const PRIVATE_UMASK_WRAPPER = ['-c', 'umask 077 && exec "$0" "$@"'];
 
 /**
  * Starts `temporal server start-dev` and resolves once its frontend answers. Its files under
- * `$AGENTS_HOME` are readable by their owner only (the database holds every run's history).
+ * `$AGENTS_HOME` are readable by their owner only (the database holds every run's history). A
+ * background server is recorded in `temporal.pid` by the process that listens on its port, with
+ * that process's start time, so a later stop signals that server and nothing else.
  */
 export async function startDevServer(options: StartServerOptions): Promise<ChildProcess> {
   const files = serverFiles(options.home);
@@ -140,23 +148,25 @@ export async function startDevServer(options: StartServerOptions): Promise<Child
   child.once('error', (error) => {
     exit = error.message;
   });
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + SERVER_START_TIMEOUT_MS;
   while (!(await isServerUp(options.server.address))) {
     if (exit !== undefined || Date.now() > deadline) {
       if (exit === undefined) child.kill('SIGKILL');
       throw new AgentsError(
         'server_failed',
-        `The Temporal dev server did not start on ${options.server.address} (${exit ?? 'no answer in 60 s'}): ${await logTail(files.logFile)}`,
+        `The Temporal dev server did not start on ${options.server.address} (${exit ?? `no answer in ${SERVER_START_TIMEOUT_MS / 1000} s`}): ${await logTail(files.logFile)}`,
       );
     }
     await sleep(200);
   }
   if (options.mode === 'background') {
     child.unref();
-    await writePrivateFile(
-      files.pidFile,
-      JSON.stringify({ pid: child.pid, address: options.server.address }),
-    );
+    const listener = (await processListeningOn(options.server.port)) ?? child.pid;
+    const identity = listener === undefined ? undefined : await processIdentity(listener);
+    if (identity !== undefined) {
+      const record: ServerRecord = { ...identity, address: options.server.address };
+      await writePrivateFile(files.pidFile, JSON.stringify(record));
+    }
   }
   return child;
 }
@@ -171,54 +181,242 @@ async function logTail(logFile: string): Promise<string> {
   }
 }
 
+/** How long the server may take to answer after it starts. */
+const SERVER_START_TIMEOUT_MS = 60_000;
+
 /**
- * Reuses the embedded server when it answers (registering search attributes it may lack, as a
- * server someone else started would), or starts it in the background.
+ * How long a command waits for the server another command is starting: that one's start, and
+ * room for the many commands that may queue behind the same lock.
  */
-export async function ensureEmbeddedServer(
-  binary: () => string,
-  server: EmbeddedTemporal,
-  home: string,
-  onProgress: (message: string) => void,
-): Promise<'reused' | 'started'> {
-  if (await isServerUp(server.address)) {
-    const connection = await Connection.connect({ address: server.address });
-    try {
-      await ensureSearchAttributes(connection, server.namespace);
-    } finally {
-      await connection.close();
-    }
-    return 'reused';
-  }
-  const executable = binary();
-  onProgress(`Starting the Temporal dev server on ${server.address} (data ${serverFiles(home).database}) …`);
-  await startDevServer({ binary: executable, server, home, mode: 'background' });
-  return 'started';
+const SERVER_WAIT_TIMEOUT_MS = 90_000;
+
+/** What `temporal.pid` holds: the process that listens on the server's port, and its start time. */
+const serverRecordSchema = z.object({
+  pid: z.number().int().positive(),
+  /** Absent in records written before start times were kept. */
+  startTime: z.string().optional(),
+  address: z.string(),
+});
+
+/** The background server as `$AGENTS_HOME/temporal.pid` records it. */
+export type ServerRecord = z.infer<typeof serverRecordSchema>;
+
+/** The port of a `host:port` address. */
+function portOf(address: string): number {
+  return Number(address.slice(address.lastIndexOf(':') + 1));
 }
 
-/** Stops the background server recorded in `$AGENTS_HOME/temporal.pid`; false when none runs. */
-export async function stopBackgroundServer(home: string): Promise<boolean> {
-  const { pidFile } = serverFiles(home);
-  let pid: number;
+/**
+ * True when something accepts TCP connections on `address`. A connection the kernel completes,
+ * however busy the process behind it: unlike a Temporal call, it does not time out under load.
+ */
+export async function isPortListening(address: string): Promise<boolean> {
+  const socket = connect({ host: address.slice(0, address.lastIndexOf(':')), port: portOf(address) });
   try {
-    pid = (JSON.parse(await readFile(pidFile, 'utf8')) as { pid: number }).pid;
-  } catch {
-    return false;
+    return await new Promise<boolean>((resolve) => {
+      socket.setTimeout(5_000);
+      socket.once('connect', () => resolve(true));
+      // A connection neither made nor refused: the backlog of a busy listener is full.
+      socket.once('timeout', () => resolve(true));
+      socket.once('error', () => resolve(false));
+    });
+  } finally {
+    socket.destroy();
   }
-  const alive = () => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
+}
+
+/** The embedded server a command uses: one that already ran, or the one it started. */
+export type ServerAcquisition =
+  /** `pid` is the process listening on the port, when it can be seen. */
+  | { kind: 'reused'; pid: number | undefined }
+  | { kind: 'started'; pid: number | undefined; child: ChildProcess };
+
+/** What {@link acquireEmbeddedServer} needs: how to start a server, and where to say it does. */
+export interface AcquireServerOptions extends Omit<StartServerOptions, 'binary'> {
+  /** Finds the `temporal` binary; called only when a server has to be started. */
+  binary: () => string;
+  onProgress: (message: string) => void;
+}
+
+/**
+ * Reuses the embedded server when its port is taken, or starts it, so that any number of commands
+ * at once start exactly one. Starting happens under `$AGENTS_HOME/temporal.lock`; the others wait,
+ * then find the port taken and reuse that server once it answers (registering search attributes it
+ * may lack, as a server someone else started would).
+ */
+export async function acquireEmbeddedServer(options: AcquireServerOptions): Promise<ServerAcquisition> {
+  const { server, home } = options;
+  const { lockFile } = serverFiles(home);
+  await ensurePrivateFolder(home);
+  const deadline = Date.now() + SERVER_WAIT_TIMEOUT_MS;
+  for (;;) {
+    if (await isPortListening(server.address)) return reuseServer(server, deadline);
+    const release = await tryLock(lockFile);
+    if (release !== undefined) {
+      try {
+        // Whoever held the lock before may have started it.
+        if (await isPortListening(server.address)) return await reuseServer(server, deadline);
+        const binary = options.binary();
+        options.onProgress(
+          `Starting the Temporal dev server on ${server.address} (data ${serverFiles(home).database}) …`,
+        );
+        const child = await startDevServer({ ...options, binary });
+        return { kind: 'started', pid: (await processListeningOn(server.port)) ?? child.pid, child };
+      } finally {
+        await release();
+      }
     }
+    if (Date.now() > deadline) {
+      throw new AgentsError(
+        'server_failed',
+        `Another command held ${lockFile} for ${SERVER_WAIT_TIMEOUT_MS / 1000} s while starting the Temporal dev server on ${server.address}, and it does not answer: see ${serverFiles(home).logFile}`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+/** Waits for the server listening on the port to answer, then registers the search attributes. */
+async function reuseServer(server: EmbeddedTemporal, deadline: number): Promise<ServerAcquisition> {
+  while (!(await isServerUp(server.address, 5_000))) {
+    if (Date.now() > deadline) {
+      const pid = await processListeningOn(server.port);
+      const owner = pid === undefined ? '' : ` (pid ${pid}: ${(await commandLineOf(pid)).slice(0, 120)})`;
+      throw new AgentsError(
+        'server_failed',
+        `Something listens on ${server.address}${owner} but does not answer as a Temporal server: free the port or choose another with AGENTS_TEMPORAL_PORT`,
+      );
+    }
+    await sleep(200);
+  }
+  const connection = await Connection.connect({ address: server.address, connectTimeout: '10s' });
+  try {
+    await ensureSearchAttributes(connection, server.namespace);
+  } finally {
+    await connection.close();
+  }
+  return { kind: 'reused', pid: await processListeningOn(server.port) };
+}
+
+/** What a lock file holds: the process holding it, and a token no other holder has. */
+const lockOwnerSchema = z.object({ pid: z.number().int(), startTime: z.string(), token: z.string() });
+
+/** A lock whose holder died before writing it is taken back after this long. */
+const UNWRITTEN_LOCK_MS = 10_000;
+
+/**
+ * Takes `lockFile` when nobody holds it (created with O_EXCL); returns its release, or undefined
+ * when a live process holds it. A lock whose holder has ended is broken for the next attempt.
+ */
+async function tryLock(lockFile: string): Promise<(() => Promise<void>) | undefined> {
+  const self = await processIdentity(process.pid);
+  const content = JSON.stringify({ pid: process.pid, startTime: self?.startTime ?? '', token: randomUUID() });
+  try {
+    await writeFile(lockFile, content, { flag: 'wx', mode: PRIVATE_FILE_MODE });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    await breakStaleLock(lockFile);
+    return undefined;
+  }
+  return async () => {
+    const current = await readFile(lockFile, 'utf8').catch(() => '');
+    if (current === content) await rm(lockFile, { force: true });
   };
-  if (alive()) {
-    process.kill(pid, 'SIGTERM');
-    const deadline = Date.now() + 10_000;
-    while (alive() && Date.now() < deadline) await sleep(100);
-    if (alive()) process.kill(pid, 'SIGKILL');
+}
+
+/**
+ * Removes `lockFile` when its holder is gone: a command killed while it started the server. The
+ * file is first renamed aside, so of two commands breaking it at once only one removes it, and a
+ * lock taken meanwhile by a live command is put back.
+ */
+async function breakStaleLock(lockFile: string): Promise<void> {
+  let content: string;
+  let modified: number;
+  try {
+    content = await readFile(lockFile, 'utf8');
+    modified = (await stat(lockFile)).mtimeMs;
+  } catch {
+    return; // Released meanwhile.
+  }
+  const owner = lockOwnerSchema.safeParse(safeJson(content));
+  const stale = owner.success
+    ? !(await isSameProcess(owner.data))
+    : Date.now() - modified > UNWRITTEN_LOCK_MS;
+  if (!stale) return;
+  const aside = `${lockFile}.${randomUUID()}.stale`;
+  try {
+    await rename(lockFile, aside);
+  } catch {
+    return; // Another command broke it first.
+  }
+  if ((await readFile(aside, 'utf8').catch(() => content)) !== content) {
+    // A live command took the lock between the read and the rename: give it back.
+    await link(aside, lockFile).catch(() => undefined);
+  }
+  await rm(aside, { force: true });
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** How `agents server stop` ended: the server it stopped, or why nothing was stopped. */
+export type ServerStop = { stopped: true; pid: number } | { stopped: false; reason: string };
+
+/**
+ * Stops the background server recorded in `$AGENTS_HOME/temporal.pid`, after checking that the
+ * recorded PID is still that server: the same start time (or, in a record without one, the
+ * process listening on its address). A PID the kernel has given to another program is left alone
+ * and the stale record removed.
+ */
+export async function stopEmbeddedServer(home: string): Promise<ServerStop> {
+  const { pidFile } = serverFiles(home);
+  let text: string;
+  try {
+    text = await readFile(pidFile, 'utf8');
+  } catch {
+    return { stopped: false, reason: `nothing is recorded in ${pidFile}` };
+  }
+  const parsed = serverRecordSchema.safeParse(safeJson(text));
+  if (!parsed.success) {
+    await rm(pidFile, { force: true });
+    return { stopped: false, reason: `${pidFile} held no server record; it was removed` };
+  }
+  const record = parsed.data;
+  const current = await processIdentity(record.pid);
+  const isServer =
+    current !== undefined &&
+    (record.startTime === undefined
+      ? (await processListeningOn(portOf(record.address))) === record.pid
+      : current.startTime === record.startTime);
+  if (!isServer) {
+    await rm(pidFile, { force: true });
+    return {
+      stopped: false,
+      reason:
+        current === undefined
+          ? `the server recorded in ${pidFile} (pid ${record.pid}) had already ended`
+          : `pid ${record.pid}, recorded in ${pidFile}, is now another process and was left alone`,
+    };
+  }
+  const identity = current;
+  const ended = async (timeoutMs: number) => {
+    const until = Date.now() + timeoutMs;
+    while (await isSameProcess(identity)) {
+      if (Date.now() > until) return false;
+      await sleep(100);
+    }
+    return true;
+  };
+  process.kill(record.pid, 'SIGTERM');
+  if (!(await ended(10_000)) && (await isSameProcess(identity))) {
+    process.kill(record.pid, 'SIGKILL');
+    await ended(5_000);
   }
   await rm(pidFile, { force: true });
-  return true;
+  return { stopped: true, pid: record.pid };
 }

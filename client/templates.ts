@@ -31,17 +31,43 @@ export function listTemplates(home: string): TemplateListing[] {
   return [...listFolder(BUILT_IN_TEMPLATES_DIR, 'built-in'), ...listFolder(userTemplatesDir(home), 'user')];
 }
 
+/** A file's text, refused when it is not text: a NUL byte, or bytes that are not UTF-8. */
+function readTemplateFile(file: string, shown: string): string {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (error) {
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : (error as Error).message;
+    throw new AgentsError('unknown_template', `Cannot read template '${shown}': ${reason}`, { cause: error });
+  }
+  try {
+    if (bytes.includes(0)) throw new Error('NUL byte');
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new AgentsError(
+      'unknown_template',
+      `Template '${shown}' is not a text file: a template is a Markdown task program in UTF-8`,
+    );
+  }
+}
+
+function isFile(file: string): boolean {
+  return existsSync(file) && statSync(file).isFile();
+}
+
 /**
  * Resolves a template the way users expect: an existing file path first, then a name in the user
  * folder (so a user can shadow a built-in), then the built-ins. An unknown name lists every
- * available one.
+ * available one; a path (with a '/' or ending in `.md`) that names no file says so. A file that is
+ * not UTF-8 text is refused: its bytes would go into the prompt.
  */
 export function loadTemplate(nameOrPath: string, home: string): TemplateRef {
-  if (existsSync(nameOrPath) && statSync(nameOrPath).isFile()) {
+  if (isFile(nameOrPath)) {
     return {
       name: path.basename(nameOrPath).replace(/\.md$/, ''),
       source: 'file',
-      content: readFileSync(nameOrPath, 'utf8'),
+      content: readTemplateFile(nameOrPath, nameOrPath),
     };
   }
   const candidates: Array<[string, TemplateListing['source']]> = [
@@ -50,13 +76,20 @@ export function loadTemplate(nameOrPath: string, home: string): TemplateRef {
   ];
   for (const [folder, source] of candidates) {
     const file = path.join(folder, `${nameOrPath}.md`);
-    if (!nameOrPath.includes('/') && existsSync(file) && statSync(file).isFile()) {
-      return { name: nameOrPath, source, content: readFileSync(file, 'utf8') };
+    if (!nameOrPath.includes('/') && isFile(file)) {
+      return { name: nameOrPath, source, content: readTemplateFile(file, nameOrPath) };
     }
   }
-  const available = [...new Set(listTemplates(home).map((template) => template.name))];
+  const available = [...new Set(listTemplates(home).map((template) => template.name))].join(', ') || '(none)';
+  if (nameOrPath.includes('/') || nameOrPath.endsWith('.md')) {
+    const problem = existsSync(nameOrPath) ? 'is a folder, not a file' : 'no such file';
+    throw new AgentsError(
+      'unknown_template',
+      `Template '${nameOrPath}': ${problem}. Give a path to a .md file, or a template name: ${available}`,
+    );
+  }
   throw new AgentsError(
     'unknown_template',
-    `Unknown template '${nameOrPath}'. Available: ${available.join(', ') || '(none)'}; or give a path to a .md file`,
+    `Unknown template '${nameOrPath}'. Available: ${available}; or give a path to a .md file`,
   );
 }

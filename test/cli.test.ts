@@ -11,7 +11,7 @@ import { isServerUp } from '../client/embedded-server';
 import type { AgentStatus, IterationRecord } from '../common/agent-run-types';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
 import type { agentRun } from '../workflows';
-import { runCli, startCli, type CliResult } from './helpers/cli';
+import { assertOneLineFailure, runCli, startCli } from './helpers/cli';
 import { uniqueName } from './helpers/run-input';
 import { useAgentsEnvironment } from './helpers/environment';
 import { freePort, testTemporalBinary } from './helpers/temporal-server';
@@ -20,15 +20,6 @@ import { startWorker } from './helpers/worker';
 
 // One dev server for this file, a fresh worker for each test.
 const env = useAgentsEnvironment();
-
-/** A failure the way users should see it: exit 1 and exactly one line on stderr. */
-function assertOneLineFailure(result: CliResult, pattern: RegExp): void {
-  assert.equal(result.code, 1, `expected exit 1, got ${result.code}: ${result.stderr}`);
-  const lines = result.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `expected one line, got: ${result.stderr}`);
-  assert.match(lines[0] ?? '', /^agents: /);
-  assert.match(lines[0] ?? '', pattern);
-}
 
 async function assertNeverStarted(name: string): Promise<void> {
   await assert.rejects(

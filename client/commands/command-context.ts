@@ -116,14 +116,20 @@ export function requireName(context: CommandContext, usage: string): string {
   return name;
 }
 
+/** Writes one line of news (about the server, not the command's answer) to stderr. */
+export function printNews(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
 /**
  * Runs `action` with a typed client on a connection to the configured Temporal server, closed
- * afterwards; `onServer` hears about the embedded server being started.
+ * afterwards; `onServer` hears about the embedded server being started. That news goes to stderr
+ * unless told otherwise, so stdout holds only the command's answer and `--json` output parses.
  */
 export async function withClient<T>(
   context: CommandContext,
   action: (agents: AgentsClient, session: TemporalSession) => Promise<T>,
-  onServer: (message: string) => void = context.print,
+  onServer: (message: string) => void = printNews,
 ): Promise<T> {
   const session = await connectTemporal(context.config, onServer);
   try {

@@ -12,6 +12,7 @@ import { webUiRunUrl } from '../config';
 import { workerConnectionOptions } from '../connect';
 import { isServerUp } from '../embedded-server';
 import { AgentsError } from '../errors';
+import { EXIT_SUCCESS, runExitCode } from '../exit-codes';
 import { ensureLocalModel } from '../local-model-install';
 import { parseModelOption } from '../model-option';
 import { ensureTemporalBinary } from '../temporal-binary';
@@ -51,52 +52,57 @@ export async function demoCommand(context: CommandContext): Promise<void> {
       requested === 'local'
         ? await demoLocalModel(context, dependencies.models)
         : parseModelOption('scripted');
-    await withClient(context, async (agents) => {
-      context.print('Starting a worker (its first start bundles the workflow code, a few seconds) …');
-      const agentsWorker = await createAgentsWorker({
-        connectionOptions: workerConnectionOptions(context.config),
-        namespace: temporal.namespace,
-        home: context.config.home,
-        dependencies,
-      });
-      const running = agentsWorker.run();
-      try {
-        const handle = await agents.start(
-          {
-            name: 'demo',
-            template: loadTemplate('demo', context.config.home),
-            model,
-            intervalS: 1,
-            maxIterations: iterations,
-            // The demo's one tool call writes demo.txt in its sandboxed workspace: granted, and noted.
-            permissions: { mode: 'auto-approve' },
-          },
-          { replace: true },
-        );
-        const described = model.provider === 'local' ? `local model ${model.model}` : 'scripted model';
-        context.print(
-          `Started agent demo (workflow ${handle.workflowId}): ${iterations} iterations of the demo template, ${described}`,
-        );
-        const result = await watchRun(context, agents, 'demo');
-        const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
-        if (link !== undefined) context.print(`Web UI of this run: ${link}`);
-        if (result.exitReason === 'repeated_failures') {
-          const { lastError } = await agents.status('demo');
-          throw new AgentsError(
-            'run_failed',
-            `The demo run failed: ${lastError === null ? 'see its history' : visibleProse(lastError)}`,
+    await withClient(
+      context,
+      async (agents) => {
+        context.print('Starting a worker (its first start bundles the workflow code, a few seconds) …');
+        const agentsWorker = await createAgentsWorker({
+          connectionOptions: workerConnectionOptions(context.config),
+          namespace: temporal.namespace,
+          home: context.config.home,
+          dependencies,
+        });
+        const running = agentsWorker.run();
+        try {
+          const handle = await agents.start(
+            {
+              name: 'demo',
+              template: loadTemplate('demo', context.config.home),
+              model,
+              intervalS: 1,
+              maxIterations: iterations,
+              // The demo's one tool call writes demo.txt in its sandboxed workspace: granted, and noted.
+              permissions: { mode: 'auto-approve' },
+            },
+            { replace: true },
           );
-        }
-        if (temporal.kind === 'embedded') {
+          const described = model.provider === 'local' ? `local model ${model.model}` : 'scripted model';
           context.print(
-            'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',
+            `Started agent demo (workflow ${handle.workflowId}): ${iterations} iterations of the demo template, ${described}`,
           );
+          const ending = await watchRun(context, agents, 'demo');
+          const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
+          if (link !== undefined) context.print(`Web UI of this run: ${link}`);
+          if (runExitCode(ending) !== EXIT_SUCCESS) {
+            const { lastError } = await agents.status('demo');
+            throw new AgentsError(
+              'run_failed',
+              `The demo run failed: ${lastError === null ? 'see its history' : visibleProse(lastError)}`,
+            );
+          }
+          if (temporal.kind === 'embedded') {
+            context.print(
+              'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',
+            );
+          }
+        } finally {
+          agentsWorker.worker.shutdown();
+          await running;
         }
-      } finally {
-        agentsWorker.worker.shutdown();
-        await running;
-      }
-    });
+        // The demo is a show for a person: the server it uses is part of its story, on stdout.
+      },
+      context.print,
+    );
   } finally {
     await closeActivityDependencies(dependencies);
     await localSandbox?.server.close();

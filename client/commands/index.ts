@@ -1,9 +1,10 @@
-import { DEFAULT_PERMISSION_EXTENSION_S, TASK_QUEUE } from '../../common/constants';
+import { DEFAULT_LOCAL_MODEL, DEFAULT_PERMISSION_EXTENSION_S, TASK_QUEUE } from '../../common/constants';
 import { MODEL_OPTION_FORMS } from '../model-option';
 import { approveCommand, denyCommand, extendCommand, pendingCommand } from './approvals';
 import { BUDGET_OPTIONS } from './command-context';
 import { demoCommand } from './demo';
 import { exportCommand, listCommand, logCommand, statusCommand, watchCommand } from './inspect';
+import { modelsCommand } from './models';
 import { resumeCommand, startCommand, stopCommand } from './run-lifecycle';
 import { sandboxCommand } from './sandbox';
 import { devCommand, serverCommand, setupCommand, workerCommand } from './server';
@@ -71,11 +72,12 @@ export const COMMANDS = {
   start: {
     run: startCommand,
     usage:
-      'start <name> --template T [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--replace] [--watch]',
+      'start <name> --template T [--args TEXT | --args - | --args-file FILE] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--replace] [--watch]',
     help: `start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them. --model: ${MODEL_OPTION_FORMS.join(', ')} (default: $AGENTS_MODEL, else local)`,
     options: {
       template: { type: 'string', short: 't' },
       args: { type: 'string' },
+      'args-file': { type: 'string' },
       interval: { type: 'string' },
       'max-iterations': { type: 'string' },
       model: { type: 'string' },
@@ -132,9 +134,14 @@ export const COMMANDS = {
   },
   stop: {
     run: stopCommand,
-    usage: 'stop <name> | --all [--reason TEXT]',
-    help: 'ask a run (or all) to stop',
-    options: { all: { type: 'boolean' }, reason: { type: 'string' } },
+    usage: 'stop <name> | --all [--reason TEXT] [--force [--grace 30s]]',
+    help: 'ask a run (or all) to stop; --force terminates it, the reason in its history, if it has not stopped within --grace (default 30s; 0: at once)',
+    options: {
+      all: { type: 'boolean' },
+      reason: { type: 'string' },
+      force: { type: 'boolean' },
+      grace: { type: 'string' },
+    },
   },
   list: {
     run: listCommand,
@@ -154,7 +161,18 @@ export const COMMANDS = {
     help: 'the last iteration records of a run',
     options: { lines: { type: 'string', short: 'n' }, json: { type: 'boolean' } },
   },
-  watch: { run: watchCommand, usage: 'watch <name>', help: 'follow a run live until it ends', options: {} },
+  watch: {
+    run: watchCommand,
+    usage: 'watch <name> [--json]',
+    help: 'follow a run live until it ends: iteration records, and each model turn and tool call as it happens (--json: one audit entry per line); exits with the code of how the run ended',
+    options: { json: { type: 'boolean' } },
+  },
+  models: {
+    run: modelsCommand,
+    usage: 'models [list | install]',
+    help: `the local models of $AGENTS_HOME/models, which --model local:<name> names; install puts ${DEFAULT_LOCAL_MODEL} there from PyPI`,
+    options: {},
+  },
   templates: {
     run: templatesCommand,
     usage: 'templates',

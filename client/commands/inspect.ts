@@ -1,39 +1,43 @@
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { z } from 'zod';
-import { AGENT_STATES, type AgentRunResult } from '../../common/agent-run-types';
+import { AGENT_STATES } from '../../common/agent-run-types';
 import { terminalSafeJson } from '../../common/display-text';
 import type { AgentsClient } from '../agents-client';
 import { AgentsError } from '../errors';
+import { runExitCode, type RunEnding } from '../exit-codes';
 import { formatListings, formatRecord, formatStatus } from '../format';
 import { exportRun } from '../audit/export-run';
+import { formatJsonl } from '../audit/jsonl-export';
+import { followRun, isWatched, RunProgressText, runEnding } from '../run-progress';
 import { flag, numberOption, requireName, text, withClient, type CommandContext } from './command-context';
 
 /** The commands that read runs: `list`, `status`, `log`, `watch` and `export`. */
 
-/** Prints the one line that says how a run ended. */
-function printResult(context: CommandContext, name: string, result: AgentRunResult): void {
-  const { usage } = result;
-  context.print(
-    `Agent ${name} ended: ${result.exitReason} after ${result.iterations} iteration(s), ${usage.inputTokens} tokens in, ${usage.outputTokens} out, $${usage.costUsd.toFixed(4)}`,
-  );
-}
-
-/** Follows run `name` live, printing its iteration records and state changes, until it ends. */
+/**
+ * Follows run `name` live from its history until it ends: its iteration records and state changes,
+ * and inside each iteration every model turn and tool call as it happens. With `json`, each step is
+ * one line of JSON (an entry of `agents export`'s jsonl) instead. Returns how the run ended.
+ */
 export async function watchRun(
   context: CommandContext,
   agents: AgentsClient,
   name: string,
-): Promise<AgentRunResult> {
-  const result = await agents.watch(name, {
-    onRecord: (record) => context.print(formatRecord(record)),
-    // Running and sleeping alternate every iteration; the other states are news.
-    onState: (state) => {
-      if (state !== 'running' && state !== 'sleeping' && state !== 'stopped') context.print(`  · ${state}`);
-    },
-  });
-  printResult(context, name, result);
-  return result;
+  options: { json?: boolean } = {},
+): Promise<RunEnding> {
+  const handle = await agents.handleFor(name);
+  const text = new RunProgressText(name);
+  for await (const progress of followRun(agents.client, handle.workflowId)) {
+    if (options.json === true) {
+      if (isWatched(progress)) context.print(formatJsonl(progress.entry).trimEnd());
+    } else {
+      for (const line of text.lines(progress)) context.print(line);
+    }
+    if (progress.entry.kind === 'run_ended') return runEnding(progress.entry);
+  }
+  throw new AgentsError('not_found', `The history of agent ${name} ended without a close event`);
 }
 
 /** `agents export <name> [--format jsonl|md] [--output FILE]`: the run's whole story from its history. */
@@ -44,25 +48,44 @@ export async function exportCommand(context: CommandContext): Promise<void> {
     throw new AgentsError('invalid_argument', `--format '${format}'. Accepted: jsonl, md`);
   }
   const output = text(context, 'output');
-  await withClient(
-    context,
-    async (_agents, session) => {
-      // Resolved before the file is created, so an unknown agent leaves no empty file behind.
-      const chunks = await exportRun(session.client, name, { format });
-      const sink = output === undefined ? process.stdout : createWriteStream(output);
-      for await (const chunk of chunks) {
-        if (!sink.write(chunk)) await once(sink, 'drain');
-      }
-      if (output !== undefined) {
-        await new Promise<void>((resolve, reject) =>
-          sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
-        );
-        context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
-      }
-      // On stdout the export is the output: news about the server goes to stderr.
-    },
-    output === undefined ? (message) => process.stderr.write(`${message}\n`) : context.print,
-  );
+  await withClient(context, async (_agents, session) => {
+    // Resolved before the file is created, so an unknown agent leaves no empty file behind.
+    const chunks = await exportRun(session.client, name, { format });
+    const sink = output === undefined ? process.stdout : await openOutputFile(output);
+    for await (const chunk of chunks) {
+      if (!sink.write(chunk)) await once(sink, 'drain');
+    }
+    if (output !== undefined) {
+      await new Promise<void>((resolve, reject) =>
+        sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+      );
+      context.print(`Wrote the ${format} export of agent ${name} to ${output}`);
+    }
+    // On stdout the export is the output: news about the server goes to stderr, as for every command.
+  });
+}
+
+/**
+ * Opens `--output FILE` for writing, failing with one line when it cannot be: a folder that does
+ * not exist, a folder given as the file, no permission.
+ */
+async function openOutputFile(file: string): Promise<WriteStream> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file, 'w');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'ENOENT'
+        ? `no such folder ${path.dirname(path.resolve(file))}`
+        : code === 'EISDIR'
+          ? 'is a folder'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : (error as Error).message;
+    throw new AgentsError('invalid_argument', `--output '${file}': ${reason}`, { cause: error });
+  }
+  return handle.createWriteStream();
 }
 
 /** `agents list [--state S]` */
@@ -107,10 +130,13 @@ export async function logCommand(context: CommandContext): Promise<void> {
   });
 }
 
-/** `agents watch <name>` */
-export async function watchCommand(context: CommandContext): Promise<void> {
-  const name = requireName(context, 'agents watch <name>');
-  await withClient(context, async (agents) => {
-    await watchRun(context, agents, name);
-  });
+/**
+ * `agents watch <name> [--json]`: follows the run to its end; exits with the code of how it ended
+ * (0 for the normal ends, see `RUN_EXIT_CODES`).
+ */
+export async function watchCommand(context: CommandContext): Promise<number> {
+  const name = requireName(context, 'agents watch <name> [--json]');
+  return withClient(context, async (agents) =>
+    runExitCode(await watchRun(context, agents, name, { json: flag(context, 'json') })),
+  );
 }

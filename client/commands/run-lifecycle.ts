@@ -1,10 +1,12 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { intervalSchema, type AgentRunInputDraft, type ModelSpec } from '../../common/agent-input';
-import { DEFAULT_LOCAL_MODEL, TASK_QUEUE } from '../../common/constants';
-import { validateRunInput } from '../agents-client';
+import { DEFAULT_LOCAL_MODEL, FORCE_STOP_GRACE_S, TASK_QUEUE } from '../../common/constants';
+import { validateRunInput, type RunEnd } from '../agents-client';
 import { webUiRunUrl } from '../config';
 import { AgentsError } from '../errors';
-import { ensureLocalModel } from '../local-model-install';
+import { EXIT_SUCCESS, runExitCode } from '../exit-codes';
+import { checkLocalModelFile, ensureLocalModel } from '../local-model-install';
 import { resolveModelSpec } from '../model-option';
 import { loadTemplate } from '../templates';
 import {
@@ -42,8 +44,38 @@ function chooseModel(context: CommandContext): ModelSpec {
   return spec;
 }
 
-/** `agents start <name> --template T …` */
-export async function startCommand(context: CommandContext): Promise<void> {
+/**
+ * The run's arguments: `--args TEXT`, `--args -` (read from standard input) or `--args-file FILE`,
+ * for arguments too long or too awkward to quote on a command line.
+ */
+function argsOption(context: CommandContext): string {
+  const inline = text(context, 'args');
+  const file = text(context, 'args-file');
+  if (inline !== undefined && file !== undefined) {
+    throw new AgentsError('invalid_argument', 'Give --args or --args-file, not both');
+  }
+  if (file === undefined && inline !== '-') return inline ?? '';
+  const [source, shown] =
+    file === undefined ? [0, '--args - (standard input)'] : [file, `--args-file '${file}'`];
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(source);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : (error as Error).message;
+    throw new AgentsError('invalid_argument', `${shown}: ${reason}`, { cause: error });
+  }
+  try {
+    // The newline that ends a file or an `echo` is not part of the arguments.
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes).replace(/\r?\n$/, '');
+  } catch {
+    throw new AgentsError('invalid_argument', `${shown}: not UTF-8 text`);
+  }
+}
+
+/** `agents start <name> --template T …`; with `--watch`, exits with the code of how the run ended. */
+export async function startCommand(context: CommandContext): Promise<number> {
   const usage =
     'agents start <name> --template <name|path> [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--replace] [--watch]';
   const name = requireName(context, usage);
@@ -53,7 +85,7 @@ export async function startCommand(context: CommandContext): Promise<void> {
   const draft: AgentRunInputDraft = {
     name,
     template: loadTemplate(templateName, context.config.home),
-    args: text(context, 'args') ?? '',
+    args: argsOption(context),
     model: chooseModel(context),
   };
   const interval = numberOption(context, 'interval', intervalSchema);
@@ -81,14 +113,11 @@ export async function startCommand(context: CommandContext): Promise<void> {
   const input = validateRunInput(draft);
   // This machine's workers look for the default local model here: install it once it is asked for.
   const { model } = input;
-  if (
-    model.provider === 'local' &&
-    model.model === DEFAULT_LOCAL_MODEL &&
-    context.config.temporal.kind === 'embedded'
-  ) {
-    await ensureLocalModel(context.config.home, context.print);
+  if (model.provider === 'local' && context.config.temporal.kind === 'embedded') {
+    if (model.model === DEFAULT_LOCAL_MODEL) await ensureLocalModel(context.config.home, context.print);
+    else checkLocalModelFile(model.model, context.config.home);
   }
-  await withClient(context, async (agents) => {
+  return withClient(context, async (agents) => {
     const handle = await agents.start(draft, { replace: flag(context, 'replace') });
     context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);
     const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
@@ -98,25 +127,72 @@ export async function startCommand(context: CommandContext): Promise<void> {
         `No worker polls task queue '${TASK_QUEUE}' yet: start one with \`agents worker\` (or \`agents dev\`).`,
       );
     }
-    if (flag(context, 'watch')) await watchRun(context, agents, name);
+    return flag(context, 'watch') ? runExitCode(await watchRun(context, agents, name)) : EXIT_SUCCESS;
   });
 }
 
 /** `agents stop <name> | --all` */
 export async function stopCommand(context: CommandContext): Promise<void> {
+  const usage = 'agents stop <name> | --all [--reason TEXT] [--force [--grace 30s]]';
   const reason = text(context, 'reason') ?? 'stopped from the CLI';
+  const force = flag(context, 'force');
+  const graceS = graceOption(context, force);
   await withClient(context, async (agents) => {
     if (flag(context, 'all')) {
       if (context.positionals.length > 0)
         throw new AgentsError('invalid_argument', 'Give a name or --all, not both');
-      const names = await agents.stopAll(reason);
-      context.print(names.length === 0 ? 'No running agents.' : `Asked to stop: ${names.join(', ')}`);
+      if (!force) {
+        const names = await agents.stopAll(reason);
+        context.print(names.length === 0 ? 'No running agents.' : `Asked to stop: ${names.join(', ')}`);
+        return;
+      }
+      const running = await agents.list({ runningOnly: true });
+      if (running.length === 0) context.print('No running agents.');
+      const ends = await Promise.all(running.map(({ name }) => agents.forceStop(name, reason, graceS)));
+      running.forEach(({ name }, index) => context.print(describeForcedStop(name, ends[index]!, graceS)));
       return;
     }
-    const name = requireName(context, 'agents stop <name> | --all [--reason TEXT]');
-    const stopped = await agents.stop(name, reason);
-    context.print(stopped ? `Asked agent ${name} to stop.` : `Agent ${name} is not running.`);
+    const name = requireName(context, usage);
+    if (force) {
+      context.print(describeForcedStop(name, await agents.forceStop(name, reason, graceS), graceS));
+      return;
+    }
+    // A closed run takes no stop: like `resume`, this fails with one line saying how it ended.
+    await agents.runningHandle(name);
+    await agents.stop(name, reason);
+    context.print(`Asked agent ${name} to stop.`);
   });
+}
+
+/**
+ * `--grace`: how long `stop --force` waits for the run to stop by itself, as `30s`, `2m` or seconds;
+ * 0 terminates at once. Only with `--force`.
+ */
+function graceOption(context: CommandContext, force: boolean): number {
+  const raw = text(context, 'grace');
+  if (raw === undefined) return FORCE_STOP_GRACE_S;
+  if (!force) throw new AgentsError('invalid_argument', '--grace applies to stop --force only');
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(s|m)?\s*$/.exec(raw);
+  const seconds = match === null ? Number.NaN : Number(match[1]) * (match[2] === 'm' ? 60 : 1);
+  if (!(seconds <= 3600)) {
+    throw new AgentsError(
+      'invalid_argument',
+      `--grace '${raw}': must be a duration up to 1 hour such as 30s, 2m or 0 (terminate at once)`,
+    );
+  }
+  return seconds;
+}
+
+/** What `stop --force` did to one run, on one line. */
+function describeForcedStop(name: string, end: RunEnd, graceS: number): string {
+  switch (end.kind) {
+    case 'not_open':
+      return `Agent ${name} had already ended.`;
+    case 'stopped':
+      return `Agent ${name} stopped within the grace of ${graceS} s.`;
+    case 'terminated':
+      return `${graceS > 0 ? `Agent ${name} did not stop within ${graceS} s: terminated it` : `Terminated agent ${name} at once`}; its history records the reason "${end.reason}".`;
+  }
 }
 
 /** `agents resume <name> [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD]` */
@@ -127,6 +203,15 @@ export async function resumeCommand(context: CommandContext): Promise<void> {
   );
   const budgets = budgetOptions(context);
   await withClient(context, async (agents) => {
+    // The run would ignore a resume it cannot act on: say so instead of asking.
+    await agents.runningHandle(name);
+    const { state } = await agents.status(name);
+    if (state !== 'paused_budget') {
+      throw new AgentsError(
+        'not_paused',
+        `Agent ${name} is not paused (state: ${state}): resume lifts a budget pause only`,
+      );
+    }
     await agents.resume(name, Object.keys(budgets).length === 0 ? {} : { budgets });
     context.print(
       `Asked agent ${name} to resume${Object.keys(budgets).length === 0 ? '' : ` with ${JSON.stringify(budgets)}`}.`,

@@ -1,19 +1,23 @@
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import os from 'node:os';
-import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+import { Runtime, type LogLevel } from '@temporalio/worker';
 import { TASK_QUEUE } from '../../common/constants';
 import { loadOrCreateToken } from '../../sandbox/token';
 import { createAgentsWorker } from '../../worker/create-worker';
+import { createWorkerLogger } from '../../worker/worker-logger';
 import type { AgentsConfig } from '../config';
 import { connectTemporal, workerConnectionOptions } from '../connect';
 import {
+  acquireEmbeddedServer,
   ensureSearchAttributes,
+  isPortListening,
   isServerUp,
   serverFiles,
-  startDevServer,
-  stopBackgroundServer,
+  stopEmbeddedServer,
 } from '../embedded-server';
 import { AgentsError } from '../errors';
+import { processListeningOn } from '../local-processes';
 import { findTemporalBinary } from '../temporal-binary';
 import { withClient, type CommandContext } from './command-context';
 import { configuredSandboxes, startLocalSandbox } from './sandbox';
@@ -21,10 +25,10 @@ import { toolServerTokenFile } from './tool-server';
 
 /** The commands that run the infrastructure: `server`, `setup`, `worker` and `dev`. */
 
-/** Installs the SDK runtime with a logger at `level`, once per process. */
+/** Installs the SDK runtime with a logger at `level`, one line per entry, once per process. */
 export function installRuntime(level: LogLevel): void {
   try {
-    Runtime.install({ logger: new DefaultLogger(level) });
+    Runtime.install({ logger: createWorkerLogger(level) });
   } catch {
     // Already installed by an earlier command in this process.
   }
@@ -80,39 +84,56 @@ export async function serverCommand(context: CommandContext): Promise<void> {
     );
   }
   const action = context.positionals[0] ?? 'run';
-  const running = await isServerUp(temporal.address);
+  const { home } = context.config;
   switch (action) {
-    case 'status':
+    case 'status': {
+      const running = await isServerUp(temporal.address, 5_000);
+      const pid = running ? await processListeningOn(temporal.port) : undefined;
       context.print(
         running
-          ? `Temporal dev server answers on ${temporal.address} (Web UI http://localhost:${temporal.uiPort})`
+          ? `Temporal dev server answers on ${temporal.address}${pid === undefined ? '' : ` (pid ${pid})`}, Web UI http://localhost:${temporal.uiPort}`
           : `No Temporal server on ${temporal.address}`,
       );
       return;
-    case 'stop':
-      context.print(
-        (await stopBackgroundServer(context.config.home))
-          ? 'Stopped the background Temporal dev server.'
-          : `No background server recorded in ${serverFiles(context.config.home).pidFile}`,
-      );
-      return;
-    case 'start':
-    case 'run': {
-      if (running) {
-        context.print(`A Temporal server already answers on ${temporal.address}.`);
+    }
+    case 'stop': {
+      const outcome = await stopEmbeddedServer(home);
+      if (outcome.stopped) {
+        context.print(`Stopped the background Temporal dev server (pid ${outcome.pid}).`);
         return;
       }
-      const binary = findTemporalBinary(context.config.home, temporal.binary);
+      // A server in the foreground of `agents dev` or `agents server` is its terminal's to stop.
+      const listener = (await isPortListening(temporal.address))
+        ? await processListeningOn(temporal.port)
+        : undefined;
+      context.print(
+        listener === undefined
+          ? `No embedded server was running in the background (${outcome.reason}): nothing was stopped.`
+          : `Nothing was stopped: the server on ${temporal.address} (pid ${listener}) was not started in the background (${outcome.reason}); stop it where it runs, with Ctrl-C.`,
+      );
+      return;
+    }
+    case 'start':
+    case 'run': {
       const mode = action === 'start' ? 'background' : 'foreground';
-      const child = await startDevServer({
-        binary,
+      const acquired = await acquireEmbeddedServer({
+        binary: () => findTemporalBinary(home, temporal.binary),
         server: temporal,
-        home: context.config.home,
+        home,
         mode,
         inheritOutput: mode === 'foreground',
+        onProgress: () => {},
       });
+      if (acquired.kind === 'reused') {
+        const owner = acquired.pid === undefined ? '' : ` (pid ${acquired.pid})`;
+        context.print(
+          `A Temporal server already answers on ${temporal.address}${owner}: nothing was started.`,
+        );
+        return;
+      }
+      const { child } = acquired;
       context.print(
-        `Temporal dev server on ${temporal.address}, Web UI http://localhost:${temporal.uiPort}, data ${serverFiles(context.config.home).database}`,
+        `Temporal dev server on ${temporal.address}${acquired.pid === undefined ? '' : ` (pid ${acquired.pid})`}, Web UI http://localhost:${temporal.uiPort}, data ${serverFiles(home).database}`,
       );
       if (mode === 'background') return;
       const forward = () => child.kill('SIGTERM');
@@ -141,18 +162,27 @@ async function configuredToolServer(
 export async function devCommand(context: CommandContext): Promise<void> {
   const { temporal } = context.config;
   installRuntime('INFO');
-  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
-  if (temporal.kind === 'embedded' && !(await isServerUp(temporal.address))) {
-    const binary = findTemporalBinary(context.config.home, temporal.binary);
-    server = await startDevServer({
-      binary,
+  let server: ChildProcess | undefined;
+  if (temporal.kind === 'embedded') {
+    // Under the server lock: a dev and commands started at once share one server.
+    const acquired = await acquireEmbeddedServer({
+      binary: () => findTemporalBinary(context.config.home, temporal.binary),
       server: temporal,
       home: context.config.home,
       mode: 'foreground',
+      onProgress: () => {},
     });
-    context.print(
-      `Temporal dev server on ${temporal.address}, Web UI http://localhost:${temporal.uiPort} (log ${serverFiles(context.config.home).logFile})`,
-    );
+    const owner = acquired.pid === undefined ? '' : ` (pid ${acquired.pid})`;
+    if (acquired.kind === 'started') {
+      server = acquired.child;
+      context.print(
+        `Temporal dev server on ${temporal.address}${owner}, Web UI http://localhost:${temporal.uiPort} (log ${serverFiles(context.config.home).logFile})`,
+      );
+    } else {
+      context.print(
+        `Reusing the Temporal dev server already running on ${temporal.address}${owner}: Ctrl-C stops this worker and leaves that server running`,
+      );
+    }
   } else {
     await connectTemporal(context.config, (message) => context.print(message)).then((session) =>
       session.close(),
