@@ -8,7 +8,7 @@ import {
   PAYLOAD_TOO_LARGE_FAILURE,
   TEMPORAL_PAYLOAD_LIMIT_BYTES,
 } from '../common/constants';
-import { formatBytes, formatCount, jsonBytes } from '../common/payload-bounds';
+import { formatExactBytes, formatCount, jsonBytes } from '../common/payload-bounds';
 import { assistantMessage } from '../common/transcript';
 import { boundAnswer, type BoundedAnswer } from '../models/answer-bounds';
 import type { CircuitBreakers } from '../models/circuit-breaker';
@@ -143,7 +143,7 @@ function assertWithinBound(answer: ModelTurnResult): void {
   const bytes = jsonBytes(answer);
   if (bytes <= MODEL_RESULT_MAX_BYTES) return;
   throw ApplicationFailure.nonRetryable(
-    `the model turn's result is ${formatCount(bytes)} bytes after its cuts, over the ${formatBytes(MODEL_RESULT_MAX_BYTES)} a model turn may return (Temporal refuses payloads over ${formatBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)})`,
+    `the model turn's result is ${formatCount(bytes)} bytes after its cuts, over the ${formatExactBytes(MODEL_RESULT_MAX_BYTES)} a model turn may return (Temporal refuses payloads over ${formatExactBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)})`,
     PAYLOAD_TOO_LARGE_FAILURE,
   );
 }

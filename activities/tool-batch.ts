@@ -4,7 +4,7 @@ import type { ModelToolCall } from '../common/agent-run-types';
 import { TOOL_BATCH_RESULT_MAX_BYTES } from '../common/constants';
 import {
   cutToJsonBytes,
-  formatBytes,
+  formatExactBytes,
   formatCount,
   jsonBytes,
   jsonStringBytes,
@@ -204,7 +204,7 @@ const SIDE_FIELD_SHARE = 0.25;
 
 /** One result cut to `maxBytes`: its output and error shortened, its metadata dropped if it is large. */
 function cutResult(result: ToolResult, maxBytes: number): ToolResult {
-  const limit = `the results of one tool batch keep at most ${formatBytes(TOOL_BATCH_RESULT_MAX_BYTES)} together`;
+  const limit = `the results of one tool batch keep at most ${formatExactBytes(TOOL_BATCH_RESULT_MAX_BYTES)} together`;
   const metadataBytes = jsonBytes(result.metadata);
   const metadata =
     metadataBytes <= maxBytes * SIDE_FIELD_SHARE

@@ -14,6 +14,7 @@ import {
   formatToolResult,
 } from './format';
 import { AuditReader, type AuditEntry } from './audit/audit-entries';
+import { historyEvents } from './audit/history-reader';
 
 /**
  * A run followed live from its Temporal history, as `agents watch` shows it: each model turn and
@@ -67,26 +68,13 @@ export async function* followRun(client: Client, workflowId: string): AsyncGener
   const reader = new AuditReader(workflowId);
   for (;;) {
     let continuedAs: string | undefined;
-    let nextPageToken: Uint8Array | undefined;
-    do {
-      // With `waitNewEvent` the server answers at once while there are events to read, then holds
-      // the call until the next one is written; an empty page only means the hold expired.
-      const response = await client.workflowService.getWorkflowExecutionHistory({
-        namespace: client.options.namespace,
-        execution: { workflowId, runId },
-        nextPageToken,
-        waitNewEvent: true,
-        skipArchival: true,
-      });
-      for (const event of response.history?.events ?? []) {
-        const live = Number(event.eventId ?? 0) > writtenBefore;
-        for (const entry of reader.read(runId, event)) {
-          if (entry.kind === 'continued_as_new') continuedAs = entry.newRunId;
-          yield { entry, current: live || (entry.iteration ?? 0) >= iterationUnderWay };
-        }
+    for await (const event of historyEvents(client, workflowId, runId, { follow: true })) {
+      const live = Number(event.eventId ?? 0) > writtenBefore;
+      for (const entry of reader.read(runId, event)) {
+        if (entry.kind === 'continued_as_new') continuedAs = entry.newRunId;
+        yield { entry, current: live || (entry.iteration ?? 0) >= iterationUnderWay };
       }
-      nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
-    } while (nextPageToken !== undefined);
+    }
     if (continuedAs === undefined) return;
     runId = continuedAs;
     writtenBefore = 0;

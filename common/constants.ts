@@ -74,6 +74,9 @@ export const ERROR_MAX_CHARS = 300;
  * A model activity must heartbeat within this window. Short enough that a killed worker's call is
  * retried on another worker within seconds; the activity heartbeats every second while it waits.
  */
+/** Characters per token where no tokenizer counts: close enough for English text and code, and cheap. */
+export const CHARACTERS_PER_TOKEN = 4;
+
 export const MODEL_HEARTBEAT_TIMEOUT_S = 10;
 
 /**

@@ -55,8 +55,11 @@ export function jsonBytes(value: unknown): number {
   return bytes;
 }
 
-/** A byte count as a person reads it: "128 KiB", "2 MiB", "900 bytes". */
-export function formatBytes(bytes: number): string {
+/**
+ * A limit as a person reads it, exactly: "128 KiB", "2 MiB", "900 bytes" (sizes measured on the
+ * host read rounded, with `formatBytes` of sandbox/byte-size).
+ */
+export function formatExactBytes(bytes: number): string {
   if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) === 0) return `${bytes / (1024 * 1024)} MiB`;
   if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024} KiB`;
   return `${formatCount(bytes)} bytes`;

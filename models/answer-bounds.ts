@@ -1,6 +1,6 @@
 import type { ModelToolCall } from '../common/agent-run-types';
 import { ANSWER_TEXT_MAX_BYTES, MODEL_RESULT_MAX_BYTES, TOOL_ARGUMENT_MAX_BYTES } from '../common/constants';
-import { cutToJsonBytes, formatBytes, formatCount, jsonBytes } from '../common/payload-bounds';
+import { cutToJsonBytes, formatExactBytes, formatCount, jsonBytes } from '../common/payload-bounds';
 import type { ModelResponse } from './model-provider';
 
 /**
@@ -29,7 +29,7 @@ export function boundAnswer(answer: ModelResponse, maxToolCalls: number): Bounde
   const text = cutToJsonBytes(
     answer.text,
     ANSWER_TEXT_MAX_BYTES,
-    `an answer keeps at most ${formatBytes(ANSWER_TEXT_MAX_BYTES)}`,
+    `an answer keeps at most ${formatExactBytes(ANSWER_TEXT_MAX_BYTES)}`,
   );
   const withoutCalls = { ...answer, text, toolCalls: [] };
   // Room for the count of calls not taken, the one field this adds.
@@ -64,13 +64,13 @@ export function boundToolCall(call: ModelToolCall): ModelToolCall {
     kept[name] = cutToJsonBytes(
       typeof value === 'string' ? value : JSON.stringify(value),
       TOOL_ARGUMENT_MAX_BYTES,
-      `a tool argument keeps at most ${formatBytes(TOOL_ARGUMENT_MAX_BYTES)}`,
+      `a tool argument keeps at most ${formatExactBytes(TOOL_ARGUMENT_MAX_BYTES)}`,
     );
     oversized.push(`${name.slice(0, QUOTED_NAME_CHARS)} (${formatCount(bytes)} bytes)`);
   }
   if (oversized.length === 0) return call;
   const invalid =
     call.invalid ??
-    `Invalid arguments for tool ${call.tool}: ${oversized.join(', ')} over the ${formatBytes(TOOL_ARGUMENT_MAX_BYTES)} an argument may take; nothing ran. Send it in smaller parts.`;
+    `Invalid arguments for tool ${call.tool}: ${oversized.join(', ')} over the ${formatExactBytes(TOOL_ARGUMENT_MAX_BYTES)} an argument may take; nothing ran. Send it in smaller parts.`;
   return { ...call, arguments: kept, invalid };
 }

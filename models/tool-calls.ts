@@ -1,6 +1,6 @@
 import type { ModelToolCall } from '../common/agent-run-types';
 import { TOOL_ARGUMENT_MAX_BYTES } from '../common/constants';
-import { cutToJsonBytes, formatBytes } from '../common/payload-bounds';
+import { cutToJsonBytes, formatExactBytes } from '../common/payload-bounds';
 
 /** Characters of malformed arguments quoted back to the model. */
 const QUOTED_ARGUMENTS_CHARS = 200;
@@ -45,6 +45,6 @@ function keptArguments(text: string): string {
   return cutToJsonBytes(
     text,
     TOOL_ARGUMENT_MAX_BYTES,
-    `the arguments text of a call keeps at most ${formatBytes(TOOL_ARGUMENT_MAX_BYTES)}`,
+    `the arguments text of a call keeps at most ${formatExactBytes(TOOL_ARGUMENT_MAX_BYTES)}`,
   );
 }

@@ -1,8 +1,6 @@
 import type { ModelToolCall, ModelUsage } from '../common/agent-run-types';
+import { CHARACTERS_PER_TOKEN } from '../common/constants';
 import type { ModelRequest } from './model-provider';
-
-/** The usual ratio of characters to tokens, for usage no provider reported. */
-const CHARACTERS_PER_TOKEN = 4;
 
 /** Characters a tool call takes in a prompt or an answer: its name and its arguments' JSON. */
 export function toolCallCharacters(calls: readonly ModelToolCall[] = []): number {

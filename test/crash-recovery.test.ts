@@ -28,7 +28,7 @@ import { dailyBudgetLedger } from '../workflows/daily-ledger';
 import { startCli } from './helpers/cli';
 import { TEST_SANDBOX_TOKEN } from './helpers/environment';
 import { completedActivitiesOfType, finalAttempts } from './helpers/history';
-import { ModelApiServer, openaiStream } from './helpers/model-api-server';
+import { ModelApiServer, openaiModelOf, openaiStream } from './helpers/model-api-server';
 import { processesMatching, waitForNoProcess } from './helpers/processes';
 import { assertReplays } from './helpers/replay';
 import { scriptedRun, TEST_TEMPLATE, uniqueName } from './helpers/run-input';
@@ -119,14 +119,7 @@ async function startInProcessWorker(
 }
 
 function openaiSpec(server: ModelApiServer): OpenAIModelSpec {
-  return {
-    provider: 'openai',
-    model: 'gpt-test',
-    baseUrl: `${server.url}/v1`,
-    apiKeyEnv: KEY_VARIABLE,
-    maxOutputTokens: 256,
-    stallTimeoutS: 30,
-  };
+  return openaiModelOf(server, KEY_VARIABLE);
 }
 
 /** The results of every completed tool batch of the run, in order, decoded from its history. */

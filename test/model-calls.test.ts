@@ -17,7 +17,7 @@ import { startCli } from './helpers/cli';
 import { useAgentsEnvironment } from './helpers/environment';
 import { activityStarts, finalAttempts, scheduledActivities } from './helpers/history';
 import { assertReplays } from './helpers/replay';
-import { ModelApiServer, openaiStream, type ReplyStep } from './helpers/model-api-server';
+import { ModelApiServer, openaiModelOf, openaiStream, type ReplyStep } from './helpers/model-api-server';
 import { TEST_TEMPLATE, uniqueName } from './helpers/run-input';
 import { startWorker } from './helpers/worker';
 import { waitFor } from './helpers/wait';
@@ -72,15 +72,7 @@ async function useWorker(breakers?: CircuitBreakers): Promise<void> {
 }
 
 function openaiSpec(server: ModelApiServer, overrides: Partial<OpenAIModelSpec> = {}): OpenAIModelSpec {
-  return {
-    provider: 'openai',
-    model: 'gpt-test',
-    baseUrl: `${server.url}/v1`,
-    apiKeyEnv: KEY_VARIABLE,
-    maxOutputTokens: 256,
-    stallTimeoutS: 30,
-    ...overrides,
-  };
+  return openaiModelOf(server, KEY_VARIABLE, overrides);
 }
 
 /** Workflow IDs this file started, replayed by its last test. */

@@ -1,4 +1,5 @@
 import type { TranscriptMessage } from '../common/agent-run-types';
+import { CHARACTERS_PER_TOKEN } from '../common/constants';
 
 /**
  * Keeping a conversation inside the model's context budget: pure functions the workflow calls
@@ -6,9 +7,6 @@ import type { TranscriptMessage } from '../common/agent-run-types';
  * compaction costs no model call, replays identically, and shows in the history as the whole
  * compacted conversation sent once to the model activity.
  */
-
-/** Characters per token for the estimate: close enough for English text and code, and cheap. */
-const CHARACTERS_PER_TOKEN = 4;
 
 /** What each older assistant message keeps in the summary: its end, where the model sums up. */
 const SUMMARY_CHARS_PER_ANSWER = 300;

@@ -4,7 +4,7 @@ import {
   TEMPORAL_PAYLOAD_LIMIT_BYTES,
   TOOL_BATCH_RESULT_MAX_BYTES,
 } from '../common/constants';
-import { formatBytes, formatCount } from '../common/payload-bounds';
+import { formatExactBytes, formatCount } from '../common/payload-bounds';
 import type { ToolResult } from '../sandbox/tool-call';
 
 /** The Web UI summary of a tool-batch activity: "tools: bash ×2, read_file ×1". */
@@ -61,7 +61,7 @@ export function notTakenMessage(
   if (notTaken === undefined || notTaken <= 0) return undefined;
   return {
     role: 'user',
-    content: `[${formatCount(notTaken)} more tool calls of your last answer were not taken, and none of them ran: one answer may make at most ${maxToolCalls} tool calls, of at most ${formatBytes(MODEL_RESULT_MAX_BYTES)} together. Ask again in later answers for those still needed.]`,
+    content: `[${formatCount(notTaken)} more tool calls of your last answer were not taken, and none of them ran: one answer may make at most ${maxToolCalls} tool calls, of at most ${formatExactBytes(MODEL_RESULT_MAX_BYTES)} together. Ask again in later answers for those still needed.]`,
   };
 }
 
@@ -71,5 +71,5 @@ export function notTakenMessage(
  * limit to check, and the bounds the run keeps its results to.
  */
 export function payloadLimitMessage(activity: string, workerMessage: string): string {
-  return `the ${activity} activity's result is over this Temporal namespace's payload limit (limit.blobSize.error, ${formatBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)} by default), so it failed without a retry; a model turn returns at most ${formatBytes(MODEL_RESULT_MAX_BYTES)} and a tool batch ${formatBytes(TOOL_BATCH_RESULT_MAX_BYTES)}, so the namespace's limit must be at least that (${workerMessage})`;
+  return `the ${activity} activity's result is over this Temporal namespace's payload limit (limit.blobSize.error, ${formatExactBytes(TEMPORAL_PAYLOAD_LIMIT_BYTES)} by default), so it failed without a retry; a model turn returns at most ${formatExactBytes(MODEL_RESULT_MAX_BYTES)} and a tool batch ${formatExactBytes(TOOL_BATCH_RESULT_MAX_BYTES)}, so the namespace's limit must be at least that (${workerMessage})`;
 }

@@ -105,11 +105,15 @@ async function firstEvents(client: Client, workflowId: string, runId: string): P
   return response.history?.events ?? [];
 }
 
-/** The events of one execution, page by page, so a long history never sits in memory whole. */
+/**
+ * The events of one execution, page by page, so a long history never sits in memory whole; with
+ * `follow`, also every event written afterwards, until the execution closes (as `agents watch` reads).
+ */
 export async function* historyEvents(
   client: Client,
   workflowId: string,
   runId: string,
+  options: { follow?: boolean } = {},
 ): AsyncGenerator<HistoryEvent> {
   let nextPageToken: Uint8Array | undefined;
   do {
@@ -118,6 +122,9 @@ export async function* historyEvents(
       execution: { workflowId, runId },
       maximumPageSize: HISTORY_PAGE_SIZE,
       nextPageToken,
+      // With `waitNewEvent` the server answers at once while there are events to read, then holds
+      // the call until the next one is written; an empty page only means the hold expired.
+      ...(options.follow === true ? { waitNewEvent: true, skipArchival: true } : {}),
     });
     yield* response.history?.events ?? [];
     nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;

@@ -1,6 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { OpenAIModelSpec } from '../../common/agent-input';
 
 /**
  * One step of a streamed reply, after `delayMs` if given: an event (`data` as it is when a string,
@@ -363,4 +364,21 @@ export function anthropicStream(answer: ScriptedAnswer): ReplyStep[] {
     event({ type: 'message_stop' }),
   );
   return steps;
+}
+
+/** The spec of an OpenAI-compatible model served by `server`, its key read from `apiKeyEnv`. */
+export function openaiModelOf(
+  server: ModelApiServer,
+  apiKeyEnv: string,
+  overrides: Partial<OpenAIModelSpec> = {},
+): OpenAIModelSpec {
+  return {
+    provider: 'openai',
+    model: 'gpt-test',
+    baseUrl: `${server.url}/v1`,
+    apiKeyEnv,
+    maxOutputTokens: 256,
+    stallTimeoutS: 30,
+    ...overrides,
+  };
 }
