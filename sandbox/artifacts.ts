@@ -74,25 +74,29 @@ function entryType(stats: Stats): ArtifactEntry['type'] {
 }
 
 /** One entry met by {@link visitFolder}: its folder held, its own stats, its path from the workspace root. */
-interface VisitedEntry {
+export interface VisitedEntry {
   folder: FileHandle;
   name: string;
   stats: Stats;
   path: string;
+  /** Its path from the folder the visit started at. */
+  relativePath: string;
 }
 
 /**
  * Visits the entries of a folder of the workspace in sorted order, then (when `recursive`) those of
- * its folders, breadth first, at most {@link MAX_ARTIFACT_ENTRIES}; true when it stopped there.
+ * its folders, breadth first, at most `maxEntries` ({@link MAX_ARTIFACT_ENTRIES} unless given);
+ * true when it stopped there.
  * Symlinks are visited, never entered. A queued folder is reopened from the start folder one
  * component at a time with `O_NOFOLLOW`, so only a few descriptors are open at once however wide
  * the tree, and one swapped for a symlink since it was listed is skipped.
  */
-async function visitFolder(
+export async function visitFolder(
   workspace: string,
   requestedPath: string,
   recursive: boolean,
   visit: (entry: VisitedEntry) => Promise<void>,
+  maxEntries = MAX_ARTIFACT_ENTRIES,
 ): Promise<boolean> {
   const walk = await openWorkspaceFolder(workspace, requestedPath);
   try {
@@ -113,9 +117,15 @@ async function visitFolder(
             if (errorCode(error) === 'ENOENT') continue;
             throw error;
           }
-          if (visited >= MAX_ARTIFACT_ENTRIES) return true;
+          if (visited >= maxEntries) return true;
           visited += 1;
-          await visit({ folder, name, stats, path: folderPath === '' ? name : `${folderPath}/${name}` });
+          await visit({
+            folder,
+            name,
+            stats,
+            path: folderPath === '' ? name : `${folderPath}/${name}`,
+            relativePath: [...components, name].join('/'),
+          });
           if (recursive && stats.isDirectory()) queue.push([...components, name]);
         }
       } finally {
@@ -129,7 +139,7 @@ async function visitFolder(
 }
 
 /** Opens the folder `components` below `start`, each a real folder (never a symlink), or undefined when one is not. */
-async function reopenFolder(
+export async function reopenFolder(
   start: FileHandle,
   components: readonly string[],
 ): Promise<FileHandle | undefined> {
@@ -257,7 +267,7 @@ export async function archiveArtifacts(workspace: string, requestedPath: string)
 }
 
 /** Opens a file of a held folder for reading, never through a symlink, or undefined when it is gone or a symlink now. */
-async function openRegularFile(folder: FileHandle, name: string): Promise<FileHandle | undefined> {
+export async function openRegularFile(folder: FileHandle, name: string): Promise<FileHandle | undefined> {
   try {
     return await open(
       entryPath(folder, name),

@@ -111,6 +111,11 @@ export const BUBBLEWRAP_ENVIRONMENT: Readonly<Record<string, string>> = {
   HOME: SANDBOX_WORKSPACE_PATH,
   LANG: 'C.UTF-8',
   TERM: 'dumb',
+  // Commits an agent makes work with no configuration, and say who made them.
+  GIT_AUTHOR_NAME: 'durable-agents',
+  GIT_AUTHOR_EMAIL: 'agent@durable-agents.invalid',
+  GIT_COMMITTER_NAME: 'durable-agents',
+  GIT_COMMITTER_EMAIL: 'agent@durable-agents.invalid',
 };
 
 /** A host user and group to start bwrap as. */

@@ -3,9 +3,38 @@ import { readdir, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
+import {
+  ArchiveOverLimitError,
+  DEFAULT_MAX_ARCHIVE_ENTRIES,
+  UnsafeArchiveError,
+  type UnpackLimits,
+} from './archive-unpack';
 import { archiveArtifacts, ArtifactTooLargeError, listArtifacts, readArtifact } from './artifacts';
+import { sandboxHostIdentity } from './bubblewrap';
 import { BearerToken, HttpError, parseBody, readJson } from './http';
+import { InvalidArchiveError } from './tar-archive';
+import {
+  DEFAULT_PULL_LIMIT_BYTES,
+  DEFAULT_UPLOAD_LIMIT_BYTES,
+  DEFAULT_WORKSPACE_LIMIT_BYTES,
+  UploadDigestMismatchError,
+  uploadDigestSchema,
+  UploadMissingError,
+  UploadStore,
+  UploadTooLargeError,
+} from './upload-store';
+import { archiveWorkspace, WorkspaceArchiveTooLargeError } from './workspace-archive';
+import { diffWorkspace, WorkspaceDiffError } from './workspace-diff';
+import {
+  commitSchema,
+  prepareWorkspace,
+  WorkspaceConflictError,
+  workspaceInfo,
+  type TrajectoryLocation,
+} from './workspace-origin';
 import { ExecutionLanes } from './lanes';
 import { ResultStore } from './result-store';
 import { createTrajectoryFolders, prepareSandboxRoot } from './sandbox-root';
@@ -29,6 +58,15 @@ export interface SandboxServerOptions {
   /** Calls that may run at once across all trajectories. */
   lanes: number;
   runTool: ToolRunner;
+  /** Largest compressed upload (`PUT /uploads/<sha256>`); {@link DEFAULT_UPLOAD_LIMIT_BYTES} unless given. */
+  uploadLimitBytes?: number;
+  /** Largest file data of a workspace archive (`GET /workspaces/archive`); {@link DEFAULT_PULL_LIMIT_BYTES} unless given. */
+  pullLimitBytes?: number;
+  /**
+   * Largest unpacked size of an upload, what a workspace may start with: the disk quota per
+   * workspace of the server's totals; {@link DEFAULT_WORKSPACE_LIMIT_BYTES} unless given.
+   */
+  workspaceLimitBytes?: number;
 }
 
 /** Largest request body accepted: a batch of 200 calls with file contents fits comfortably. */
@@ -65,6 +103,45 @@ class BinaryBody {
   ) {}
 }
 
+/** A response streamed as it is made, such as a workspace's archive; an error midway cuts the connection. */
+class StreamedBody {
+  constructor(
+    readonly stream: Readable,
+    readonly contentType: string,
+  ) {}
+}
+
+const prepareSchema = z
+  .object({
+    trajectoryId: toolCallSchema.shape.trajectoryId,
+    digest: uploadDigestSchema,
+    commit: commitSchema.optional(),
+  })
+  .strict();
+
+const workspaceQuerySchema = z.object({ trajectoryId: toolCallSchema.shape.trajectoryId }).strict();
+
+/** Runs a workspace operation, its failures turned into the HTTP answers the workspace contract names. */
+async function workspaceCall<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof UnsafeArchiveError || error instanceof InvalidArchiveError)
+      throw new HttpError(400, error.message);
+    if (error instanceof UploadDigestMismatchError) throw new HttpError(400, error.message);
+    if (
+      error instanceof ArchiveOverLimitError ||
+      error instanceof UploadTooLargeError ||
+      error instanceof WorkspaceArchiveTooLargeError
+    )
+      throw new HttpError(413, error.message);
+    if (error instanceof UploadMissingError) throw new HttpError(404, error.message);
+    if (error instanceof WorkspaceConflictError || error instanceof WorkspaceDiffError)
+      throw new HttpError(409, error.message);
+    return artifactCall(() => Promise.reject(error as Error));
+  }
+}
+
 const artifactQuerySchema = z
   .object({
     trajectoryId: toolCallSchema.shape.trajectoryId,
@@ -78,6 +155,9 @@ const artifactQuerySchema = z
     sha256: z.enum(['true', 'false']).optional(),
   })
   .strict();
+
+/** `trajectoryId` and `path` (default `.`), as the workspace archive takes them. */
+const workspaceArchiveQuerySchema = artifactQuerySchema.pick({ trajectoryId: true, path: true }).strict();
 
 /** Runs an artifact operation, turning its failures into the HTTP answers they deserve. */
 async function artifactCall<T>(operation: () => Promise<T>): Promise<T> {
@@ -114,16 +194,27 @@ export class SandboxServer {
   private readonly trajectories = new Map<string, Trajectory>();
   private readonly shutdown = new AbortController();
   private readonly token: BearerToken;
+  private readonly uploads: UploadStore;
+  private readonly unpackLimits: UnpackLimits;
   private server: Server | undefined;
 
   constructor(private readonly options: SandboxServerOptions) {
     this.lanes = new ExecutionLanes(options.lanes);
     this.token = new BearerToken(options.token);
+    this.unpackLimits = {
+      maxUnpackedBytes: options.workspaceLimitBytes ?? DEFAULT_WORKSPACE_LIMIT_BYTES,
+      maxEntries: DEFAULT_MAX_ARCHIVE_ENTRIES,
+    };
+    this.uploads = new UploadStore(path.join(options.root, 'uploads'), {
+      uploadLimitBytes: options.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES,
+      unpack: this.unpackLimits,
+    });
   }
 
   /** Starts listening; resolves to the bound port (pass 0 for any free one). */
   async listen(port: number, host = '127.0.0.1'): Promise<number> {
     await prepareSandboxRoot(this.trajectoriesDir());
+    await this.uploads.prepare();
     this.server = createServer((request, response) => {
       void this.handle(request, response);
     });
@@ -175,59 +266,117 @@ export class SandboxServer {
     });
   }
 
+  /** The routes by `METHOD /path`; `/uploads/<sha256>` is matched apart, its digest being part of the path. */
+  private readonly routes: Record<string, (request: IncomingMessage, url: URL) => Promise<unknown>> = {
+    'GET /health': async () => ({
+      status: 'ok',
+      trajectories: (await readdir(this.trajectoriesDir())).length,
+      lanes: this.lanes.size,
+      executing: this.lanes.executing,
+      available: this.lanes.size - this.lanes.executing,
+    }),
+    'GET /slots': async () => ({ trajectories: (await readdir(this.trajectoriesDir())).sort() }),
+    'POST /execute': async (request) =>
+      this.execute(parseBody(toolCallSchema, await readJson(request, MAX_BODY_BYTES))),
+    'POST /batch': async (request) => {
+      const { calls } = parseBody(batchSchema, await readJson(request, MAX_BODY_BYTES));
+      return new StreamedResults(calls.map((call) => this.execute(call)));
+    },
+    'POST /release': async (request) => {
+      const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request, MAX_BODY_BYTES));
+      this.trajectories.delete(trajectoryId);
+      await closeStatefulSessions(trajectoryId);
+      // Only this trajectory's own folder, removed without following any link the sandbox made.
+      if (reset) await removeEntryBeneath(this.trajectoriesDir(), trajectoryId);
+      return { released: trajectoryId, reset };
+    },
+    'GET /artifacts/list': async (_request, url) => {
+      const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
+      const workspace = await this.existingWorkspace(query.trajectoryId);
+      return artifactCall(() => listArtifacts(workspace, query.path, query.recursive === 'true'));
+    },
+    'GET /artifacts/read': async (_request, url) => {
+      const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
+      const workspace = await this.existingWorkspace(query.trajectoryId);
+      const options = {
+        sha256: query.sha256 === 'true',
+        ...(query.encoding ? { encoding: query.encoding } : {}),
+      };
+      return artifactCall(() => readArtifact(workspace, query.path, options));
+    },
+    'GET /artifacts/archive': async (_request, url) => {
+      const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
+      const workspace = await this.existingWorkspace(query.trajectoryId);
+      return new BinaryBody(
+        await artifactCall(() => archiveArtifacts(workspace, query.path)),
+        'application/gzip',
+      );
+    },
+    'POST /workspaces/prepare': async (request) => {
+      const body = parseBody(prepareSchema, await readJson(request, MAX_BODY_BYTES));
+      const { workspace } = await this.trajectory(body.trajectoryId);
+      const location = this.location(body.trajectoryId, workspace);
+      // In the trajectory's order, so two prepares of one workspace never unpack at once.
+      return this.lanes.run(body.trajectoryId, () =>
+        workspaceCall(() =>
+          prepareWorkspace(
+            location,
+            { digest: body.digest, ...(body.commit === undefined ? {} : { commit: body.commit }) },
+            this.uploads,
+            this.unpackLimits,
+            sandboxHostIdentity(),
+          ),
+        ),
+      );
+    },
+    'GET /workspaces/info': async (_request, url) => {
+      const { trajectoryId } = parseBody(workspaceQuerySchema, Object.fromEntries(url.searchParams));
+      const location = this.location(trajectoryId, await this.existingWorkspace(trajectoryId));
+      return workspaceCall(() => workspaceInfo(location));
+    },
+    'GET /workspaces/archive': async (_request, url) => {
+      const query = parseBody(workspaceArchiveQuerySchema, Object.fromEntries(url.searchParams));
+      const workspace = await this.existingWorkspace(query.trajectoryId);
+      const limit = this.options.pullLimitBytes ?? DEFAULT_PULL_LIMIT_BYTES;
+      return new StreamedBody(
+        await workspaceCall(() => archiveWorkspace(workspace, query.path, limit)),
+        'application/gzip',
+      );
+    },
+    'GET /workspaces/diff': async (_request, url) => {
+      const { trajectoryId } = parseBody(workspaceQuerySchema, Object.fromEntries(url.searchParams));
+      const workspace = await this.existingWorkspace(trajectoryId);
+      const location = this.location(trajectoryId, workspace);
+      // A fresh run every time (never a stored result), in the trajectory's lane like its own calls.
+      const runInSandbox = (call: ToolCall): Promise<ToolResult> =>
+        this.lanes.run(trajectoryId, () => this.options.runTool(call, workspace, this.shutdown.signal));
+      return workspaceCall(() => diffWorkspace(location, this.uploads, runInSandbox));
+    },
+  };
+
   private async route(request: IncomingMessage): Promise<unknown> {
     const url = new URL(request.url ?? '/', 'http://sandbox');
-    const route = `${request.method ?? 'GET'} ${url.pathname}`;
-    switch (route) {
-      case 'GET /health':
-        return {
-          status: 'ok',
-          trajectories: (await readdir(this.trajectoriesDir())).length,
-          lanes: this.lanes.size,
-          executing: this.lanes.executing,
-          available: this.lanes.size - this.lanes.executing,
-        };
-      case 'GET /slots':
-        return { trajectories: (await readdir(this.trajectoriesDir())).sort() };
-      case 'POST /execute':
-        return this.execute(parseBody(toolCallSchema, await readJson(request, MAX_BODY_BYTES)));
-      case 'POST /batch': {
-        const { calls } = parseBody(batchSchema, await readJson(request, MAX_BODY_BYTES));
-        return new StreamedResults(calls.map((call) => this.execute(call)));
+    const method = request.method ?? 'GET';
+    const route = `${method} ${url.pathname}`;
+    const upload = /^\/uploads\/([^/]*)$/.exec(url.pathname);
+    if (upload !== null && (method === 'PUT' || method === 'GET')) {
+      const digest = parseBody(uploadDigestSchema, upload[1]);
+      if (method === 'GET') {
+        return new StreamedBody(await workspaceCall(() => this.uploads.open(digest)), 'application/gzip');
       }
-      case 'POST /release': {
-        const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request, MAX_BODY_BYTES));
-        this.trajectories.delete(trajectoryId);
-        await closeStatefulSessions(trajectoryId);
-        // Only this trajectory's own folder, removed without following any link the sandbox made.
-        if (reset) await removeEntryBeneath(this.trajectoriesDir(), trajectoryId);
-        return { released: trajectoryId, reset };
-      }
-      case 'GET /artifacts/list': {
-        const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
-        const workspace = await this.existingWorkspace(query.trajectoryId);
-        return artifactCall(() => listArtifacts(workspace, query.path, query.recursive === 'true'));
-      }
-      case 'GET /artifacts/read': {
-        const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
-        const workspace = await this.existingWorkspace(query.trajectoryId);
-        const options = {
-          sha256: query.sha256 === 'true',
-          ...(query.encoding ? { encoding: query.encoding } : {}),
-        };
-        return artifactCall(() => readArtifact(workspace, query.path, options));
-      }
-      case 'GET /artifacts/archive': {
-        const query = parseBody(artifactQuerySchema, Object.fromEntries(url.searchParams));
-        const workspace = await this.existingWorkspace(query.trajectoryId);
-        return new BinaryBody(
-          await artifactCall(() => archiveArtifacts(workspace, query.path)),
-          'application/gzip',
-        );
-      }
-      default:
-        throw new HttpError(404, `No route ${route}`);
+      const limit = this.options.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES;
+      const declared = Number(request.headers['content-length'] ?? NaN);
+      if (declared > limit) throw new HttpError(413, `Upload over ${limit} bytes`);
+      return workspaceCall(() => this.uploads.put(digest, request as AsyncIterable<Buffer>));
     }
+    const handler = this.routes[route];
+    if (handler === undefined) throw new HttpError(404, `No route ${route}`);
+    return handler(request, url);
+  }
+
+  /** Where a trajectory's folder and workspace are. */
+  private location(trajectoryId: string, workspace: string): TrajectoryLocation {
+    return { trajectoryId, folder: path.join(this.trajectoriesDir(), trajectoryId), workspace };
   }
 
   /** The workspace of a trajectory this server holds; artifacts are never read from a new one. */
@@ -253,12 +402,23 @@ export class SandboxServer {
       if (status === 500) console.error('sandbox server: internal error', error);
     }
     if (body instanceof StreamedResults) return body.writeTo(response);
+    if (body instanceof StreamedBody) {
+      response.writeHead(200, { 'content-type': body.contentType });
+      // Cut short (the client went away, or a read failed midway): the connection ends without the gzip trailer.
+      await pipeline(body.stream, response).catch(() => undefined);
+      return;
+    }
     if (body instanceof BinaryBody) {
       response.writeHead(200, { 'content-type': body.contentType, 'content-length': body.data.length });
       response.end(body.data);
       return;
     }
-    response.writeHead(status, { 'content-type': 'application/json' });
+    // An answer before the whole request body was read (an upload over its limit): the rest is not read.
+    const unread = !request.complete && status >= 400;
+    response.writeHead(status, {
+      'content-type': 'application/json',
+      ...(unread ? { connection: 'close' } : {}),
+    });
     response.end(JSON.stringify(body));
   }
 }

@@ -60,6 +60,7 @@ export async function startLocalSandbox(
     lanes: DEFAULT_SANDBOX_LANES,
     runTool: (call, workspace, signal) =>
       runSandboxTool(call, workspace, signal, 'bubblewrap', totals, network),
+    workspaceLimitBytes: totals.diskQuotaBytes,
   });
   const bound = await server.listen(port);
   return { server, endpoint: { url: `http://127.0.0.1:${bound}`, token } };
@@ -122,6 +123,7 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
     token,
     lanes,
     runTool: (call, workspace, signal) => runSandboxTool(call, workspace, signal, isolation, totals, network),
+    workspaceLimitBytes: totals.diskQuotaBytes,
   });
   const bound = await server.listen(port, host);
   const mode = isolation === 'none' ? ' (UNSANDBOXED)' : '';

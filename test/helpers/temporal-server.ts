@@ -11,6 +11,7 @@ import { startDevServer } from '../../client/embedded-server';
 import { DEFAULT_SANDBOX_PORT, loadConfig } from '../../client/config';
 import { ensureTemporalBinary } from '../../client/temporal-binary';
 import { DEFAULT_SANDBOX_TOTALS } from '../../sandbox/sandbox-watchdog';
+import { DEFAULT_WORKSPACE_LIMIT_BYTES } from '../../common/constants';
 
 /** A port nothing listens on right now. */
 export async function freePort(): Promise<number> {
@@ -89,6 +90,7 @@ export async function startTestTemporal(
       totals: DEFAULT_SANDBOX_TOTALS,
     },
     toolServer: { url: undefined, token: undefined },
+    workspaceLimitBytes: DEFAULT_WORKSPACE_LIMIT_BYTES,
   };
   const binary = await testTemporalBinary();
   const extraArguments = Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => [
