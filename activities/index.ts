@@ -10,10 +10,16 @@ import { ToolCatalog } from './tool-catalog';
 import type { ToolExecutor } from './tool-executor';
 import type { ToolServerClient } from './tool-server-client';
 import type { TranscriptStore } from './transcript-store';
+import {
+  prepareTrajectoryWorkspace,
+  type PrepareWorkspaceInput,
+  type PreparedWorkspace,
+} from './workspace-preparation';
 import type { ToolResult } from '../sandbox/tool-call';
 
 export type { ModelTurnInput, ModelTurnResult, StoppedTurn } from './model-turn';
 export type { ToolBatchInput } from './tool-batch';
+export type { PrepareWorkspaceInput, PreparedWorkspace } from './workspace-preparation';
 
 /** What activities need from the outside world; the worker passes real ones, tests their own. */
 export interface ActivityDependencies {
@@ -47,6 +53,26 @@ export function createActivities(dependencies: ActivityDependencies) {
     /** Releases the run's workspace when the run ends; no sandbox configured, nothing to release. */
     async releaseWorkspace(input: { trajectoryId: string; reset: boolean }): Promise<void> {
       await dependencies.tools?.release(input.trajectoryId, input.reset);
+    },
+    /**
+     * Unpacks the folder or repository a run starts from into its workspace, copying the upload
+     * from another sandbox server when the trajectory's lacks it. Heartbeats every second, so a
+     * lost worker's preparation is retried soon, and a stop reaches the transfer.
+     */
+    async prepareWorkspace(input: PrepareWorkspaceInput): Promise<PreparedWorkspace> {
+      const context = Context.current();
+      let progress: unknown;
+      const heartbeat = setInterval(() => context.heartbeat(progress), 1000);
+      try {
+        return await prepareTrajectoryWorkspace(input, dependencies.tools, {
+          heartbeat: (details) => {
+            progress = details;
+          },
+          signal: context.cancellationSignal,
+        });
+      } finally {
+        clearInterval(heartbeat);
+      }
     },
     /** One batch of tool calls, run in the trajectory's sandbox. */
     async toolBatch(input: ToolBatchInput): Promise<ToolResult[]> {

@@ -82,6 +82,11 @@ export class ToolExecutor {
     return this.serverIndexed(trajectoryId).endpoint;
   }
 
+  /** Every configured sandbox server, for finding an upload that went to another one than a run's. */
+  get endpoints(): SandboxEndpoint[] {
+    return this.servers.map((server) => server.endpoint);
+  }
+
   private serverIndexed(trajectoryId: string) {
     let best = this.servers[0]!;
     let bestScore = '';

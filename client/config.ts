@@ -4,7 +4,7 @@ import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
-import { DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT } from '../common/constants';
+import { DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, DEFAULT_WORKSPACE_LIMIT_BYTES } from '../common/constants';
 import { BYTE_SIZE_FORMS, parseByteSize } from '../sandbox/byte-size';
 import { DEFAULT_SANDBOX_TOTALS, type SandboxTotals } from '../sandbox/sandbox-watchdog';
 import { isCidrRange } from '../sandbox/network-addresses';
@@ -57,6 +57,8 @@ export interface AgentsConfig {
   };
   /** The external tool server workers send other tools to (`AGENTS_TOOL_SERVER_URL`), if any. */
   toolServer: { url: string | undefined; token: string | undefined };
+  /** Largest folder or repository `agents start --workspace/--repo` packs (`AGENTS_WORKSPACE_LIMIT`). */
+  workspaceLimitBytes: number;
 }
 
 /** Default port of `agents sandbox`. */
@@ -129,6 +131,7 @@ const environmentSchema = z.object({
     .optional(),
   AGENTS_TOOL_SERVER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
   AGENTS_TOOL_SERVER_TOKEN: z.string().min(1).optional(),
+  AGENTS_WORKSPACE_LIMIT: byteSizeSchema.optional(),
 });
 
 /**
@@ -157,12 +160,14 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
     ...(env.AGENTS_SANDBOX_ALLOW_CIDRS === undefined ? {} : { allowCidrs: env.AGENTS_SANDBOX_ALLOW_CIDRS }),
   };
   const toolServer = { url: env.AGENTS_TOOL_SERVER_URL, token: env.AGENTS_TOOL_SERVER_TOKEN };
+  const workspaceLimitBytes = env.AGENTS_WORKSPACE_LIMIT ?? DEFAULT_WORKSPACE_LIMIT_BYTES;
   if (env.TEMPORAL_ADDRESS === undefined) {
     const temporalPort = env.AGENTS_TEMPORAL_PORT ?? DEFAULT_TEMPORAL_PORT;
     return {
       home,
       sandbox,
       toolServer,
+      workspaceLimitBytes,
       temporal: {
         kind: 'embedded',
         address: `127.0.0.1:${temporalPort}`,
@@ -185,6 +190,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
     home,
     sandbox,
     toolServer,
+    workspaceLimitBytes,
     temporal: {
       kind: 'external',
       address: env.TEMPORAL_ADDRESS,

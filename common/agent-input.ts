@@ -226,6 +226,9 @@ export const sandboxPolicySchema = z
   })
   .strict();
 
+/** A run's sandbox policy, as the workflow passes it with each tool batch. */
+export type SandboxPolicy = z.infer<typeof sandboxPolicySchema>;
+
 /** The run's sandbox: its policy, and what becomes of the workspace when the run ends. */
 export const sandboxSettingsSchema = sandboxPolicySchema
   .extend({
@@ -233,6 +236,101 @@ export const sandboxSettingsSchema = sandboxPolicySchema
     resetOnEnd: z.boolean().default(false),
   })
   .strict();
+
+/** A sha256 digest as the sandbox servers name uploads: 64 lowercase hex digits. */
+export const sha256DigestSchema = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, 'must be a sha256 digest: 64 lowercase hex digits');
+
+/** A git commit ID: 40 hex digits (SHA-1) or 64 (SHA-256 repositories). */
+export const commitIdSchema = z
+  .string()
+  .regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/, 'must be a commit ID of 40 or 64 lowercase hex digits');
+
+/**
+ * Whether a repository URL is free of credentials. A password never is, in any form; a user name is
+ * refused in http(s) and git URLs, where it is how a token travels (`https://<token>@host/…`), but
+ * allowed in ssh ones, where it names the account (`ssh://git@host/…`, `git@host:owner/name`).
+ */
+export function repositoryUrlHasCredentials(value: string): boolean {
+  if (URL.canParse(value)) {
+    const url = new URL(value);
+    if (url.password !== '') return true;
+    return url.username !== '' && url.protocol !== 'ssh:' && !url.protocol.startsWith('git+ssh');
+  }
+  // scp-like `user:password@host:path`.
+  return /^[^/@:]+:[^/@]*@[^/]+:/.test(value);
+}
+
+/** Whether `value` holds an ASCII control character (a newline, a NUL, an escape). */
+function hasControlCharacter(value: string): boolean {
+  for (let index = 0; index < value.length; index += 1) {
+    const code = value.charCodeAt(index);
+    if (code < 0x20 || code === 0x7f) return true;
+  }
+  return false;
+}
+
+/** Where a repository was cloned from: a path or URL that git accepts, never with credentials. */
+export const repositoryUrlSchema = z
+  .string()
+  .min(1, 'must name a repository')
+  .max(2000, 'must be at most 2000 characters')
+  .refine((value) => !hasControlCharacter(value), 'must not contain control characters')
+  .refine((value) => !value.startsWith('-'), 'must not start with "-"')
+  .refine(
+    (value) => !repositoryUrlHasCredentials(value),
+    'must not contain credentials, since the run input is kept in the history: let git find them (a credential helper, an SSH key)',
+  );
+
+/** A branch, tag or commit a repository is checked out at, as git names it. */
+export const gitRefSchema = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine(
+    (value) => !value.startsWith('-') && !/\s/.test(value) && !hasControlCharacter(value),
+    'must be a branch, tag or commit name (no spaces, not starting with "-")',
+  );
+
+/** Counts of what an upload unpacks to, as the CLI measured it. */
+const workspaceCounts = {
+  files: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+};
+
+/**
+ * What the run's workspace starts from: a folder of the starting machine or a repository cloned
+ * there, packed into a tar.gz and uploaded to a sandbox server under its sha256 `digest`. The run's
+ * first execution unpacks it into the workspace before its first iteration; the history records
+ * exactly which upload (and commit) the agent started from.
+ */
+export const workspaceSourceSchema = z.discriminatedUnion(
+  'kind',
+  [
+    z
+      .object({
+        kind: z.literal('folder'),
+        /** The folder on the machine that started the run, for people reading the history. */
+        path: z.string().min(1).max(4096),
+        digest: sha256DigestSchema,
+        ...workspaceCounts,
+      })
+      .strict(),
+    z
+      .object({
+        kind: z.literal('repository'),
+        url: repositoryUrlSchema,
+        ref: gitRefSchema.optional(),
+        commit: commitIdSchema,
+        digest: sha256DigestSchema,
+        ...workspaceCounts,
+      })
+      .strict(),
+  ],
+  { error: 'must be { "kind": "folder", … } or { "kind": "repository", … }' },
+);
+export type WorkspaceSource = z.infer<typeof workspaceSourceSchema>;
 
 /** What `guards.maxToolCallsPerAnswer` accepts, as its error says. */
 const TOOL_CALLS_PER_ANSWER_RULE = `must be a whole number from 1 to ${TOOL_CALLS_PER_ANSWER_LIMIT}`;
@@ -337,6 +435,8 @@ export const agentRunInputSchema = z
     permissions: permissionPolicySchema.prefault({}),
     budgets: budgetLimitsSchema.prefault({}),
     notifications: notificationSinksSchema.prefault({}),
+    /** The folder or repository the workspace starts from; without it, an empty workspace. */
+    workspace: workspaceSourceSchema.optional(),
     /** Tokens of conversation the model is given; older turns are compacted into a summary beyond it. */
     contextBudgetTokens: z.number().int().min(1000).max(10_000_000).default(DEFAULT_CONTEXT_BUDGET_TOKENS),
   })

@@ -189,3 +189,22 @@ export const MAX_NOTICES_IN_FLIGHT = 100;
  * at 10 MiB of history and terminates a run at 50 MiB.
  */
 export const HISTORY_BYTES_BEFORE_CONTINUE_AS_NEW = 10 * 1024 * 1024;
+
+/**
+ * Failure type of a workspace that cannot be prepared however often it is tried: the upload is on
+ * no sandbox server, or the server refused it (an unsafe archive, a workspace already holding other
+ * files). Non-retryable; the run ends failed with the server's reason.
+ */
+export const WORKSPACE_PREPARATION_FAILURE = 'WorkspacePreparationFailed';
+
+/**
+ * Upper bound of preparing a workspace: copying an upload of up to 1 GiB between sandbox servers
+ * and unpacking it. The activity heartbeats, so a lost worker is noticed long before.
+ */
+export const WORKSPACE_PREPARATION_TIMEOUT_S = 30 * 60;
+
+/** A workspace preparation that has not heartbeaten for this long is retried, on another worker if need be. */
+export const WORKSPACE_PREPARATION_HEARTBEAT_TIMEOUT_S = 30;
+
+/** Largest folder or repository `agents start` packs into a workspace, unless `AGENTS_WORKSPACE_LIMIT` says otherwise. */
+export const DEFAULT_WORKSPACE_LIMIT_BYTES = 1024 ** 3;

@@ -22,6 +22,9 @@ import {
   TEMPORAL_PAYLOADS_TOO_LARGE_FAILURE,
   TOOL_BATCH_START_TO_CLOSE_TIMEOUT_S,
   TRANSCRIPT_UNAVAILABLE,
+  WORKSPACE_PREPARATION_FAILURE,
+  WORKSPACE_PREPARATION_HEARTBEAT_TIMEOUT_S,
+  WORKSPACE_PREPARATION_TIMEOUT_S,
 } from '../common/constants';
 import {
   iterationsQuery,
@@ -40,7 +43,7 @@ import type { ToolResult } from '../sandbox/tool-call';
 import { roundUsd, type Spend } from './budgets';
 import { compactTranscript } from './compaction';
 import { renderCurrentDetails } from './current-details';
-import { modelTurnSummary, pauseTimerSummary } from './event-summaries';
+import { modelTurnSummary, pauseTimerSummary, workspaceSummary } from './event-summaries';
 import { assessIteration, initialGuardState, nextWaitS, type FailureInfo, type GuardState } from './guards';
 import { checkStartArguments } from './input-check';
 import { buildIterationRecord, errorMarker, shortenError } from './iteration-record';
@@ -556,7 +559,56 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     return boundsAnswers && wf.workflowInfo().historySize >= HISTORY_BYTES_BEFORE_CONTINUE_AS_NEW;
   }
 
+  /**
+   * Unpacks the folder or repository the run starts from into its workspace, before the first
+   * iteration of the first execution (a continued one works on in the workspace as it is). Only a
+   * run whose input names a workspace issues this command, so histories without one replay as they
+   * were. Returns false when a stop ended the preparation.
+   */
+  async function prepareWorkspace(): Promise<boolean> {
+    const { workspace } = input;
+    if (carried !== undefined || workspace === undefined) return true;
+    const { prepareWorkspace } = wf.proxyActivities<AgentActivities>({
+      startToCloseTimeout: `${WORKSPACE_PREPARATION_TIMEOUT_S}s`,
+      heartbeatTimeout: `${WORKSPACE_PREPARATION_HEARTBEAT_TIMEOUT_S}s`,
+      retry: {
+        initialInterval: '1s',
+        backoffCoefficient: 2,
+        maximumInterval: '30s',
+        maximumAttempts: 10,
+        nonRetryableErrorTypes: [WORKSPACE_PREPARATION_FAILURE],
+      },
+      summary: workspaceSummary(workspace),
+    });
+    run.usedSandbox = true;
+    turnScope = new wf.CancellationScope();
+    try {
+      await turnScope.run(() =>
+        prepareWorkspace({
+          trajectoryId: transcriptKey,
+          digest: workspace.digest,
+          ...(workspace.kind === 'repository' ? { commit: workspace.commit } : {}),
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (wf.isCancellation(error) && stopReason !== null) return false;
+      if (wf.isCancellation(error)) throw error;
+      run.lastError = shortenError(failureMessage(error));
+      // The run cannot do its task without its files: it ends failed, saying why.
+      throw wf.ApplicationFailure.create({
+        type: WORKSPACE_PREPARATION_FAILURE,
+        message: `The workspace could not be prepared: ${failureMessage(error)}`,
+        nonRetryable: true,
+        cause: error instanceof Error ? error : undefined,
+      });
+    } finally {
+      turnScope = undefined;
+    }
+  }
+
   async function loop(): Promise<ExitReason> {
+    if (!(await prepareWorkspace())) return 'stopped';
     for (;;) {
       if (stopReason !== null) return 'stopped';
       if (reachedMaxIterations()) return 'max_iterations';

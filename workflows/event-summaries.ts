@@ -1,3 +1,4 @@
+import type { WorkspaceSource } from '../common/agent-input';
 import { circuitCooldownS, type GuardedIteration } from './guards';
 
 /**
@@ -51,4 +52,16 @@ export function approvalTimerSummary(requestIds: readonly string[], ms: number):
 export function pauseTimerSummary(iteration: GuardedIteration): string {
   if (circuitCooldownS(iteration) !== undefined) return 'circuit cooldown';
   return iteration.status === 'error' ? 'error backoff' : 'interval';
+}
+
+/** Hex digits of a digest or commit a summary shows: enough to tell runs apart at a glance. */
+const SHORT_ID_CHARS = 12;
+
+/**
+ * The summary of the activity that prepares a run's workspace: what it starts from ("workspace:
+ * folder 3f9a0c2b1d4e", "workspace: https://github.com/o/r@9c1e2d3f4a5b").
+ */
+export function workspaceSummary(workspace: WorkspaceSource): string {
+  if (workspace.kind === 'folder') return `workspace: folder ${workspace.digest.slice(0, SHORT_ID_CHARS)}`;
+  return `workspace: ${workspace.url}@${workspace.commit.slice(0, SHORT_ID_CHARS)}`;
 }

@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { intervalSchema, type AgentRunInputDraft, type ModelSpec } from '../../common/agent-input';
+import {
+  intervalSchema,
+  sandboxPolicySchema,
+  type AgentRunInputDraft,
+  type ModelSpec,
+  type SandboxPolicy,
+} from '../../common/agent-input';
+import { HOST_PATTERN_RULE } from '../../common/host-patterns';
 import { DEFAULT_LOCAL_MODEL, FORCE_STOP_GRACE_S, TASK_QUEUE } from '../../common/constants';
 import { validateRunInput, type RunEnd } from '../agents-client';
 import { webUiRunUrl } from '../config';
@@ -8,6 +15,8 @@ import { AgentsError } from '../errors';
 import { EXIT_SUCCESS, runExitCode } from '../exit-codes';
 import { checkLocalModelFile, ensureLocalModel } from '../local-model-install';
 import { resolveModelSpec } from '../model-option';
+import { withSandboxEndpoints } from '../sandbox-endpoints';
+import { describeWorkspaceSource, prepareWorkspaceSource, type WorkspaceRequest } from '../workspace-source';
 import { loadTemplate } from '../templates';
 import {
   budgetOptions,
@@ -74,10 +83,64 @@ function argsOption(context: CommandContext): string {
   }
 }
 
+/** The forms `--network` accepts, as its error lists them. */
+const NETWORK_FORMS = 'off, on, allow:HOST[,HOST…]';
+
+/**
+ * `--network off|on|allow:HOST[,HOST…]`: the run's `sandbox.network`, checked by the input's own
+ * schema so a bad host is refused with the rule every allow list follows.
+ */
+export function networkOption(raw: string): SandboxPolicy['network'] {
+  const value = raw.trim();
+  if (value === 'off') return false;
+  if (value === 'on') return true;
+  if (!value.startsWith('allow:')) {
+    throw new AgentsError('invalid_argument', `--network '${raw}'. Accepted: ${NETWORK_FORMS}`);
+  }
+  const allow = value
+    .slice('allow:'.length)
+    .split(',')
+    .map((host) => host.trim())
+    .filter(Boolean);
+  if (allow.length === 0) {
+    throw new AgentsError(
+      'invalid_argument',
+      `--network '${raw}': list at least one host. Accepted: ${NETWORK_FORMS}`,
+    );
+  }
+  const parsed = sandboxPolicySchema.safeParse({ network: { allow } });
+  if (!parsed.success) {
+    const bad = allow.find((host) => !sandboxPolicySchema.safeParse({ network: { allow: [host] } }).success);
+    throw new AgentsError(
+      'invalid_argument',
+      bad === undefined
+        ? `--network '${raw}': ${parsed.error.issues[0]?.message ?? 'invalid'}`
+        : `--network '${raw}': '${bad}' must be ${HOST_PATTERN_RULE}`,
+    );
+  }
+  return parsed.data.network;
+}
+
+/** `--workspace DIR` or `--repo URL [--ref REF]`: what the run's workspace starts from, if anything. */
+function workspaceRequest(context: CommandContext): WorkspaceRequest | undefined {
+  const folder = text(context, 'workspace');
+  const url = text(context, 'repo');
+  const ref = text(context, 'ref');
+  if (folder !== undefined && url !== undefined) {
+    throw new AgentsError('invalid_argument', 'Give --workspace or --repo, not both');
+  }
+  if (ref !== undefined && url === undefined) {
+    throw new AgentsError('invalid_argument', '--ref applies to --repo only');
+  }
+  if (folder !== undefined) return { kind: 'folder', folder };
+  if (url !== undefined) return { kind: 'repository', url, ...(ref === undefined ? {} : { ref }) };
+  return undefined;
+}
+
 /** `agents start <name> --template T …`; with `--watch`, exits with the code of how the run ended. */
 export async function startCommand(context: CommandContext): Promise<number> {
   const usage =
-    'agents start <name> --template <name|path> [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--replace] [--watch]';
+    'agents start <name> --template <name|path> [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--workspace DIR | --repo URL [--ref REF]] [--network off|on|allow:HOSTS] [--reset-on-end] [--replace] [--watch]';
   const name = requireName(context, usage);
   const templateName = text(context, 'template');
   if (templateName === undefined)
@@ -110,7 +173,27 @@ export async function startCommand(context: CommandContext): Promise<number> {
   draft.budgets = budgetOptions(context);
   const webhook = text(context, 'webhook');
   if (webhook !== undefined) draft.notifications = { webhookUrl: webhook };
-  const input = validateRunInput(draft);
+  const network = text(context, 'network');
+  const resetOnEnd = flag(context, 'reset-on-end');
+  if (network !== undefined || resetOnEnd) {
+    draft.sandbox = {
+      ...(network === undefined ? {} : { network: networkOption(network) }),
+      ...(resetOnEnd ? { resetOnEnd: true } : {}),
+    };
+  }
+  const requested = workspaceRequest(context);
+  // Checked before anything is packed or uploaded, and again with the workspace in it.
+  let input = validateRunInput(draft);
+  if (requested !== undefined) {
+    const progress = (line: string) => process.stderr.write(`${line}\n`);
+    draft.workspace = await withSandboxEndpoints(context.config, (endpoints) =>
+      prepareWorkspaceSource(requested, endpoints, {
+        limitBytes: context.config.workspaceLimitBytes,
+        progress,
+      }),
+    );
+    input = validateRunInput(draft);
+  }
   // This machine's workers look for the default local model here: install it once it is asked for.
   const { model } = input;
   if (model.provider === 'local' && context.config.temporal.kind === 'embedded') {
@@ -120,6 +203,7 @@ export async function startCommand(context: CommandContext): Promise<number> {
   return withClient(context, async (agents) => {
     const handle = await agents.start(draft, { replace: flag(context, 'replace') });
     context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);
+    if (input.workspace !== undefined) context.print(describeWorkspaceSource(input.workspace));
     const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
     if (link !== undefined) context.print(`Web UI: ${link}`);
     if (!(await agents.hasWorker())) {
