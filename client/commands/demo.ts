@@ -1,4 +1,7 @@
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { z } from 'zod';
+import type { SandboxEndpoint } from '../../activities/tool-executor';
 import { localModelSchema, type ModelSpec } from '../../common/agent-input';
 import { visibleProse } from '../../common/display-text';
 import { LocalModel } from '../../models/local-model';
@@ -17,6 +20,7 @@ import { ensureLocalModel } from '../local-model-install';
 import { parseModelOption } from '../model-option';
 import { ensureTemporalBinary } from '../temporal-binary';
 import { loadTemplate } from '../templates';
+import { findWorkspaceServer } from '../workspace-reader';
 import { numberOption, text, withClient, type CommandContext } from './command-context';
 import { watchRun } from './inspect';
 import { configuredSandboxes, startLocalSandbox } from './sandbox';
@@ -90,6 +94,7 @@ export async function demoCommand(context: CommandContext): Promise<void> {
               `The demo run failed: ${lastError === null ? 'see its history' : visibleProse(lastError)}`,
             );
           }
+          context.print(await demoWorkspaceLine(sandboxes, localSandbox !== undefined, context, handle));
           if (temporal.kind === 'embedded') {
             context.print(
               'The dev server keeps running in the background for the Web UI; `agents server stop` ends it.',
@@ -107,6 +112,34 @@ export async function demoCommand(context: CommandContext): Promise<void> {
     await closeActivityDependencies(dependencies);
     await localSandbox?.server.close();
   }
+}
+
+/**
+ * Where the demo's demo.txt is and how to see it: the trajectory's folder on this machine when the
+ * demo ran its own sandbox server, else its folder under the root of the configured server that
+ * holds it. A model that ran no tool (the scripted one) left no workspace, and that is said instead.
+ */
+async function demoWorkspaceLine(
+  sandboxes: SandboxEndpoint[],
+  local: boolean,
+  context: CommandContext,
+  handle: { workflowId: string; firstExecutionRunId: string },
+): Promise<string> {
+  const trajectoryId = `${handle.workflowId}-${handle.firstExecutionRunId}`;
+  const see = 'see it with: agents cat demo demo.txt';
+  const none = "The demo's model ran no tool, so the run has no workspace to see.";
+  if (local) {
+    const folder = path.join(context.config.sandbox.root, 'trajectories', trajectoryId, 'workspace');
+    const exists = await stat(folder).then(
+      () => true,
+      () => false,
+    );
+    return exists ? `Its workspace: ${folder} on this machine; ${see}` : none;
+  }
+  const found = await findWorkspaceServer(sandboxes, trajectoryId).catch(() => undefined);
+  if (found === undefined) return none;
+  await found.reader.close();
+  return `Its workspace: trajectories/${trajectoryId}/workspace on ${found.reader.endpoint.url}; ${see}`;
 }
 
 /**

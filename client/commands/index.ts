@@ -10,6 +10,7 @@ import { sandboxCommand } from './sandbox';
 import { devCommand, serverCommand, setupCommand, workerCommand } from './server';
 import { templatesCommand } from './templates';
 import { toolServerCommand } from './tool-server';
+import { catCommand, diffCommand, filesCommand, pullCommand } from './workspace';
 
 /** Every `agents` command with its options (for `node:util` parseArgs) and one line of help. */
 export const COMMANDS = {
@@ -72,8 +73,8 @@ export const COMMANDS = {
   start: {
     run: startCommand,
     usage:
-      'start <name> --template T [--args TEXT | --args - | --args-file FILE] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--replace] [--watch]',
-    help: `start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them. --model: ${MODEL_OPTION_FORMS.join(', ')} (default: $AGENTS_MODEL, else local)`,
+      'start <name> --template T [--args TEXT | --args - | --args-file FILE] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--workspace DIR | --repo URL [--ref REF]] [--network off|on|allow:HOST[,HOST…]] [--reset-on-end] [--replace] [--watch]',
+    help: `start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them. --model: ${MODEL_OPTION_FORMS.join(', ')} (default: $AGENTS_MODEL, else local). --workspace DIR starts the workspace from a copy of the folder's files as git would add them (.gitignore honoured, .git itself never copied: use --repo for history), up to $AGENTS_WORKSPACE_LIMIT (default 1GiB); --repo URL clones with your git and copies the clone, .git included, at --ref if given. --network: the sandbox's network (default off); --reset-on-end deletes the workspace when the run ends`,
     options: {
       template: { type: 'string', short: 't' },
       args: { type: 'string' },
@@ -92,6 +93,11 @@ export const COMMANDS = {
       'on-deny': { type: 'string' },
       ...BUDGET_OPTIONS,
       webhook: { type: 'string' },
+      workspace: { type: 'string' },
+      repo: { type: 'string' },
+      ref: { type: 'string' },
+      network: { type: 'string' },
+      'reset-on-end': { type: 'boolean' },
       replace: { type: 'boolean' },
       watch: { type: 'boolean', short: 'w' },
     },
@@ -165,6 +171,30 @@ export const COMMANDS = {
     run: watchCommand,
     usage: 'watch <name> [--json]',
     help: 'follow a run live until it ends: iteration records, and each model turn and tool call as it happens (--json: one audit entry per line); exits with the code of how the run ended',
+    options: { json: { type: 'boolean' } },
+  },
+  files: {
+    run: filesCommand,
+    usage: 'files <name> [path] [--json]',
+    help: "what a run's workspace holds (type, size, path), from the sandbox server that has it; names from the workspace are shown escaped",
+    options: { json: { type: 'boolean' } },
+  },
+  cat: {
+    run: catCommand,
+    usage: 'cat <name> <path>',
+    help: "one file of a run's workspace: its exact bytes to a pipe or file; on a terminal, text with escape sequences shown visibly (binary refused)",
+    options: {},
+  },
+  pull: {
+    run: pullCommand,
+    usage: 'pull <name> [path] [-o DIR]',
+    help: "copies a run's workspace (or one folder of it) into DIR, default ./<name>-workspace, new or empty; entries that would reach outside DIR are left out and listed",
+    options: { output: { type: 'string', short: 'o' } },
+  },
+  diff: {
+    run: diffCommand,
+    usage: 'diff <name> [--json]',
+    help: "what changed in a run's workspace since it started: git log, status and diff for a repository, else a diff of files",
     options: { json: { type: 'boolean' } },
   },
   models: {

@@ -12,7 +12,9 @@ import { formatListings, formatRecord, formatStatus } from '../format';
 import { exportRun } from '../audit/export-run';
 import { formatJsonl } from '../audit/jsonl-export';
 import { followRun, isWatched, RunProgressText, runEnding } from '../run-progress';
+import { runWorkspaceStatus } from '../workspace-reader';
 import { flag, numberOption, requireName, text, withClient, type CommandContext } from './command-context';
+import { formatWorkspaceStatus } from './workspace';
 
 /** The commands that read runs: `list`, `status`, `log`, `watch` and `export`. */
 
@@ -109,7 +111,12 @@ export async function statusCommand(context: CommandContext): Promise<void> {
   const name = requireName(context, 'agents status <name> [--json]');
   await withClient(context, async (agents) => {
     const status = await agents.status(name);
-    context.print(flag(context, 'json') ? terminalSafeJson(status, 2) : formatStatus(status));
+    const workspace = await runWorkspaceStatus(context.config, agents, name);
+    context.print(
+      flag(context, 'json')
+        ? terminalSafeJson({ ...status, workspace }, 2)
+        : `${formatStatus(status)}\n${formatWorkspaceStatus(workspace)}`,
+    );
   });
 }
 
