@@ -4,6 +4,7 @@ import { request } from 'undici';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
 import { WORKSPACE_PREPARATION_FAILURE } from '../common/constants';
+import { prepareResultSchema, type PrepareResult } from '../sandbox/workspace-origin';
 import type { SandboxEndpoint, ToolExecutor } from './tool-executor';
 
 /**
@@ -21,26 +22,10 @@ export interface PrepareWorkspaceInput {
 }
 
 /** The server's answer to a prepare, and where the upload was copied from when it was. */
-export interface PreparedWorkspace {
-  trajectoryId: string;
-  digest: string;
-  commit?: string;
-  files: number;
-  bytes: number;
-  /** `now` when this call unpacked it, `before` when an earlier attempt had. */
-  prepared: 'now' | 'before';
+export type PreparedWorkspace = PrepareResult & {
   /** The server the upload was copied from, when the trajectory's server lacked it. */
   copiedFrom?: string;
-}
-
-const preparedSchema = z.object({
-  trajectoryId: z.string(),
-  digest: z.string(),
-  commit: z.string().optional(),
-  files: z.number().int().nonnegative(),
-  bytes: z.number().int().nonnegative(),
-  prepared: z.enum(['now', 'before']),
-});
+};
 
 const errorBodySchema = z.object({ error: z.string() });
 
@@ -92,7 +77,7 @@ async function askToPrepare(
     bodyTimeout: PREPARE_TIMEOUT_MS,
   });
   if (response.statusCode === 200) {
-    const parsed = preparedSchema.safeParse(await response.body.json());
+    const parsed = prepareResultSchema.safeParse(await response.body.json());
     if (!parsed.success) {
       throw new Error(
         `sandbox server ${endpoint.url} answered prepare with an unexpected body: ${describeZodError(parsed.error)}`,

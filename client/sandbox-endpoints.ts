@@ -39,17 +39,19 @@ async function startCommandSandbox(
 ): Promise<{ server: SandboxServer; endpoint: SandboxEndpoint }> {
   const token = randomBytes(32).toString('hex');
   const { root, totals, allowCidrs = [] } = config.sandbox;
-  const check = await checkBubblewrap();
+  // Checked on the first command only: reading files, the usual case, spawns no sandbox.
+  let check: ReturnType<typeof checkBubblewrap> | undefined;
   const network = serverNetworkEgress(root, { allowCidrs, owner: sandboxHostIdentity() });
   const server = new SandboxServer({
     root,
     token,
     lanes: 2,
     workspaceLimitBytes: totals.diskQuotaBytes,
-    runTool: (call, workspace, signal) => {
-      if (!check.usable) {
-        const error = `bubblewrap is not usable here (${check.reason})`;
-        return Promise.resolve({ callId: call.callId, success: false, output: '', error, metadata: {} });
+    runTool: async (call, workspace, signal) => {
+      const usable = await (check ??= checkBubblewrap());
+      if (!usable.usable) {
+        const error = `bubblewrap is not usable here (${usable.reason})`;
+        return { callId: call.callId, success: false, output: '', error, metadata: {} };
       }
       return runSandboxTool(call, workspace, signal, 'bubblewrap', totals, network);
     },

@@ -367,14 +367,6 @@ export async function locateWorkspace<T>(
   });
 }
 
-/** A run's starting point in a few words: `folder <path> (sha256:<digest>)`, `<url>@<commit>`, or `empty`. */
-export function describeStartingPoint(source: WorkspaceSource | undefined): string {
-  if (source === undefined) return 'empty';
-  if (source.kind === 'folder') return `folder ${source.path} (sha256:${source.digest.slice(0, 12)})`;
-  const ref = source.ref === undefined ? '' : ` (${source.ref})`;
-  return `${source.url}@${source.commit.slice(0, 12)}${ref}`;
-}
-
 /**
  * How a command names the server of a workspace: its URL, or on the embedded default (no sandbox
  * servers configured) this machine's sandbox root, since the server the command started to read

@@ -622,11 +622,14 @@ export async function prepareWorkspaceSource(
   }
 }
 
-/** The line `agents start` prints about what the workspace starts from. */
+/**
+ * What a workspace started from, in the words `agents start` and `agents status` both use:
+ * `folder <path> (<n> files, <size>, sha256 <digest>)` or
+ * `repository <url> at <commit> (<ref>) (<n> files, <size>, sha256 <digest>)`.
+ */
 export function describeWorkspaceSource(workspace: WorkspaceSource): string {
-  const size = `${workspace.files} files, ${formatBytes(workspace.bytes)}`;
-  if (workspace.kind === 'folder') {
-    return `Workspace: folder ${workspace.path} (${size}, sha256 ${workspace.digest.slice(0, 12)})`;
-  }
-  return `Workspace: repository ${workspace.url} at ${workspace.commit.slice(0, 12)}${workspace.ref === undefined ? '' : ` (${workspace.ref})`} (${size}, sha256 ${workspace.digest.slice(0, 12)})`;
+  const contents = `(${workspace.files} files, ${formatBytes(workspace.bytes)}, sha256 ${workspace.digest.slice(0, 12)})`;
+  if (workspace.kind === 'folder') return `folder ${workspace.path} ${contents}`;
+  const ref = workspace.ref === undefined ? '' : ` (${workspace.ref})`;
+  return `repository ${workspace.url} at ${workspace.commit.slice(0, 12)}${ref} ${contents}`;
 }

@@ -19,7 +19,7 @@ import { InvalidArchiveError } from './tar-archive';
 import {
   DEFAULT_PULL_LIMIT_BYTES,
   DEFAULT_UPLOAD_LIMIT_BYTES,
-  DEFAULT_WORKSPACE_LIMIT_BYTES,
+  DEFAULT_UNPACKED_LIMIT_BYTES,
   UploadDigestMismatchError,
   uploadDigestSchema,
   UploadMissingError,
@@ -64,7 +64,7 @@ export interface SandboxServerOptions {
   pullLimitBytes?: number;
   /**
    * Largest unpacked size of an upload, what a workspace may start with: the disk quota per
-   * workspace of the server's totals; {@link DEFAULT_WORKSPACE_LIMIT_BYTES} unless given.
+   * workspace of the server's totals; {@link DEFAULT_UNPACKED_LIMIT_BYTES} unless given.
    */
   workspaceLimitBytes?: number;
 }
@@ -202,7 +202,7 @@ export class SandboxServer {
     this.lanes = new ExecutionLanes(options.lanes);
     this.token = new BearerToken(options.token);
     this.unpackLimits = {
-      maxUnpackedBytes: options.workspaceLimitBytes ?? DEFAULT_WORKSPACE_LIMIT_BYTES,
+      maxUnpackedBytes: options.workspaceLimitBytes ?? DEFAULT_UNPACKED_LIMIT_BYTES,
       maxEntries: DEFAULT_MAX_ARCHIVE_ENTRIES,
     };
     this.uploads = new UploadStore(path.join(options.root, 'uploads'), {

@@ -23,7 +23,7 @@ export const DEFAULT_UPLOAD_LIMIT_BYTES = 1024 ** 3;
 export const DEFAULT_PULL_LIMIT_BYTES = 1024 ** 3;
 
 /** Unpacked bytes a workspace may start with unless configured otherwise: its disk quota. */
-export const DEFAULT_WORKSPACE_LIMIT_BYTES = DEFAULT_DISK_QUOTA_BYTES;
+export const DEFAULT_UNPACKED_LIMIT_BYTES = DEFAULT_DISK_QUOTA_BYTES;
 
 /** A SHA-256 digest as uploads are named: 64 lower-case hex digits. */
 export const uploadDigestSchema = z

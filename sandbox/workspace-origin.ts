@@ -64,15 +64,19 @@ export class WorkspaceConflictError extends SandboxError {
   override readonly name = 'WorkspaceConflictError';
 }
 
-/** What `POST /workspaces/prepare` answers. */
-export interface PrepareResult {
-  trajectoryId: string;
-  digest: string;
-  commit?: string;
-  files: number;
-  bytes: number;
-  prepared: 'now' | 'before';
-}
+/**
+ * What `POST /workspaces/prepare` answers, as a schema because the worker checks the answer with
+ * it: `prepared` is `now` when this call unpacked the upload, `before` when an earlier one had.
+ */
+export const prepareResultSchema = z.object({
+  trajectoryId: z.string(),
+  digest: z.string(),
+  commit: z.string().optional(),
+  files: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  prepared: z.enum(['now', 'before']),
+});
+export type PrepareResult = z.infer<typeof prepareResultSchema>;
 
 /** Where a trajectory keeps its workspace and its origin. */
 export interface TrajectoryLocation {

@@ -569,7 +569,7 @@ describe('the auto-coder on a repository, end to end', () => {
     assert.match(
       status.stdout,
       new RegExp(
-        `^ {2}started from ${repository.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}@${startCommit.slice(0, 12)}`,
+        `^ {2}started from repository ${repository.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} at ${startCommit.slice(0, 12)}`,
         'm',
       ),
     );

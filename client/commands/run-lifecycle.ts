@@ -203,7 +203,8 @@ export async function startCommand(context: CommandContext): Promise<number> {
   return withClient(context, async (agents) => {
     const handle = await agents.start(draft, { replace: flag(context, 'replace') });
     context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);
-    if (input.workspace !== undefined) context.print(describeWorkspaceSource(input.workspace));
+    if (input.workspace !== undefined)
+      context.print(`Workspace: ${describeWorkspaceSource(input.workspace)}`);
     const link = webUiRunUrl(context.config, handle.workflowId, handle.firstExecutionRunId);
     if (link !== undefined) context.print(`Web UI: ${link}`);
     if (!(await agents.hasWorker())) {

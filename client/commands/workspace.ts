@@ -5,14 +5,15 @@ import { describeZodError } from '../../common/agent-input';
 import { terminalSafeJson, visibleBlock, visibleLine } from '../../common/display-text';
 import { unpackArchive, type UnpackSummary } from '../../sandbox/archive-unpack';
 import { formatBytes } from '../../sandbox/byte-size';
+import { DEFAULT_PULL_LIMIT_BYTES } from '../../sandbox/upload-store';
 import { AgentsError } from '../errors';
 import {
-  describeStartingPoint,
   locateWorkspace,
   type LocatedWorkspace,
   type RunWorkspaceStatus,
   type WorkspaceEntry,
 } from '../workspace-reader';
+import { describeWorkspaceSource } from '../workspace-source';
 import { flag, text, withClient, type CommandContext } from './command-context';
 
 /**
@@ -22,9 +23,7 @@ import { flag, text, withClient, type CommandContext } from './command-context';
  * pipe or a file, it is exact; unpacked by `pull`, it cannot land outside the folder asked for.
  */
 
-/** Largest file data `agents pull` unpacks: the server's own default limit on a workspace archive. */
-export const PULL_LIMIT_BYTES = 1024 * 1024 * 1024;
-/** Most entries `agents pull` unpacks. */
+/** Most entries `agents pull` unpacks; its data is bounded by the server's default archive limit. */
 export const PULL_MAX_ENTRIES = 1_000_000;
 
 const USAGE = {
@@ -242,7 +241,7 @@ export async function pullCommand(context: CommandContext): Promise<void> {
       summary = await unpackArchive(
         archive,
         destination,
-        { maxUnpackedBytes: PULL_LIMIT_BYTES, maxEntries: PULL_MAX_ENTRIES },
+        { maxUnpackedBytes: DEFAULT_PULL_LIMIT_BYTES, maxEntries: PULL_MAX_ENTRIES },
         { skipUnsafe: true },
       );
     } catch (error) {
@@ -289,6 +288,7 @@ export function formatWorkspaceStatus(workspace: RunWorkspaceStatus): string {
     workspace.unavailable === null
       ? `${workspace.trajectoryId} on ${workspace.server}: ${workspace.files} files, ${formatBytes(workspace.bytes ?? 0)}`
       : `${workspace.trajectoryId}: ${visibleLine(workspace.unavailable)}`;
-  const from = visibleLine(describeStartingPoint(workspace.startedFrom ?? undefined));
+  const from =
+    workspace.startedFrom === null ? 'empty' : visibleLine(describeWorkspaceSource(workspace.startedFrom));
   return [`  workspace   ${where}`, `  started from ${from}`].join('\n');
 }
