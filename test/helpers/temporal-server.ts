@@ -60,6 +60,37 @@ export function quietRuntime(): void {
   runtimeInstalled = true;
 }
 
+/** Attempts at starting a test server before a port taken by another process counts as a failure. */
+const SERVER_START_ATTEMPTS = 3;
+
+/**
+ * Starts a dev server on free ports, again on other ones when a port was taken meanwhile: the
+ * server picks its HTTP API port itself, and on a busy machine another server can take the same
+ * one, or one of ours, between the check and the bind.
+ */
+async function startOnFreePorts(
+  startOn: (temporal: EmbeddedTemporal) => Promise<ChildProcess>,
+): Promise<{ temporal: EmbeddedTemporal; server: ChildProcess }> {
+  for (let attempt = 1; ; attempt += 1) {
+    const port = await freePort();
+    const uiPort = await freePort();
+    const temporal: EmbeddedTemporal = {
+      kind: 'embedded',
+      address: `127.0.0.1:${port}`,
+      port,
+      uiPort,
+      namespace: 'default',
+      binary: process.env.TEMPORAL_CLI,
+    };
+    try {
+      return { temporal, server: await startOn(temporal) };
+    } catch (error) {
+      const portTaken = error instanceof Error && error.message.includes('address already in use');
+      if (!portTaken || attempt === SERVER_START_ATTEMPTS) throw error;
+    }
+  }
+}
+
 /**
  * Starts `temporal server start-dev` through the same code the CLI uses for the embedded default,
  * persisting to a temporary `$AGENTS_HOME/temporal.db`.
@@ -69,16 +100,15 @@ export async function startTestTemporal(
 ): Promise<TestTemporal> {
   quietRuntime();
   const home = await mkdtemp(path.join(os.tmpdir(), 'agents-test-'));
-  const port = await freePort();
-  const uiPort = await freePort();
-  const temporal: EmbeddedTemporal = {
-    kind: 'embedded',
-    address: `127.0.0.1:${port}`,
-    port,
-    uiPort,
-    namespace: 'default',
-    binary: process.env.TEMPORAL_CLI,
-  };
+  const binary = await testTemporalBinary();
+  const extraArguments = Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => [
+    '--dynamic-config-value',
+    `${key}=${value}`,
+  ]);
+  const startOn = (temporal: EmbeddedTemporal) =>
+    startDevServer({ binary, server: temporal, home, mode: 'foreground', extraArguments });
+  let { temporal, server } = await startOnFreePorts(startOn);
+  const { port, uiPort } = temporal;
   const config = {
     home,
     temporal,
@@ -92,13 +122,6 @@ export async function startTestTemporal(
     toolServer: { url: undefined, token: undefined },
     workspaceLimitBytes: DEFAULT_WORKSPACE_LIMIT_BYTES,
   };
-  const binary = await testTemporalBinary();
-  const extraArguments = Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => [
-    '--dynamic-config-value',
-    `${key}=${value}`,
-  ]);
-  const start = () => startDevServer({ binary, server: temporal, home, mode: 'foreground', extraArguments });
-  let server: ChildProcess = await start();
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection, namespace: temporal.namespace });
   const stopServer = async (options: { crash?: boolean } = {}) => {
@@ -120,7 +143,7 @@ export async function startTestTemporal(
     },
     stopServer,
     async restartServer() {
-      server = await start();
+      server = await startOn(temporal);
     },
     async close() {
       await connection.close();
