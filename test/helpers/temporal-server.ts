@@ -107,7 +107,9 @@ export async function startTestTemporal(
   ]);
   const startOn = (temporal: EmbeddedTemporal) =>
     startDevServer({ binary, server: temporal, home, mode: 'foreground', extraArguments });
-  let { temporal, server } = await startOnFreePorts(startOn);
+  const started = await startOnFreePorts(startOn);
+  const { temporal } = started;
+  let { server } = started;
   const { port, uiPort } = temporal;
   const config = {
     home,
