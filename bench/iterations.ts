@@ -14,6 +14,12 @@
  * builder. It is the floor the durable loop could reach, so the ratio between them is the price of
  * durability alone, not of the model (which a real agent would wait for in both cases).
  *
+ * The baseline is no target anyone can meet, so a second table sets the durable figures beside
+ * honest anchors (see ./peers/index.ts): the physical floor, one fsync'd SQLite commit (WAL,
+ * synchronous=FULL) on the same disk, and two durable-execution peers playing the same turns in
+ * both scenarios: LangGraph checkpointing every step in SQLite with `durability="sync"`, and DBOS
+ * checkpointing every step in a PostgreSQL the bench starts itself. `--no-peers` leaves them out.
+ *
  * Scenario A is one run of `--iterations` (default 100); scenario B is `--runs` (default 50)
  * concurrent runs of `--concurrent-iterations` (default 20). The same options can be given as
  * BENCH_ITERATIONS, BENCH_CONCURRENT_ITERATIONS and BENCH_RUNS; argv wins over the environment.
@@ -39,6 +45,8 @@ import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
 import { scriptedRun, uniqueName } from '../test/helpers/run-input';
 import { startTestTemporal, type TestTemporal } from '../test/helpers/temporal-server';
 import { startWorker, type RunningWorker } from '../test/helpers/worker';
+import { isUnavailable, measurePeers, type PeerResults, type PeerShape } from './peers/index';
+import { peerTurnSchema } from './peers/peer-protocol';
 
 /** What the model says: a few turns with text and usage, played in a cycle, never waiting. */
 const BENCH_TURNS: Array<Partial<ScriptedTurn>> = [
@@ -65,6 +73,9 @@ const BENCH_TURNS: Array<Partial<ScriptedTurn>> = [
 /** Iterations of the warm-up run, which pays for the first workflow task and connection setup. */
 const WARM_UP_ITERATIONS = 3;
 
+/** fsync'd commits (and appends) the floor is measured over. */
+const FLOOR_COMMITS = 200;
+
 const benchOptionsSchema = z.object({
   // The `iterations` query returns at most 10,000 records at once.
   iterations: countSchema('--iterations (BENCH_ITERATIONS)', 10_000).default(100),
@@ -72,6 +83,7 @@ const benchOptionsSchema = z.object({
     20,
   ),
   runs: countSchema('--runs (BENCH_RUNS)', 1000).default(50),
+  skipPeers: z.boolean().default(false),
 });
 type BenchOptions = z.infer<typeof benchOptionsSchema>;
 
@@ -89,8 +101,9 @@ function parseOptions(argv: string[], environment: NodeJS.ProcessEnv): BenchOpti
         variable: 'BENCH_CONCURRENT_ITERATIONS',
       },
       { flag: 'runs', field: 'runs', variable: 'BENCH_RUNS' },
+      { flag: 'no-peers', field: 'skipPeers', boolean: true },
     ],
-    '--iterations M --concurrent-iterations M2 --runs N',
+    '--iterations M --concurrent-iterations M2 --runs N --no-peers',
   );
 }
 
@@ -216,6 +229,7 @@ function iterationsPerSecond(figures: PathFigures): number {
 /** One line of the results table. */
 interface ScenarioResult {
   scenario: string;
+  shape: PeerShape;
   durable: PathFigures;
   baseline: PathFigures;
 }
@@ -248,6 +262,58 @@ function renderTable(results: ScenarioResult[]): string {
   return formatTable(header, rows);
 }
 
+/** Milliseconds with the digits that matter at their size: 2.31, 15.2, 150. */
+function formatMs(ms: number): string {
+  return ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0);
+}
+
+/**
+ * The second part: a table per scenario of durable-agents and then each anchor, with durable p50 ÷
+ * the anchor's p50, and the anchor's throughput ÷ durable-agents' where the anchor has one. Anchors
+ * that could not be measured come back as lines saying why.
+ */
+function renderAnchors(results: ScenarioResult[], peers: PeerResults): { tables: string[]; notes: string[] } {
+  const header = ['path', 'p50 ms', 'p99 ms', 'it/s', 'durable p50 ÷ p50', 'it/s ÷ durable it/s'];
+  const notes = new Set<string>();
+  const floor = peers.floor;
+  if (isUnavailable(floor)) notes.add(`floor: not measured: ${floor.unavailable}`);
+  const tables = results.map(({ scenario, durable }, index) => {
+    const durableP50 = percentile(durable.iterationMs, 0.5);
+    const row = (path: string, samples: number[], throughput?: number) => [
+      path,
+      formatMs(percentile(samples, 0.5)),
+      formatMs(percentile(samples, 0.99)),
+      throughput === undefined ? '-' : throughput.toFixed(1),
+      formatRatio(durableP50 / percentile(samples, 0.5)),
+      throughput === undefined ? '-' : formatRatio(throughput / iterationsPerSecond(durable)),
+    ];
+    const rows = [row('durable-agents', durable.iterationMs, iterationsPerSecond(durable))];
+    if (!isUnavailable(floor)) {
+      rows.push(row(`floor: fsync'd SQLite commit`, floor.commitMs));
+      rows.push(row(`floor: fsync'd append`, floor.appendMs));
+    }
+    for (const [name, figures] of [
+      ['LangGraph', peers.langGraph[index]],
+      ['DBOS', peers.dbos[index]],
+    ] as const) {
+      if (figures === undefined) continue;
+      if (isUnavailable(figures)) notes.add(`${name}: not measured: ${figures.unavailable}`);
+      else rows.push(row(name, figures.iterationMs, figures.totalIterations / figures.wallClockS));
+    }
+    return `${scenario}\n${formatTable(header, rows)}`;
+  });
+  return { tables, notes: [...notes] };
+}
+
+/** The versions of the floor's SQLite and of the peers that ran, one line. */
+function peerVersions(peers: PeerResults): string {
+  const versions = [...peers.langGraph, ...peers.dbos].flatMap((figures) =>
+    isUnavailable(figures) ? [] : [figures.version],
+  );
+  if (!isUnavailable(peers.floor)) versions.unshift(`floor SQLite ${peers.floor.sqlite}`);
+  return [...new Set(versions)].join(' · ');
+}
+
 /** Runs the benchmark and prints its figures; resolves to the exit code. */
 async function main(argv: string[]): Promise<number> {
   const print = (line: string) => process.stdout.write(`${line}\n`);
@@ -271,15 +337,29 @@ async function main(argv: string[]): Promise<number> {
     progress(`scenario A: 1 run of ${options.iterations} iterations`);
     results.push({
       scenario: `A: 1 run × ${options.iterations}`,
+      shape: { runs: 1, iterations: options.iterations },
       durable: await measureDurable(agents, 'bench-a', 1, options.iterations),
       baseline: await measureBaseline('bench-a', 1, options.iterations),
     });
     progress(`scenario B: ${options.runs} concurrent runs of ${options.concurrentIterations} iterations`);
     results.push({
       scenario: `B: ${options.runs} runs × ${options.concurrentIterations}`,
+      shape: { runs: options.runs, iterations: options.concurrentIterations },
       durable: await measureDurable(agents, 'bench-b', options.runs, options.concurrentIterations),
       baseline: await measureBaseline('bench-b', options.runs, options.concurrentIterations),
     });
+
+    let peers: PeerResults | undefined;
+    if (!options.skipPeers) {
+      const args = benchRunInput('bench-peers', 1).args;
+      peers = await measurePeers({
+        turns: BENCH_TURNS.map((turn) => peerTurnSchema.parse(turn)),
+        prompts: { first: buildIterationPrompt(false, args), next: buildIterationPrompt(true, args) },
+        shapes: results.map(({ shape }) => shape),
+        floorCommits: FLOOR_COMMITS,
+        progress,
+      });
+    }
 
     print('durable-agents · per-iteration orchestration overhead');
     print(`machine:  ${describeMachine()}`);
@@ -294,6 +374,29 @@ async function main(argv: string[]): Promise<number> {
     print('         started with AgentsClient.start, scripted model with no delay, interval 0.');
     print('baseline: the same prompt, ScriptedModel call and record in an in-process loop, no Temporal.');
     print('overhead ratio = durable p50 / baseline p50; throughput ratio = baseline it/s / durable it/s.');
+    if (peers !== undefined) {
+      const { tables, notes } = renderAnchors(results, peers);
+      print('');
+      print('durable-agents beside the physical floor and its peers');
+      const versions = peerVersions(peers);
+      if (versions !== '') print(`versions: ${versions}`);
+      for (const table of tables) print(`\n${table}`);
+      for (const note of notes) print(note);
+      print('');
+      print(
+        `floor: ${FLOOR_COMMITS} single-row SQLite commits (WAL, synchronous=FULL), each fsync'd before the`,
+      );
+      print("       next, and as many fsync'd appends of one record line, on the disk the databases use.");
+      print('LangGraph: a StateGraph node per turn, SqliteSaver (WAL, synchronous=FULL), durability="sync";');
+      print('       concurrent runs are threads of one Python process sharing the saver.');
+      print(
+        'DBOS: a workflow with a step per turn on a PostgreSQL 15 of its own (fsync, synchronous_commit on);',
+      );
+      print('       concurrent runs are workflows at once in one Node process.');
+      print("Peers play the same turns; a sample runs from one step's start to the next's.");
+      print("durable p50 ÷ p50 = how many times a durable-agents iteration takes the path's p50;");
+      print("it/s ÷ durable it/s = how many times the path's throughput is durable-agents'.");
+    }
     print(`total time: ${((performance.now() - benchBegan) / 1000).toFixed(1)} s`);
     return 0;
   } catch (error) {
