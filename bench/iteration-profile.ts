@@ -19,29 +19,12 @@
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
 import { renderProfile } from './history-profile';
-import { countSchema, parseBenchOptions } from './report';
+import { countSchema, ITERATION_TURNS, parseBenchOptions } from './report';
 import { AgentsClient } from '../client/agents-client';
 import { loadConfig } from '../client/config';
-import type { ScriptedTurn } from '../common/agent-input';
 import { scriptedRun, uniqueName } from '../test/helpers/run-input';
 import { startTestTemporal, type TestTemporal } from '../test/helpers/temporal-server';
 import { startWorker, type RunningWorker } from '../test/helpers/worker';
-
-/** What the self-contained run's model says: short answers with usage, never waiting. */
-const PROFILE_TURNS: Array<Partial<ScriptedTurn>> = [
-  {
-    text: 'Looked at the task. Next: the first step.',
-    usage: { inputTokens: 420, outputTokens: 38 },
-    costUsd: 0.0012,
-    delayMs: 0,
-  },
-  {
-    text: 'Did the first step. Next: check it.',
-    usage: { inputTokens: 510, outputTokens: 31 },
-    costUsd: 0.0014,
-    delayMs: 0,
-  },
-];
 
 const profileOptionsSchema = z.object({
   workflowId: z.string().min(1, '--workflow-id must not be empty').optional(),
@@ -76,7 +59,7 @@ async function profileOwnRun(iterations: number, temporalServer: TestTemporal): 
   const agents = new AgentsClient(temporalServer.client);
   const runOf = async (prefix: string, count: number) => {
     const handle = await agents.start(
-      scriptedRun(uniqueName(prefix), PROFILE_TURNS, {
+      scriptedRun(uniqueName(prefix), ITERATION_TURNS, {
         intervalS: 0,
         maxIterations: count,
         budgets: { sessionTokens: 0, sessionCostUsd: 0, dailyTokens: 1_000_000_000, dailyCostUsd: 1_000_000 },

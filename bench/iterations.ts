@@ -31,13 +31,14 @@ import {
   describeMachine,
   formatRatio,
   formatTable,
+  ITERATION_TURNS,
   percentile,
   temporalVersion,
   parseBenchOptions,
 } from './report';
 import { ScriptedModel } from '../models/scripted-model';
 import { AgentsClient, validateRunInput } from '../client/agents-client';
-import type { AgentRunInput, ScriptedTurn } from '../common/agent-input';
+import type { AgentRunInput } from '../common/agent-input';
 import type { IterationRecord, TranscriptMessage } from '../common/agent-run-types';
 import { iterationsQuery } from '../common/messages';
 import { buildIterationRecord } from '../workflows/iteration-record';
@@ -47,28 +48,6 @@ import { startTestTemporal, type TestTemporal } from '../test/helpers/temporal-s
 import { startWorker, type RunningWorker } from '../test/helpers/worker';
 import { isUnavailable, measurePeers, type PeerResults, type PeerShape } from './peers/index';
 import { peerTurnSchema } from './peers/peer-protocol';
-
-/** What the model says: a few turns with text and usage, played in a cycle, never waiting. */
-const BENCH_TURNS: Array<Partial<ScriptedTurn>> = [
-  {
-    text: 'Read the task program and listed the files to look at. Next: inspect the first file.',
-    usage: { inputTokens: 420, outputTokens: 38 },
-    costUsd: 0.0012,
-    delayMs: 0,
-  },
-  {
-    text: 'Inspected the file and noted two small issues. Next: fix the first issue.',
-    usage: { inputTokens: 510, outputTokens: 31 },
-    costUsd: 0.0014,
-    delayMs: 0,
-  },
-  {
-    text: 'Fixed the issue and checked the result. Next: move on to the second issue.',
-    usage: { inputTokens: 590, outputTokens: 29 },
-    costUsd: 0.0016,
-    delayMs: 0,
-  },
-];
 
 /** Iterations of the warm-up run, which pays for the first workflow task and connection setup. */
 const WARM_UP_ITERATIONS = 3;
@@ -117,7 +96,7 @@ interface PathFigures {
 /** A scenario's run input: the bench script, back to back, `iterations` long. */
 function benchRunInput(prefix: string, iterations: number): AgentRunInput {
   return validateRunInput(
-    scriptedRun(uniqueName(prefix), BENCH_TURNS, {
+    scriptedRun(uniqueName(prefix), ITERATION_TURNS, {
       intervalS: 0,
       maxIterations: iterations,
       // Every call is charged to the shared daily ledger and every iteration checks it, as in a
@@ -353,7 +332,7 @@ async function main(argv: string[]): Promise<number> {
     if (!options.skipPeers) {
       const args = benchRunInput('bench-peers', 1).args;
       peers = await measurePeers({
-        turns: BENCH_TURNS.map((turn) => peerTurnSchema.parse(turn)),
+        turns: ITERATION_TURNS.map((turn) => peerTurnSchema.parse(turn)),
         prompts: { first: buildIterationPrompt(false, args), next: buildIterationPrompt(true, args) },
         shapes: results.map(({ shape }) => shape),
         floorCommits: FLOOR_COMMITS,

@@ -4,6 +4,7 @@ import os from 'node:os';
 import { parseArgs, promisify } from 'node:util';
 import type { google, temporal } from '@temporalio/proto';
 import { z } from 'zod';
+import type { ScriptedTurn } from '../common/agent-input';
 import { testTemporalBinary } from '../test/helpers/temporal-server';
 
 /** A whole number option from 1 to `maximum`, with messages naming it. */
@@ -109,3 +110,28 @@ export function parseBenchOptions<Schema extends z.ZodType>(
   }
   return parsed.data;
 }
+
+/**
+ * What the model says in `bench:iterations`, its peers and `bench:iteration-profile`: a few turns
+ * with text and usage, played in a cycle, never waiting, so a profile measures the benchmark's runs.
+ */
+export const ITERATION_TURNS: Array<Partial<ScriptedTurn>> = [
+  {
+    text: 'Read the task program and listed the files to look at. Next: inspect the first file.',
+    usage: { inputTokens: 420, outputTokens: 38 },
+    costUsd: 0.0012,
+    delayMs: 0,
+  },
+  {
+    text: 'Inspected the file and noted two small issues. Next: fix the first issue.',
+    usage: { inputTokens: 510, outputTokens: 31 },
+    costUsd: 0.0014,
+    delayMs: 0,
+  },
+  {
+    text: 'Fixed the issue and checked the result. Next: move on to the second issue.',
+    usage: { inputTokens: 590, outputTokens: 29 },
+    costUsd: 0.0016,
+    delayMs: 0,
+  },
+];
