@@ -30,6 +30,18 @@ export function serverFiles(home: string) {
   };
 }
 
+/**
+ * Dynamic config of the embedded server. The history service reads the tasks it hands to matching
+ * (a workflow task after an activity completes, a fired timer) at most `…MaxPollRPS` times per second
+ * per shard, 20 by default, and the dev server has one shard: past a short burst every workflow task
+ * then waits up to 50 ms (measured: 35 ms p50 of the time from an activity's completion to the next
+ * workflow task). Reads are triggered by new tasks, so a higher cap costs nothing when idle.
+ */
+const DEV_SERVER_DYNAMIC_CONFIG = {
+  'history.transferProcessorMaxPollRPS': 2000,
+  'history.timerProcessorMaxPollRPS': 2000,
+} as const;
+
 /** The `temporal server start-dev` arguments: SQLite file, loopback, Web UI, search attributes. */
 export function devServerArguments(server: EmbeddedTemporal, home: string): string[] {
   return [
@@ -54,6 +66,10 @@ export function devServerArguments(server: EmbeddedTemporal, home: string): stri
     'journal_mode=wal',
     '--sqlite-pragma',
     'synchronous=full',
+    ...Object.entries(DEV_SERVER_DYNAMIC_CONFIG).flatMap(([key, value]) => [
+      '--dynamic-config-value',
+      `${key}=${value}`,
+    ]),
     ...SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]),
   ];
 }
