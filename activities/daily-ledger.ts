@@ -34,6 +34,15 @@ interface QueryRound {
   answer: Promise<UsageAnswer>;
 }
 
+/**
+ * What this worker knows of one day without asking: the totals of the last `usage` answer, and the
+ * charges it sent that the answer did not include yet.
+ */
+interface KnownDay {
+  totals?: DailyUsage;
+  unconfirmed: Map<string, Charge>;
+}
+
 /** The totals of a `usage` answer, without the charge IDs it was asked about. */
 function totalsOf({ day, tokens, costUsd, charges }: UsageAnswer): DailyUsage {
   return { day, tokens, costUsd, charges };
@@ -47,11 +56,32 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
   // Per day: the last query sent, and the round of callers that will share the next one.
   const lastQuery = new Map<string, Promise<UsageAnswer>>();
   const nextRound = new Map<string, QueryRound>();
+  const known = new Map<string, KnownDay>();
+
+  function knownDay(day: string): KnownDay {
+    let entry = known.get(day);
+    if (entry === undefined) {
+      entry = { unconfirmed: new Map() };
+      known.set(day, entry);
+      // Days before yesterday are no longer charged by any run of this worker.
+      for (const other of known.keys()) if (other < day && known.size > 2) known.delete(other);
+    }
+    return entry;
+  }
+
+  /** Takes in a `usage` answer: its totals, and the charges it confirms. */
+  function learn(answer: UsageAnswer): void {
+    const entry = knownDay(answer.day);
+    entry.totals = totalsOf(answer);
+    for (const chargeId of answer.recorded ?? []) entry.unconfirmed.delete(chargeId);
+  }
 
   async function queryLedger(temporal: Client, day: string, chargeIds: string[]): Promise<UsageAnswer> {
     try {
       const handle = temporal.workflow.getHandle(dailyLedgerWorkflowId(day));
-      return await handle.query(usageQuery, chargeIds.length === 0 ? {} : { chargeIds });
+      const answer = await handle.query(usageQuery, chargeIds.length === 0 ? {} : { chargeIds });
+      learn(answer);
+      return answer;
     } catch (error) {
       // No charge yet today: nothing to read, and no reason to start a ledger just to read zeros.
       if (error instanceof WorkflowNotFoundError)
@@ -81,6 +111,7 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
         .then(() => {
           // Sent now: callers from here on wait for the round after this one.
           nextRound.delete(day);
+          for (const chargeId of knownDay(day).unconfirmed.keys()) chargeIds.add(chargeId);
           return queryLedger(temporal, day, [...chargeIds]);
         });
       const forget = () => {
@@ -109,7 +140,50 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
     return book.usage();
   }
 
+  /** Sends `charge` to the ledger of `day`; false when the day's ledger has closed. */
+  async function sendCharge(temporal: Client, day: string, charge: Charge): Promise<boolean> {
+    try {
+      await temporal.workflow.signalWithStart(dailyBudgetLedger, {
+        workflowId: dailyLedgerWorkflowId(day),
+        taskQueue: TASK_QUEUE,
+        signal: chargeSignal,
+        signalArgs: [charge],
+        args: [],
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        // A day whose ledger completed stays closed; one that was terminated or failed may start again.
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+      });
+      return true;
+    } catch (error) {
+      if (error instanceof WorkflowExecutionAlreadyStartedError) return false;
+      throw error;
+    }
+  }
+
   return {
+    /**
+     * Charges one model call's spend and answers at once with what this worker knows of the day:
+     * the last totals a `usage` query gave, plus its own charges not yet in them. It waits only for
+     * the server to accept the charge, which from then on cannot be lost; a query then refreshes the
+     * worker's figure in the background. The figure may miss what other workers charged since their
+     * last answer reached this one, so a run near its daily limit reads the ledger itself
+     * (`dailyUsage`) before each call.
+     */
+    async chargeCall(day: string, charge: Charge): Promise<DailyUsageResult> {
+      const temporal = await client();
+      if (!(await sendCharge(temporal, day, charge))) {
+        return { ...totalsOf(await readUsage(temporal, day)), chargeDropped: true };
+      }
+      const entry = knownDay(day);
+      if (entry.totals === undefined) return usageIncluding(temporal, day, charge);
+      entry.unconfirmed.set(charge.chargeId, charge);
+      const estimate = new DailyLedgerBook(day, { ...entry.totals, recentChargeIds: [] });
+      for (const unconfirmed of entry.unconfirmed.values()) estimate.charge(unconfirmed);
+      // The refresh's failure is the next caller's concern: this charge is recorded either way.
+      readUsage(temporal, day, charge.chargeId).catch(() => undefined);
+      return estimate.usage();
+    },
+
     /**
      * The day's usage over all runs of the namespace; with `charge`, records it first, exactly once
      * per `chargeId` however often this activity is retried: the ledger ignores a charge ID it has
@@ -128,22 +202,8 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
       const temporal = await client();
       if (charge === undefined) return totalsOf(await readUsage(temporal, day));
 
-      try {
-        await temporal.workflow.signalWithStart(dailyBudgetLedger, {
-          workflowId: dailyLedgerWorkflowId(day),
-          taskQueue: TASK_QUEUE,
-          signal: chargeSignal,
-          signalArgs: [charge],
-          args: [],
-          workflowIdConflictPolicy: 'USE_EXISTING',
-          // A day whose ledger completed stays closed; one that was terminated or failed may start again.
-          workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-        });
-      } catch (error) {
-        if (error instanceof WorkflowExecutionAlreadyStartedError) {
-          return { ...totalsOf(await readUsage(temporal, day)), chargeDropped: true };
-        }
-        throw error;
+      if (!(await sendCharge(temporal, day, charge))) {
+        return { ...totalsOf(await readUsage(temporal, day)), chargeDropped: true };
       }
       return usageIncluding(temporal, day, charge);
     },

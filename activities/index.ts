@@ -44,6 +44,8 @@ export function createActivities(dependencies: ActivityDependencies) {
     transcripts: dependencies.transcripts,
     tools: new ToolCatalog(dependencies.externalTools),
     breakers: dependencies.breakers ?? new CircuitBreakers(),
+    ledger: dependencies.ledger,
+    notifier: dependencies.notifier,
   };
   return {
     /** One model turn of an iteration. */

@@ -1,7 +1,9 @@
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ModelSpec } from '../common/agent-input';
 import type { ModelUsage, TranscriptMessage } from '../common/agent-run-types';
+import type { DailyUsage } from '../common/daily-ledger';
+import type { AgentNotification } from '../common/notification';
 import {
   DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
   MODEL_RESULT_MAX_BYTES,
@@ -13,6 +15,8 @@ import { assistantMessage } from '../common/transcript';
 import { boundAnswer, type BoundedAnswer } from '../models/answer-bounds';
 import type { CircuitBreakers } from '../models/circuit-breaker';
 import { ModelTurnStopped, type ModelProviders, type ModelResponse } from '../models/model-provider';
+import type { DailyLedgerActivities } from './daily-ledger';
+import type { Notifier } from './notifier';
 import type { ToolCatalog } from './tool-catalog';
 import type { Transcript, TranscriptStore } from './transcript-store';
 
@@ -35,10 +39,28 @@ export interface ModelTurnInput {
    * turns scheduled before the limit existed, which take the default.
    */
   maxToolCalls?: number;
+  /**
+   * Charges the turn's spend to the daily ledger of `day` under `chargeId` once the model answered,
+   * so the run needs no round trip of its own to the ledger per call. Absent in turns scheduled
+   * before turns charged themselves.
+   */
+  charge?: { day: string; chargeId: string };
+  /**
+   * Notices of the run to deliver before the model is called (the iteration before ended with
+   * them); absent in turns scheduled before turns delivered notices.
+   */
+  notices?: AgentNotification[];
 }
 
 /** The model's answer to one turn, within the bounds of a payload whatever the model sent. */
-export type ModelTurnResult = BoundedAnswer;
+export interface ModelTurnResult extends BoundedAnswer {
+  /**
+   * The day's spend of all runs as this worker knows it, this turn's charge included; absent when
+   * the turn was not asked to charge, or the ledger could not take the charge (the run then charges
+   * the spend itself).
+   */
+  daily?: DailyUsage;
+}
 
 /**
  * What a model turn cancelled mid-answer (a stop) reports in the details of its cancellation: the
@@ -61,6 +83,10 @@ export interface ModelTurnDependencies {
   transcripts: TranscriptStore;
   tools: ToolCatalog;
   breakers: CircuitBreakers;
+  /** The daily ledgers, for turns that charge their own spend; absent in workers without one. */
+  ledger?: Pick<DailyLedgerActivities, 'chargeCall'>;
+  /** Delivers the notices a turn carries. */
+  notifier?: Pick<Notifier, 'deliver'>;
 }
 
 /**
@@ -76,6 +102,9 @@ export async function runModelTurn(
   dependencies: ModelTurnDependencies,
 ): Promise<ModelTurnResult> {
   const context = Context.current();
+  // First, so that nothing the turn meets later keeps them from the run's sinks; a retried turn
+  // delivers them again, and sinks deliver a notice ID once where they can (the log file).
+  for (const notification of input.notices ?? []) await dependencies.notifier?.deliver(notification);
   const provider = dependencies.models.get(input.model.provider);
   if (provider === undefined) {
     throw ApplicationFailure.nonRetryable(
@@ -131,7 +160,34 @@ export async function runModelTurn(
     systemPrompt: transcript.systemPrompt,
     messages: [...transcript.messages, assistantMessage(answer)],
   });
-  return answer;
+  const daily = await chargeAnswer(input, answer, dependencies.ledger);
+  return daily === undefined ? answer : { ...answer, daily };
+}
+
+/**
+ * Charges the answer's tokens and cost to the day's ledger when the turn was asked to. A ledger
+ * that cannot take it costs the turn nothing: the answer is paid for already, and another attempt
+ * would call the model again; the run charges the spend itself with its next ledger read.
+ */
+async function chargeAnswer(
+  input: ModelTurnInput,
+  answer: BoundedAnswer,
+  ledger: ModelTurnDependencies['ledger'],
+): Promise<DailyUsage | undefined> {
+  if (input.charge === undefined || ledger === undefined) return undefined;
+  const { day, chargeId } = input.charge;
+  const tokens = answer.usage.inputTokens + answer.usage.outputTokens;
+  try {
+    const totals = await ledger.chargeCall(day, { chargeId, tokens, costUsd: answer.costUsd });
+    if (totals.chargeDropped === true) return undefined;
+    const { tokens: dayTokens, costUsd, charges } = totals;
+    return { day, tokens: dayTokens, costUsd, charges };
+  } catch (error) {
+    log.warn('Daily ledger unavailable; the run charges this turn itself', {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return undefined;
+  }
 }
 
 /**

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { AgentRunInputDraft, BudgetLimits, ScriptedTurn } from '../common/agent-input';
 import type { AgentStatus } from '../common/agent-run-types';
+import { dailyLedgerWorkflowId, usageQuery } from '../common/daily-ledger';
 import { resumeSignal } from '../common/messages';
 import type { AgentNotification } from '../common/notification';
 import { createActivityDependencies } from '../worker/create-worker';
@@ -234,6 +235,64 @@ describe('budgets of an agent run', () => {
 
     await env.agents.stop(second);
     assert.equal((await secondHandle.result()).exitReason, 'stopped');
+  });
+
+  it('charges every model call from its own turn and reads the ledger once while far from the daily limits', async () => {
+    const name = uniqueName('daily-far');
+    const handle = await start(
+      name,
+      [spending(10), spending(20), spending(30), spending(40)],
+      {
+        dailyTokens: 1_000_000_000,
+      },
+      { maxIterations: 4, intervalS: 0 },
+    );
+    assert.equal((await handle.result()).exitReason, 'max_iterations');
+    assert.equal(
+      (await scheduledInputs(handle, 'dailyUsage')).length,
+      1,
+      'one read, for the first figure of the day',
+    );
+    const turns = await scheduledModelTurns(handle);
+    const charges = turns.map((turn) => turn.input.charge);
+    const { runId } = await handle.describe();
+    const runKey = `${handle.workflowId}-${runId}`;
+    assert.deepEqual(
+      charges.map((charge) => charge?.chargeId),
+      [0, 1, 2, 3].map((call) => `${runKey}:call:${call}`),
+    );
+    const day = charges[0]?.day ?? '';
+    const ledger = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    const answer = await ledger.query(usageQuery, {
+      chargeIds: charges.map((charge) => charge?.chargeId ?? ''),
+    });
+    assert.equal(answer.recorded?.length, 4, 'the ledger recorded every call once');
+    const status = await env.agents.status(name);
+    assert.ok(
+      status.dailyUsage !== null && status.dailyUsage.tokens >= 100,
+      'the run saw its own spend in the day',
+    );
+  });
+
+  it("reads the ledger before every model call once today's spend nears a daily limit", async () => {
+    const first = uniqueName('near-first');
+    await (await start(first, [spending(2000)], {}, { maxIterations: 1 })).result();
+    const today = (await env.agents.status(first)).dailyUsage;
+    assert.ok(today);
+    const name = uniqueName('near-second');
+    // 90 % of the limit is spent already: the cached figure no longer does, every call reads the ledger.
+    const limit = today.tokens + 100;
+    const handle = await start(
+      name,
+      [spending(5), spending(5), spending(5)],
+      { dailyTokens: limit },
+      {
+        maxIterations: 3,
+        intervalS: 0,
+      },
+    );
+    assert.equal((await handle.result()).exitReason, 'max_iterations');
+    assert.ok((await scheduledInputs(handle, 'dailyUsage')).length >= 3);
   });
 
   it('keeps the daily ledger across a server restart', async () => {

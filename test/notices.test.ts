@@ -4,7 +4,9 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { AgentNotification } from '../common/notification';
 import { useAgentsEnvironment } from './helpers/environment';
+import { scheduledInputs, scheduledModelTurns } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
 
@@ -85,6 +87,67 @@ describe("a run's notices", () => {
         [1, 'ok', 'First step.'],
         [2, 'ok', 'Second step.'],
       ],
+    );
+  });
+
+  it('delivers each iteration notice with the next model turn, in order and once, when iterations run back to back', async () => {
+    const name = uniqueName('notices-with-turns');
+    const texts = ['One.', 'Two.', 'Three.', 'Four.'];
+    const handle = await env.agents.start(
+      scriptedRun(
+        name,
+        texts.map((text) => ({ text })),
+        {
+          maxIterations: texts.length,
+          intervalS: 0,
+          notifications: { webhookUrl: working.url, logFile: true },
+        },
+      ),
+    );
+    assert.equal((await handle.result()).exitReason, 'max_iterations');
+
+    // The notices of iterations 1–3 rode with the turns of iterations 2–4: no notify activity of their own.
+    const notified = await scheduledInputs<AgentNotification>(handle, 'notify');
+    const carried = (await scheduledModelTurns(handle)).flatMap((turn) => turn.input.notices ?? []);
+    assert.deepEqual(
+      carried.map((notice) => [notice.kind, notice.iteration]),
+      [
+        ['iteration', 1],
+        ['iteration', 2],
+        ['iteration', 3],
+      ],
+    );
+    assert.deepEqual(
+      notified.map((notice) => [notice.kind, notice.iteration]),
+      [
+        ['started', 0],
+        ['iteration', 4],
+        ['stopped', 4],
+      ],
+    );
+    const received = await waitFor('the end notice at the webhook', () => {
+      const ours = working.received.filter((notice) => notice.text.startsWith(`${name}:`));
+      return ours.some((notice) => notice.kind === 'stopped') ? ours : undefined;
+    });
+    assert.deepEqual(
+      received.map((notice) => [notice.kind, notice.iteration]),
+      [
+        ['started', 0],
+        ['iteration', 1],
+        ['iteration', 2],
+        ['iteration', 3],
+        ['iteration', 4],
+        ['stopped', 4],
+      ],
+    );
+    const log = await readFile(path.join(env.temporal.home, 'logs', name, 'log.jsonl'), 'utf8');
+    const lines = log
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { iteration: number; summary: string });
+    assert.deepEqual(
+      lines.map((line) => [line.iteration, line.summary]),
+      texts.map((text, index) => [index + 1, text]),
     );
   });
 

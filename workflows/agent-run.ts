@@ -57,6 +57,7 @@ import {
   NOTICES_IN_ORDER_PATCH,
   RUN_INTEGRITY_PATCH,
   RUNNER_COMMANDS_PATCH,
+  TURN_BOOKKEEPING_PATCH,
   runSettings,
 } from './run-settings';
 import {
@@ -155,6 +156,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   const systemPrompt = buildSystemPrompt(input.template.content);
   // The conversation's key outlives continue-as-new and is new for every replacement run.
   const transcriptKey = `${info.workflowId}-${info.firstExecutionRunId}`;
+  const turnsKeepBooks = runnerCommands && wf.patched(TURN_BOOKKEEPING_PATCH);
   const notices = new RunNotices({
     agent: input.name,
     runKey: transcriptKey,
@@ -162,6 +164,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     sequence: run.noticeSequence,
     enabled: runnerCommands,
     inOrder: runnerCommands && wf.patched(NOTICES_IN_ORDER_PATCH),
+    turnsDeliver: turnsKeepBooks,
   });
   type Phase = 'model turn' | 'tool batch' | 'approval' | 'budget pause';
   let phase: Phase = 'model turn';
@@ -169,6 +172,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
   const budget = new RunBudget(run, {
     runKey: transcriptKey,
     ledgerEnabled: runnerCommands,
+    turnsCharge: turnsKeepBooks,
     notices,
     iteration: () => run.iteration,
     isStopped: () => stopReason !== null,
@@ -354,6 +358,10 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       callIndex: run.modelCalls,
       maxToolCalls: input.guards.maxToolCallsPerAnswer,
     };
+    const charge = budget.turnCharge(run.modelCalls);
+    if (charge !== undefined) turn.charge = charge;
+    const held = notices.takeHeld();
+    if (held.length > 0) turn.notices = held;
     if (run.transcript.length === 0 || compaction !== undefined) {
       turn.full = { systemPrompt, messages: run.transcript };
     }
@@ -452,7 +460,8 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       const answer = await callModel(append, round);
       texts.push(answer.text);
       toolCallsThisIteration += answer.toolCalls.length;
-      budget.record(answer.usage, answer.costUsd);
+      if (answer.daily === undefined) budget.record(answer.usage, answer.costUsd);
+      else budget.recordCharged(answer.usage, answer.costUsd, answer.daily);
       const notTaken = notTakenMessage(answer.toolCallsNotTaken, input.guards.maxToolCallsPerAnswer);
       if (answer.toolCalls.length === 0 && notTaken === undefined) break;
       phase = 'tool batch';
@@ -521,7 +530,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     });
     run.records.push(record);
     if (run.records.length > MAX_RECORDS_KEPT) run.records.splice(0, run.records.length - MAX_RECORDS_KEPT);
-    notices.send(
+    notices.sendWithNextTurn(
       record.status === 'error' ? 'error' : 'iteration',
       record.status === 'error'
         ? `Iteration ${record.iteration} failed: ${record.error ?? ''}`
@@ -645,6 +654,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
         errorBackoffS: input.guards.errorBackoffS,
       });
       if (pauseS > 0) {
+        notices.release();
         publish('sleeping');
         await wf.condition(() => stopReason !== null, pauseS * 1000, { summary: pauseTimerSummary(guarded) });
       }
@@ -688,6 +698,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       await wf.CancellationScope.nonCancellable(() => budget.flush());
       await notices.settle();
     }
+    notices.release();
     // A failure closes the execution: visibility must not go on showing it live.
     if (keepsStateTrue && error instanceof wf.TemporalFailure && !wf.isCancellation(error)) publish('failed');
     throw error;

@@ -117,6 +117,22 @@ export function checkBudgets(
   return { exceeded: false };
 }
 
+/**
+ * Share of a daily limit from which a run reads the shared ledger itself before every model call.
+ * Below it the figure its model turns bring back, which may miss what other workers charged in the
+ * last moments, is close enough: the limit is still at least a tenth away.
+ */
+export const DAILY_EXACT_FROM_SHARE = 0.9;
+
+/** Whether today's spend plus the next call's projection reaches {@link DAILY_EXACT_FROM_SHARE} of a daily limit. */
+export function nearDailyLimit(limits: BudgetLimits, daily: Spend, projected: Spend): boolean {
+  const near = (limit: number, used: number) => limit > 0 && used >= limit * DAILY_EXACT_FROM_SHARE;
+  return (
+    near(limits.dailyTokens, daily.tokens + projected.tokens) ||
+    near(limits.dailyCostUsd, daily.costUsd + projected.costUsd)
+  );
+}
+
 /** The key remembering one warning: `sessionTokens:0.8`, or with the day for daily budgets. */
 function warningKey(name: BudgetName, daily: boolean, day: string, fraction: number): string {
   return daily ? `${name}:${day}:${fraction}` : `${name}:${fraction}`;

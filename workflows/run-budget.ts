@@ -8,6 +8,7 @@ import {
   budgetWarnings,
   checkBudgets,
   currentWarningKeys,
+  nearDailyLimit,
   utcDay,
   type BudgetUsage,
   type Spend,
@@ -51,6 +52,11 @@ export class RunBudget {
       runKey: string;
       /** False when replaying an execution recorded before the ledger existed. */
       ledgerEnabled: boolean;
+      /**
+       * Model turns charge their own spend and bring back today's figure; false when replaying an
+       * execution recorded before they did, which read the ledger before every iteration.
+       */
+      turnsCharge: boolean;
       notices: RunNotices;
       iteration: () => number;
       isStopped: () => boolean;
@@ -96,7 +102,8 @@ export class RunBudget {
   async check(projected: Spend, freshDaily: boolean): Promise<boolean> {
     for (let fresh = freshDaily; ; fresh = true) {
       const today = utcDay(Date.now());
-      if (fresh || this.daily.day !== today) await this.refreshDaily(fresh);
+      if (this.context.turnsCharge) await this.readDailyIfDue(today, projected, fresh);
+      else if (fresh || this.daily.day !== today) await this.refreshDaily(fresh);
       const usage = this.usage(today);
       const verdict = checkBudgets(this.run.budgets, usage, projected);
       if (!verdict.exceeded) {
@@ -139,10 +146,49 @@ export class RunBudget {
     };
   }
 
+  /**
+   * The daily charge a model turn makes itself, with the ID that makes its retries count once; none
+   * when turns do not charge.
+   */
+  turnCharge(callIndex: number): { day: string; chargeId: string } | undefined {
+    if (!this.context.ledgerEnabled || !this.context.turnsCharge) return undefined;
+    return { day: utcDay(Date.now()), chargeId: `${this.context.runKey}:call:${callIndex}` };
+  }
+
+  /**
+   * Adds the spend of a model turn that charged it to the ledger itself, and takes today's figure
+   * the turn brought back.
+   */
+  recordCharged(usage: ModelUsage, costUsd: number, daily: DailySpend): void {
+    this.record(usage, costUsd);
+    const { tokens, costUsd: uncharged } = this.run.unchargedSpend;
+    const spend = this.run.lastCallSpend;
+    this.run.unchargedSpend = {
+      tokens: Math.max(0, tokens - spend.tokens),
+      costUsd: Math.max(0, uncharged - spend.costUsd),
+    };
+    this.daily = { day: daily.day, tokens: daily.tokens, costUsd: daily.costUsd };
+  }
+
   /** Charges what the run spent since the last charge, when the run ends. */
   async flush(): Promise<void> {
     const { tokens, costUsd } = this.run.unchargedSpend;
     if (tokens > 0 || costUsd > 0) await this.refreshDaily(true);
+  }
+
+  /**
+   * With turns charging themselves, the ledger is read only when its figure would not do: spend
+   * left to charge (a stopped turn's, or one whose ledger was unreachable) is charged, and a run
+   * with daily limits reads the ledger when it has no figure for today, or when today's spend is
+   * near a limit, where every other run's last calls count.
+   */
+  private async readDailyIfDue(today: string, projected: Spend, fresh: boolean): Promise<void> {
+    const { unchargedSpend } = this.run;
+    if (fresh && (unchargedSpend.tokens > 0 || unchargedSpend.costUsd > 0)) return this.refreshDaily(true);
+    const daily = this.usage(today).daily;
+    if (this.daily.day !== today || nearDailyLimit(this.run.budgets, daily, projected)) {
+      await this.refreshDaily(false);
+    }
   }
 
   private usage(today: string): BudgetUsage {

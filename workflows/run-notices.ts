@@ -17,6 +17,8 @@ export type NoticeDetails = Pick<AgentNotification, 'record' | 'request' | 'deci
  */
 export class RunNotices {
   private readonly inFlight = new Set<Promise<void>>();
+  /** Notices held for the next model turn to deliver, oldest first. */
+  private held: AgentNotification[] = [];
   /** The delivery of the last notice sent; it never rejects. */
   private lastDelivery: Promise<void> = Promise.resolve();
 
@@ -31,6 +33,8 @@ export class RunNotices {
       enabled: boolean;
       /** False when replaying an execution recorded while notices went out all at once. */
       inOrder: boolean;
+      /** False when replaying an execution recorded before model turns delivered notices. */
+      turnsDeliver: boolean;
     },
   ) {}
 
@@ -41,8 +45,58 @@ export class RunNotices {
 
   send(kind: NotificationKind, text: string, iteration: number, details: NoticeDetails = {}): void {
     if (!this.context.enabled) return;
+    this.release();
+    this.deliver(this.notification(kind, text, iteration, details));
+  }
+
+  /**
+   * Sends a notice the way {@link send} does, unless the run is about to call its model: then the
+   * notice rides with that model turn ({@link takeHeld}), which delivers it before it calls the
+   * model, saving the run an activity and a workflow task per iteration. The notice is still in the
+   * history, in the turn's input. Anything else the run does first sends it on its own: another
+   * notice, a wait, the end of the run ({@link release}).
+   */
+  sendWithNextTurn(
+    kind: NotificationKind,
+    text: string,
+    iteration: number,
+    details: NoticeDetails = {},
+  ): void {
+    if (!this.context.enabled) return;
+    if (!this.context.turnsDeliver) return this.send(kind, text, iteration, details);
+    this.held.push(this.notification(kind, text, iteration, details));
+  }
+
+  /**
+   * The held notices, for the model turn about to start to deliver; none while an earlier notice is
+   * still on its way, which a held one must not overtake (those go out in order with {@link release}).
+   */
+  takeHeld(): AgentNotification[] {
+    if (this.held.length === 0) return [];
+    if (this.inFlight.size > 0) {
+      this.release();
+      return [];
+    }
+    const held = this.held;
+    this.held = [];
+    return held;
+  }
+
+  /** Sends the held notices on their own, in order: the run does something else before its next turn. */
+  release(): void {
+    const held = this.held;
+    this.held = [];
+    for (const notification of held) this.deliver(notification);
+  }
+
+  private notification(
+    kind: NotificationKind,
+    text: string,
+    iteration: number,
+    details: NoticeDetails,
+  ): AgentNotification {
     this.context.sequence += 1;
-    const notification: AgentNotification = {
+    return {
       id: `${this.context.runKey}:${this.context.sequence}`,
       agent: this.context.agent,
       runKey: this.context.runKey,
@@ -53,6 +107,10 @@ export class RunNotices {
       ...details,
       sinks: this.context.sinks,
     };
+  }
+
+  private deliver(notification: AgentNotification): void {
+    const { kind } = notification;
     const { notify } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: `${NOTICE_START_TO_CLOSE_TIMEOUT_S}s`,
       retry: { initialInterval: '1s', maximumAttempts: 3 },
@@ -84,8 +142,9 @@ export class RunNotices {
     await wf.condition(() => this.inFlight.size <= MAX_NOTICES_IN_FLIGHT / 2);
   }
 
-  /** Waits for every notice in flight. */
+  /** Sends the held notices and waits for every notice in flight. */
   async settle(): Promise<void> {
+    this.release();
     await Promise.all([...this.inFlight]);
   }
 }

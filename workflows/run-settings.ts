@@ -76,3 +76,13 @@ export const CLEAN_CANCELLATION_PATCH = 'cancellation-ends-like-stop';
  * an execution recorded before, `patched` answers false, and the run issues the commands it did then.
  */
 export const ANSWER_BOUNDS_PATCH = 'bounded-answers';
+
+/**
+ * Marks executions whose model turns do the run's bookkeeping on the way: a turn charges its own
+ * spend to the daily ledger and brings back today's figure, so an iteration reads the ledger only
+ * when it has to (no figure for today yet, spend left to charge, or near a daily limit), and it
+ * delivers the notice of the iteration before, which then needs no activity of its own. Replaying
+ * an execution recorded before, `patched` answers false, and the run reads the ledger before every
+ * iteration and sends every notice through `notify`, as it did then.
+ */
+export const TURN_BOOKKEEPING_PATCH = 'model-turns-charge-and-notify';

@@ -216,6 +216,8 @@ const modelTurnInputSchema = z.looseObject({
   callIndex: z.number(),
   append: z.array(transcriptMessageSchema),
   full: z.looseObject({ systemPrompt: z.string(), messages: z.array(z.unknown()) }).optional(),
+  /** Notices the turn delivered before calling the model: read like those of `notify`. */
+  notices: z.array(z.unknown()).optional(),
 });
 
 const modelToolCallSchema = z.looseObject({
@@ -480,11 +482,13 @@ export class AuditReader {
     if (activity.type === 'modelTurn') {
       const parsed = modelTurnInputSchema.safeParse(activity.input);
       if (!parsed.success) return [];
-      const { callIndex, append, full } = parsed.data;
+      const { callIndex, append, full, notices = [] } = parsed.data;
       // A resend after the worker lacked the conversation repeats the call: its prompt is shown once.
       if (callIndex === this.lastCallIndex) return [];
       this.lastCallIndex = callIndex;
-      const entries: AuditEntry[] = [];
+      const entries: AuditEntry[] = notices.flatMap((notice) =>
+        this.notification(base, { ...activity, type: 'notify', input: notice }),
+      );
       if (full !== undefined && full.messages.length === 0) {
         entries.push({ ...iterationBase, kind: 'system_prompt', text: full.systemPrompt });
       } else if (full !== undefined) {
