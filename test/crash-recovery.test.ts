@@ -10,6 +10,7 @@ import { WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal as proto } from '@temporalio/proto';
 import { NativeConnection, Worker } from '@temporalio/worker';
+import type { ModelTurnInput } from '../activities';
 import { Notifier } from '../activities/notifier';
 import { AgentsClient } from '../client/agents-client';
 import type { OpenAIModelSpec } from '../common/agent-input';
@@ -370,11 +371,16 @@ describe('crashes in the middle of a call', () => {
     assert.equal(result.iterations, 3);
 
     const events = (await handle.fetchHistory()).events ?? [];
+    // The notice goes out on its own (notify) or with the next model turn, which then delivers it first.
     const firstIterationNotice = events.find((event) => {
       const attributes = event.activityTaskScheduledEventAttributes;
       const payload = attributes?.input?.payloads?.[0];
-      if (attributes?.activityType?.name !== 'notify' || payload == null) return false;
-      return defaultPayloadConverter.fromPayload<AgentNotification>(payload).record?.iteration === 1;
+      if (payload == null) return false;
+      if (attributes?.activityType?.name === 'notify')
+        return defaultPayloadConverter.fromPayload<AgentNotification>(payload).record?.iteration === 1;
+      if (attributes?.activityType?.name !== 'modelTurn') return false;
+      const turn = defaultPayloadConverter.fromPayload<ModelTurnInput>(payload);
+      return (turn.notices ?? []).some((notice) => notice.record?.iteration === 1);
     });
     const started = events.find(
       (event) =>
