@@ -2,10 +2,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { TEMPORAL_CLI_VERSION } from '../common/constants';
-import { tightenPrivateFolder } from '../sandbox/private-files';
 import { COMMANDS } from './commands';
 import type { CommandContext } from './commands/command-context';
-import { loadConfig } from './config';
 import { AgentsError } from './errors';
 import { describeExitCodes, EXIT_FAILURE, EXIT_SUCCESS, EXIT_USAGE } from './exit-codes';
 
@@ -122,6 +120,13 @@ export async function main(argv: string[]): Promise<number> {
         : message.split('. ')[0];
       throw new AgentsError('invalid_argument', `${reason}. Usage: agents ${command.usage}`);
     }
+    // Loaded only now: the configuration's schemas and Temporal's environment reader are not needed
+    // for help, the version or a usage error (see commandModules in ./commands).
+    /* eslint-disable @typescript-eslint/no-require-imports -- see above */
+    const { loadConfig } = require('./config') as typeof import('./config');
+    const { tightenPrivateFolder } =
+      require('../sandbox/private-files') as typeof import('../sandbox/private-files');
+    /* eslint-enable @typescript-eslint/no-require-imports */
     const context: CommandContext = {
       positionals: parsed.positionals,
       values: parsed.values as CommandContext['values'],

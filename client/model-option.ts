@@ -12,21 +12,13 @@ import {
   type ModelPrice,
   type ModelSpec,
 } from '../common/agent-input';
+import { MODEL_OPTION_FORMS } from '../common/constants';
 import { DEFAULT_PRICES, lookupPrice } from '../models/prices';
 import { DEMO_SCRIPT } from './demo-script';
 import { AgentsError } from './errors';
 
-/** What `--model` accepts, for help and error messages. */
-export const MODEL_OPTION_FORMS = [
-  'scripted',
-  'scripted:<script.json>',
-  'local',
-  'local:<name|/absolute/path.gguf>',
-  'openai:<model>',
-  'openai (model from $OPENAI_MODEL)',
-  'anthropic:<model>',
-  'anthropic (model from $ANTHROPIC_MODEL)',
-];
+/** What `--model` accepts; defined with the constants so `agents --help` can name it without loading this module. */
+export { MODEL_OPTION_FORMS };
 
 /** The model options of `agents start` and `agents demo`, as typed on the command line. */
 export interface ModelChoice {

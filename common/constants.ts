@@ -208,3 +208,15 @@ export const WORKSPACE_PREPARATION_HEARTBEAT_TIMEOUT_S = 30;
 
 /** Largest folder or repository `agents start` packs into a workspace, unless `AGENTS_WORKSPACE_LIMIT` says otherwise. */
 export const DEFAULT_WORKSPACE_LIMIT_BYTES = 1024 ** 3;
+
+/** What `--model` accepts, for help and error messages. */
+export const MODEL_OPTION_FORMS = [
+  'scripted',
+  'scripted:<script.json>',
+  'local',
+  'local:<name|/absolute/path.gguf>',
+  'openai:<model>',
+  'openai (model from $OPENAI_MODEL)',
+  'anthropic:<model>',
+  'anthropic (model from $ANTHROPIC_MODEL)',
+];

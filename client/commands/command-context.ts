@@ -99,14 +99,6 @@ export function budgetOptions(context: CommandContext): Partial<BudgetLimits> {
   return budgets;
 }
 
-/** The parseArgs definitions of the budget options `start` and `resume` share. */
-export const BUDGET_OPTIONS = {
-  'session-tokens': { type: 'string' },
-  'session-cost': { type: 'string' },
-  'daily-tokens': { type: 'string' },
-  'daily-cost': { type: 'string' },
-} as const;
-
 /** The one positional argument, the agent's name; fails with `usage` when it is missing or followed by more. */
 export function requireName(context: CommandContext, usage: string): string {
   const [name, ...extra] = context.positionals;

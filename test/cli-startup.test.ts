@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCli, type CliResult } from './helpers/cli';
+
+/**
+ * What `agents` loads before it does anything: help, the version and usage errors load no command
+ * and none of Temporal's packages, and no command that does not run a worker loads the worker. The
+ * modules are read from the `agents` process itself, through a `--require` hook that writes the
+ * files Node loaded when it exits, so a top-level import added back fails here, not in a benchmark.
+ */
+describe('agents start-up', () => {
+  let folder: string;
+  let hook: string;
+
+  before(async () => {
+    folder = await mkdtemp(path.join(os.tmpdir(), 'agents-startup-'));
+    hook = path.join(folder, 'loaded-modules.cjs');
+    await writeFile(
+      hook,
+      "process.on('exit', () => require('node:fs').writeFileSync(process.env.LOADED_MODULES_FILE, Object.keys(require.cache).join('\\n')));\n",
+    );
+  });
+  after(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  let runs = 0;
+  /** Runs `agents …` with the hook; its result and every file its process loaded, root-relative for the project's own. */
+  async function loadedBy(
+    args: string[],
+    environment: NodeJS.ProcessEnv = {},
+  ): Promise<{ result: CliResult; modules: string[] }> {
+    runs += 1;
+    const list = path.join(folder, `modules-${runs}.txt`);
+    const result = await runCli(args, {
+      ...process.env,
+      AGENTS_HOME: path.join(folder, 'home'),
+      ...environment,
+      NODE_OPTIONS: `--require ${hook}`,
+      LOADED_MODULES_FILE: list,
+    });
+    const root = path.resolve(__dirname, '..');
+    const modules = (await readFile(list, 'utf8'))
+      .split('\n')
+      .map((file) => (file.startsWith(`${root}/`) ? file.slice(root.length + 1) : file));
+    return { result, modules };
+  }
+
+  const temporalPackages = (modules: string[]) => modules.filter((file) => file.includes('/@temporalio/'));
+  const workerModules = (modules: string[]) =>
+    modules.filter(
+      (file) => /\/@temporalio\/(worker|core-bridge)\//.test(file) || file.startsWith('worker/'),
+    );
+  const commandModules = (modules: string[]) =>
+    modules.filter((file) => file.startsWith('client/commands/') && file !== 'client/commands/index.ts');
+
+  for (const args of [['--version'], ['--help'], ['status', '--help'], ['nonsense'], ['status', '--nope']]) {
+    it(`agents ${args.join(' ')} loads no command module, no zod and none of Temporal's packages`, async () => {
+      const { result, modules } = await loadedBy(args);
+      assert.notEqual(result.stdout + result.stderr, '', 'the command said something');
+      assert.ok(modules.includes('client/cli.ts'), `the hook saw the CLI: ${modules.join(', ')}`);
+      assert.deepEqual(commandModules(modules), []);
+      assert.deepEqual(temporalPackages(modules), []);
+      assert.deepEqual(
+        modules.filter((file) => file.includes('/node_modules/zod/')),
+        [],
+      );
+    });
+  }
+
+  it('agents templates loads its own command and no Temporal client or worker', async () => {
+    const { result, modules } = await loadedBy(['templates']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(commandModules(modules), ['client/commands/templates.ts']);
+    assert.deepEqual(
+      temporalPackages(modules).filter((file) => /\/@temporalio\/(client|worker|core-bridge)\//.test(file)),
+      [],
+    );
+  });
+
+  it('agents status connects with the Temporal client and never loads the worker', async () => {
+    // A server that accepts the connection and answers nothing: the command has reached the point
+    // where it connects, and gives up within its deadline.
+    const server: Server = createServer((socket) => socket.destroy());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as AddressInfo;
+      const { result, modules } = await loadedBy(['status', 'someone'], {
+        TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+      });
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /Cannot reach Temporal/);
+      assert.ok(
+        modules.some((file) => file.includes('/@temporalio/client/')),
+        'the client was loaded',
+      );
+      assert.deepEqual(workerModules(modules), []);
+    } finally {
+      server.close();
+    }
+  });
+});
