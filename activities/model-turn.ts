@@ -102,9 +102,12 @@ export async function runModelTurn(
   dependencies: ModelTurnDependencies,
 ): Promise<ModelTurnResult> {
   const context = Context.current();
-  // First, so that nothing the turn meets later keeps them from the run's sinks; a retried turn
-  // delivers them again, and sinks deliver a notice ID once where they can (the log file).
-  for (const notification of input.notices ?? []) await dependencies.notifier?.deliver(notification);
+  // Delivered beside the model call, in order, and awaited before the turn completes, so a turn
+  // that completed has delivered them; a retried turn delivers them again, and sinks deliver a
+  // notice ID once where they can (the log file).
+  const delivery = deliverNotices(input.notices ?? [], dependencies.notifier);
+  // Awaited below; a turn that fails before then is retried, and its notices with it.
+  delivery.catch(() => undefined);
   const provider = dependencies.models.get(input.model.provider);
   if (provider === undefined) {
     throw ApplicationFailure.nonRetryable(
@@ -161,7 +164,16 @@ export async function runModelTurn(
     messages: [...transcript.messages, assistantMessage(answer)],
   });
   const daily = await chargeAnswer(input, answer, dependencies.ledger);
+  await delivery;
   return daily === undefined ? answer : { ...answer, daily };
+}
+
+/** Delivers a turn's notices one after the other. */
+async function deliverNotices(
+  notices: AgentNotification[],
+  notifier: ModelTurnDependencies['notifier'],
+): Promise<void> {
+  for (const notification of notices) await notifier?.deliver(notification);
 }
 
 /**
