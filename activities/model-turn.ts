@@ -190,10 +190,12 @@ async function chargeAnswer(
   const { day, chargeId } = input.charge;
   const tokens = answer.usage.inputTokens + answer.usage.outputTokens;
   try {
-    const totals = await ledger.chargeCall(day, { chargeId, tokens, costUsd: answer.costUsd });
-    if (totals.chargeDropped === true) return undefined;
-    const { tokens: dayTokens, costUsd, charges } = totals;
-    return { day, tokens: dayTokens, costUsd, charges };
+    const { chargeDropped, ...daily } = await ledger.chargeCall(day, {
+      chargeId,
+      tokens,
+      costUsd: answer.costUsd,
+    });
+    return chargeDropped === true ? undefined : daily;
   } catch (error) {
     log.warn('Daily ledger unavailable; the run charges this turn itself', {
       error: error instanceof Error ? error.message : String(error),

@@ -134,12 +134,7 @@ export class RunBudget {
    * counts mark the run's usage as estimated from then on.
    */
   record(usage: ModelUsage, costUsd: number): void {
-    const spend = { tokens: usage.inputTokens + usage.outputTokens, costUsd };
-    this.run.usage.inputTokens += usage.inputTokens;
-    this.run.usage.outputTokens += usage.outputTokens;
-    this.run.usage.costUsd += costUsd;
-    if (usage.estimated === true) this.run.usage.estimated = true;
-    this.run.lastCallSpend = spend;
+    const spend = this.addToRun(usage, costUsd);
     this.run.unchargedSpend = {
       tokens: this.run.unchargedSpend.tokens + spend.tokens,
       costUsd: this.run.unchargedSpend.costUsd + spend.costUsd,
@@ -160,14 +155,19 @@ export class RunBudget {
    * the turn brought back.
    */
   recordCharged(usage: ModelUsage, costUsd: number, daily: DailySpend): void {
-    this.record(usage, costUsd);
-    const { tokens, costUsd: uncharged } = this.run.unchargedSpend;
-    const spend = this.run.lastCallSpend;
-    this.run.unchargedSpend = {
-      tokens: Math.max(0, tokens - spend.tokens),
-      costUsd: Math.max(0, uncharged - spend.costUsd),
-    };
+    this.addToRun(usage, costUsd);
     this.daily = { day: daily.day, tokens: daily.tokens, costUsd: daily.costUsd };
+  }
+
+  /** Adds a model call's spend to the run's usage and makes it the projection of the next call. */
+  private addToRun(usage: ModelUsage, costUsd: number): Spend {
+    const spend = { tokens: usage.inputTokens + usage.outputTokens, costUsd };
+    this.run.usage.inputTokens += usage.inputTokens;
+    this.run.usage.outputTokens += usage.outputTokens;
+    this.run.usage.costUsd += costUsd;
+    if (usage.estimated === true) this.run.usage.estimated = true;
+    this.run.lastCallSpend = spend;
+    return spend;
   }
 
   /** Charges what the run spent since the last charge, when the run ends. */
