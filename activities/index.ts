@@ -4,7 +4,7 @@ import type { DailyLedgerActivities, DailyUsageInput, DailyUsageResult } from '.
 import { CircuitBreakers } from '../models/circuit-breaker';
 import type { ModelProviders } from '../models/model-provider';
 import type { Notifier } from './notifier';
-import { runModelTurn, type ModelTurnInput, type ModelTurnResult } from './model-turn';
+import { runModelTurn, type ModelTurnInput, type ModelTurnResult, type RefusedTurn } from './model-turn';
 import { runToolBatch, type ToolBatchInput } from './tool-batch';
 import { ToolCatalog } from './tool-catalog';
 import type { ToolExecutor } from './tool-executor';
@@ -17,7 +17,7 @@ import {
 } from './workspace-preparation';
 import type { ToolResult } from '../sandbox/tool-call';
 
-export type { ModelTurnInput, ModelTurnResult, StoppedTurn } from './model-turn';
+export type { ModelTurnInput, ModelTurnResult, RefusedTurn, StoppedTurn } from './model-turn';
 export type { ToolBatchInput } from './tool-batch';
 export type { PrepareWorkspaceInput, PreparedWorkspace } from './workspace-preparation';
 
@@ -48,8 +48,8 @@ export function createActivities(dependencies: ActivityDependencies) {
     notifier: dependencies.notifier,
   };
   return {
-    /** One model turn of an iteration. */
-    async modelTurn(input: ModelTurnInput): Promise<ModelTurnResult> {
+    /** One model turn of an iteration, or its refusal when the daily limits leave no room for it. */
+    async modelTurn(input: ModelTurnInput): Promise<ModelTurnResult | RefusedTurn> {
       return runModelTurn(input, modelTurn);
     },
     /** Releases the run's workspace when the run ends; no sandbox configured, nothing to release. */

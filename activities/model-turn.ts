@@ -2,7 +2,7 @@ import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ModelSpec } from '../common/agent-input';
 import type { ModelUsage, TranscriptMessage } from '../common/agent-run-types';
-import type { DailyUsage } from '../common/daily-ledger';
+import type { DailyUsage, ReservationDecision } from '../common/daily-ledger';
 import type { AgentNotification } from '../common/notification';
 import {
   DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
@@ -15,7 +15,7 @@ import { assistantMessage } from '../common/transcript';
 import { boundAnswer, type BoundedAnswer } from '../models/answer-bounds';
 import type { CircuitBreakers } from '../models/circuit-breaker';
 import { ModelTurnStopped, type ModelProviders, type ModelResponse } from '../models/model-provider';
-import type { DailyLedgerActivities } from './daily-ledger';
+import type { DailyLedgerActivities, RoomRequest } from './daily-ledger';
 import type { Notifier } from './notifier';
 import type { ToolCatalog } from './tool-catalog';
 import type { Transcript, TranscriptStore } from './transcript-store';
@@ -44,12 +44,29 @@ export interface ModelTurnInput {
    * so the run needs no round trip of its own to the ledger per call. Absent in turns scheduled
    * before turns charged themselves.
    */
-  charge?: { day: string; chargeId: string };
+  charge?: {
+    day: string;
+    chargeId: string;
+    /**
+     * The call's projection and the run's daily limits: the turn asks for room under them before
+     * it calls the model (see `admitCall`), and calls it only if there is. Absent in turns
+     * scheduled before they asked, and for runs without daily limits.
+     */
+    room?: RoomRequest;
+  };
   /**
    * Notices of the run to deliver before the model is called (the iteration before ended with
    * them); absent in turns scheduled before turns delivered notices.
    */
   notices?: AgentNotification[];
+}
+
+/**
+ * A turn that did not call the model: the daily ledger had no room for it under the run's limits.
+ * It delivered its notices; the run pauses on its daily budget with the spend the ledger counted.
+ */
+export interface RefusedTurn {
+  refused: ReservationDecision;
 }
 
 /** The model's answer to one turn, within the bounds of a payload whatever the model sent. */
@@ -84,7 +101,7 @@ export interface ModelTurnDependencies {
   tools: ToolCatalog;
   breakers: CircuitBreakers;
   /** The daily ledgers, for turns that charge their own spend; absent in workers without one. */
-  ledger?: Pick<DailyLedgerActivities, 'chargeCall'>;
+  ledger?: Pick<DailyLedgerActivities, 'chargeCall' | 'admitCall' | 'forgetCall'>;
   /** Delivers the notices a turn carries. */
   notifier?: Pick<Notifier, 'deliver'>;
 }
@@ -100,14 +117,61 @@ export interface ModelTurnDependencies {
 export async function runModelTurn(
   input: ModelTurnInput,
   dependencies: ModelTurnDependencies,
-): Promise<ModelTurnResult> {
-  const context = Context.current();
+): Promise<ModelTurnResult | RefusedTurn> {
   // Delivered beside the model call, in order, and awaited before the turn completes, so a turn
   // that completed has delivered them; a retried turn delivers them again, and sinks deliver a
   // notice ID once where they can (the log file).
   const delivery = deliverNotices(input.notices ?? [], dependencies.notifier);
   // Awaited below; a turn that fails before then is retried, and its notices with it.
   delivery.catch(() => undefined);
+  const refused = await askForRoom(input, dependencies.ledger);
+  if (refused !== undefined) {
+    await delivery;
+    return { refused };
+  }
+  try {
+    return await answerTurn(input, dependencies, delivery);
+  } finally {
+    // Charged, the call already left the worker's count of calls under way; failed, it leaves now.
+    if (input.charge?.room !== undefined)
+      dependencies.ledger?.forgetCall(input.charge.day, input.charge.chargeId);
+  }
+}
+
+/**
+ * The ledger's refusal when the run's daily limits leave no room for the call; undefined when the
+ * call may go ahead. A ledger that cannot be reached lets it: budgets must not stop work on their
+ * own failure, and the run's own check still sees the day's last figure.
+ */
+async function askForRoom(
+  input: ModelTurnInput,
+  ledger: ModelTurnDependencies['ledger'],
+): Promise<ReservationDecision | undefined> {
+  const { charge } = input;
+  if (charge?.room === undefined || ledger === undefined) return undefined;
+  // The ledger's decision waits on its workflow task, which a busy server may take seconds to run.
+  const context = Context.current();
+  const heartbeat = setInterval(() => context.heartbeat(), 1000);
+  try {
+    const decision = await ledger.admitCall(charge.day, charge.chargeId, charge.room);
+    return decision.granted ? undefined : decision;
+  } catch (error) {
+    log.warn('Daily ledger unavailable; the call goes ahead', {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return undefined;
+  } finally {
+    clearInterval(heartbeat);
+  }
+}
+
+/** Calls the model with the turn's conversation, and charges and delivers what the turn carries. */
+async function answerTurn(
+  input: ModelTurnInput,
+  dependencies: ModelTurnDependencies,
+  delivery: Promise<void>,
+): Promise<ModelTurnResult> {
+  const context = Context.current();
   const provider = dependencies.models.get(input.model.provider);
   if (provider === undefined) {
     throw ApplicationFailure.nonRetryable(

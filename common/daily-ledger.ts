@@ -47,13 +47,72 @@ export const chargeSchema = z
   .strict();
 export type Charge = z.infer<typeof chargeSchema>;
 
+/** Calls under way a reservation may name (see `underway`): far more than a worker runs at once. */
+export const UNDERWAY_SENT_MAX = 2_000;
+
+/**
+ * How long a granted reservation holds its spend when its charge does not come: longer than a model
+ * turn may take with its retries, so a slow call keeps its place, and short enough that a run that
+ * stopped before its call frees the room the same hour.
+ */
+export const RESERVATION_HOLD_MS = 30 * 60_000;
+
+/**
+ * A run near its daily limits asks for room for its next model call before making it. The ledger
+ * decides reservations one at a time, in the order their signals arrive, counting the spend that
+ * earlier granted reservations hold until their charges come: so runs racing for the last of a
+ * daily budget cannot all be told there is room. The ID is the charge ID of the call it is for,
+ * whose charge ends the hold.
+ */
+export const reservationSchema = z
+  .object({
+    reservationId: chargeSchema.shape.chargeId,
+    /** What the call is expected to spend: the run's projection. */
+    tokens: z.number().int().nonnegative(),
+    costUsd: z.number().nonnegative().finite(),
+    /** The run's daily limits; 0 is unlimited. */
+    dailyTokens: z.number().nonnegative().finite(),
+    dailyCostUsd: z.number().nonnegative().finite(),
+    /**
+     * The sender's calls that hold no room here and whose charges may not be recorded yet: those it
+     * let start while the day was far from the limits, and charges it sent that no answer has
+     * confirmed. Counted in this decision unless recorded or held already; never held.
+     */
+    underway: z.array(chargeSchema).max(UNDERWAY_SENT_MAX).default([]),
+    /**
+     * What a grant holds until the charge, when not the projection: a run's first call has no
+     * projection to be refused by, yet holds what the day's calls cost on average, so the calls
+     * deciding after it know it is under way.
+     */
+    holdTokens: z.number().int().nonnegative().optional(),
+    holdCostUsd: z.number().nonnegative().finite().optional(),
+  })
+  .strict();
+export type Reservation = z.input<typeof reservationSchema>;
+
+/** The ledger's answer to a reservation. */
+export interface ReservationDecision {
+  granted: boolean;
+  /**
+   * The day's spend the decision counted: recorded charges, what other granted reservations hold,
+   * and the sender's calls under way. With the projection it gives the run's own check the ledger's verdict, and a refused run
+   * its reason.
+   */
+  tokens: number;
+  costUsd: number;
+}
+
 /**
  * The argument of a `usage` query: with `chargeIds`, the answer also says which of those charges are
- * recorded, so callers that just sent them know whether the totals include them yet. A list, because
- * one query answers every caller of a worker that is waiting on the same ledger.
+ * recorded, so callers that just sent them know whether the totals include them yet; with
+ * `reservationIds`, the decisions on those reservations. Lists, because one query answers every
+ * caller of a worker that is waiting on the same ledger.
  */
 export const usageQueryArgumentSchema = z
-  .object({ chargeIds: z.array(chargeSchema.shape.chargeId).max(RECENT_CHARGE_IDS_KEPT).optional() })
+  .object({
+    chargeIds: z.array(chargeSchema.shape.chargeId).max(RECENT_CHARGE_IDS_KEPT).optional(),
+    reservationIds: z.array(chargeSchema.shape.chargeId).max(RECENT_CHARGE_IDS_KEPT).optional(),
+  })
   .strict();
 export type UsageQueryArgument = z.infer<typeof usageQueryArgumentSchema>;
 
@@ -73,10 +132,28 @@ export interface LedgerState {
   charges: number;
   /** The last {@link RECENT_CHARGE_IDS_KEPT} charge IDs recorded, oldest first. */
   recentChargeIds: string[];
+  /** Reservations decided and not yet ended by their charge or their hold's end. */
+  reservations?: HeldReservation[];
 }
 
-/** A `usage` answer: the day's totals and, when asked about charges, those of them that are recorded. */
-export type UsageAnswer = DailyUsage & { recorded?: string[] };
+/** A reservation the ledger keeps until its charge comes or {@link RESERVATION_HOLD_MS} pass. */
+export interface HeldReservation {
+  reservationId: string;
+  tokens: number;
+  costUsd: number;
+  /** Workflow time, epoch milliseconds, at which the hold ends. */
+  holdsUntilMs: number;
+  decision: ReservationDecision;
+}
+
+/**
+ * A `usage` answer: the day's totals and, when asked about charges, those of them that are recorded;
+ * when asked about reservations, the decisions on those the ledger has decided.
+ */
+export type UsageAnswer = DailyUsage & {
+  recorded?: string[];
+  reservations?: Record<string, ReservationDecision>;
+};
 
 /**
  * Records a charge, once per `chargeId`; an invalid payload is logged and ignored. A signal, not an
@@ -87,6 +164,12 @@ export type UsageAnswer = DailyUsage & { recorded?: string[] };
  * running. The sender learns the totals from {@link usageQuery}.
  */
 export const chargeSignal = defineSignal<[Charge]>('charge');
+
+/**
+ * Asks for room for one model call (see {@link reservationSchema}); a signal for the same reasons as
+ * {@link chargeSignal}. The sender learns the decision from {@link usageQuery}.
+ */
+export const reserveSignal = defineSignal<[Reservation]>('reserve');
 
 /**
  * The day's totals; with `{ chargeIds }`, also which of those charges are recorded (`recorded`): a

@@ -3,13 +3,13 @@ import { describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { AgentRunInputDraft, BudgetLimits, ScriptedTurn } from '../common/agent-input';
 import type { AgentStatus } from '../common/agent-run-types';
-import { dailyLedgerWorkflowId, usageQuery } from '../common/daily-ledger';
+import { dailyLedgerWorkflowId, usageQuery, type Reservation } from '../common/daily-ledger';
 import { resumeSignal } from '../common/messages';
 import type { AgentNotification } from '../common/notification';
 import { createActivityDependencies } from '../worker/create-worker';
 import { useAgentsEnvironment } from './helpers/environment';
 import { assertReplays } from './helpers/replay';
-import { scheduledInputs, scheduledModelTurns } from './helpers/history';
+import { scheduledInputs, scheduledModelTurns, signalInputs } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
 import { startWorker } from './helpers/worker';
@@ -42,11 +42,19 @@ async function start(
   return handle;
 }
 
-async function waitForState(name: string, state: AgentStatus['state']): Promise<AgentStatus> {
-  return waitFor(`agent ${name} to be ${state}`, async () => {
-    const status = await env.agents.status(name);
-    return status.state === state ? status : undefined;
-  });
+async function waitForState(
+  name: string,
+  state: AgentStatus['state'],
+  timeoutMs?: number,
+): Promise<AgentStatus> {
+  return waitFor(
+    `agent ${name} to be ${state}`,
+    async () => {
+      const status = await env.agents.status(name);
+      return status.state === state ? status : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 /** The notices the run sent, in order, from the inputs of its `notify` activities. */
@@ -261,8 +269,18 @@ describe('budgets of an agent run', () => {
       charges.map((charge) => charge?.chargeId),
       [0, 1, 2, 3].map((call) => `${runKey}:call:${call}`),
     );
+    // Each turn asked for room with the last call's spend, and the worker let it start unasked.
+    assert.deepEqual(
+      charges.map((charge) => charge?.room?.tokens),
+      [0, 10, 20, 30],
+    );
     const day = charges[0]?.day ?? '';
     const ledger = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    const reservations = await signalInputs<Reservation>(ledger, 'reserve');
+    assert.deepEqual(
+      reservations.filter((reservation) => reservation.reservationId.startsWith(runKey)),
+      [],
+    );
     const answer = await ledger.query(usageQuery, {
       chargeIds: charges.map((charge) => charge?.chargeId ?? ''),
     });
@@ -274,7 +292,7 @@ describe('budgets of an agent run', () => {
     );
   });
 
-  it("reads the ledger before every model call once today's spend nears a daily limit", async () => {
+  it("asks the ledger for room before every model call once today's spend nears a daily limit", async () => {
     const first = uniqueName('near-first');
     await (await start(first, [spending(2000)], {}, { maxIterations: 1 })).result();
     const today = (await env.agents.status(first)).dailyUsage;
@@ -292,7 +310,53 @@ describe('budgets of an agent run', () => {
       },
     );
     assert.equal((await handle.result()).exitReason, 'max_iterations');
-    assert.ok((await scheduledInputs(handle, 'dailyUsage')).length >= 3);
+    assert.equal((await scheduledInputs(handle, 'dailyUsage')).length, 1, 'one read, for the first figure');
+    const { runId } = await handle.describe();
+    const runKey = `${handle.workflowId}-${runId}`;
+    const ledger = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(today.day));
+    const reservations = (await signalInputs<Reservation>(ledger, 'reserve')).filter((reservation) =>
+      reservation.reservationId.startsWith(runKey),
+    );
+    assert.deepEqual(
+      reservations.map(({ reservationId, tokens, dailyTokens }) => [reservationId, tokens, dailyTokens]),
+      [0, 1, 2].map((call) => [`${runKey}:call:${call}`, call === 0 ? 0 : 5, limit]),
+    );
+  });
+
+  it('lets 50 runs racing for the last of a daily limit overshoot it by no more than one call', async () => {
+    const first = uniqueName('race-first');
+    await (await start(first, [spending(100)], {}, { maxIterations: 1 })).result();
+    const today = (await env.agents.status(first)).dailyUsage;
+    assert.ok(today);
+    // Room for 80 calls of 100 tokens, raced for by 50 runs that would make 10 calls each.
+    const call = 100;
+    const room = 80 * call;
+    const limit = today.tokens + room;
+    const names = Array.from({ length: 50 }, () => uniqueName('race'));
+    const handles = await Promise.all(
+      names.map((name) =>
+        start(name, [spending(call)], { dailyTokens: limit }, { maxIterations: 10, intervalS: 0 }),
+      ),
+    );
+    // One name at a time: 50 pollers at once would load the server more than the runs do.
+    const paused: AgentStatus[] = [];
+    for (const name of names) paused.push(await waitForState(name, 'paused_budget', 120_000));
+    const runsSpent = paused.reduce((sum, status) => sum + status.usage.inputTokens, 0);
+    const ledger = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(today.day));
+    const spent = await waitFor('every charge of the runs in the ledger', async () => {
+      const charged = (await ledger.query(usageQuery)).tokens - today.tokens;
+      return charged === runsSpent ? charged : undefined;
+    });
+    assert.ok(spent <= room + call, `spent ${spent} of ${room}: over by more than one call`);
+    assert.ok(spent >= room - call, `spent ${spent} of ${room}: paused with room left for a call`);
+    for (const status of paused) {
+      assert.match(
+        status.pauseReason ?? '',
+        /^daily token budget (reached|would be exceeded by the next request)/,
+      );
+    }
+    await Promise.all(names.map((name) => env.agents.stop(name)));
+    for (const handle of handles) assert.equal((await handle.result()).exitReason, 'stopped');
   });
 
   it('keeps the daily ledger across a server restart', async () => {

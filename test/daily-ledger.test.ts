@@ -6,7 +6,11 @@ import { Client, Connection, WorkflowFailedError, WorkflowNotFoundError } from '
 import { ApplicationFailure } from '@temporalio/common';
 import type { temporal as proto } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
-import { createDailyLedgerActivities, INVALID_DAILY_USAGE_INPUT } from '../activities/daily-ledger';
+import {
+  createDailyLedgerActivities,
+  INVALID_DAILY_USAGE_INPUT,
+  type RoomRequest,
+} from '../activities/daily-ledger';
 import { TASK_QUEUE } from '../common/constants';
 import {
   chargeSignal,
@@ -16,9 +20,12 @@ import {
   dayStartMs,
   ledgerClosesAtMs,
   RECENT_CHARGE_IDS_KEPT,
+  RESERVATION_HOLD_MS,
+  reserveSignal,
   usageQuery,
   utcDay,
   type Charge,
+  type Reservation,
   type UsageQueryArgument,
 } from '../common/daily-ledger';
 import { loadWorkflowBundle } from '../worker/workflow-bundle';
@@ -58,6 +65,16 @@ function twoCallers() {
 
 function charge(chargeId: string, tokens: number, costUsd: number): Charge {
   return { chargeId, tokens, costUsd };
+}
+
+/** The room a call projected at `tokens` asks for under a daily token limit of `dailyTokens`. */
+function room(tokens: number, dailyTokens: number): RoomRequest {
+  return { tokens, costUsd: 0, dailyTokens, dailyCostUsd: 0 };
+}
+
+/** A reservation for a call projected at `tokens`, under a daily token limit of `dailyTokens`. */
+function reservation(reservationId: string, tokens: number, dailyTokens: number): Reservation {
+  return { reservationId, ...room(tokens, dailyTokens) };
 }
 
 /** Every execution of a ledger's continue-as-new chain, newest first. */
@@ -139,6 +156,70 @@ describe('the daily budget ledger', () => {
     } finally {
       await connection.close();
     }
+  });
+
+  it('grants 50 racing calls only the room the limit leaves, and a charge ends its hold', async () => {
+    const { first, second } = twoCallers();
+    const day = uniqueDay();
+    await first.dailyUsage({ day, charge: charge('earlier:0', 9_000, 0) });
+    // 1,000 tokens are left of 10,000: room for nine calls of 100, since a tenth would reach the limit.
+    const callers = Array.from({ length: 50 }, (_, run) => (run % 2 === 0 ? first : second));
+    const decisions = await Promise.all(
+      callers.map((caller, run) => caller.admitCall(day, `run-${run}:call:1`, room(100, 10_000))),
+    );
+    const granted = decisions.flatMap((decision, run) => (decision.granted ? [run] : []));
+    assert.equal(granted.length, 9);
+    // One at a time: each grant counted the ones before it, and every refusal counted all nine.
+    assert.deepEqual(
+      decisions
+        .filter((decision) => decision.granted)
+        .map((decision) => decision.tokens)
+        .sort(),
+      [9_000, 9_100, 9_200, 9_300, 9_400, 9_500, 9_600, 9_700, 9_800],
+    );
+    for (const decision of decisions.filter((each) => !each.granted)) {
+      assert.deepEqual(decision, { granted: false, tokens: 9_900, costUsd: 0 });
+    }
+
+    // The calls spend less than they held: their charges free the difference for the next call.
+    for (const [index, run] of granted.entries()) {
+      await callers[run]?.chargeCall(day, charge(`run-${run}:call:1`, index === 0 ? 50 : 100, 0));
+    }
+    const next = await second.admitCall(day, 'late:call:0', room(100, 10_000));
+    assert.deepEqual(next, { granted: true, tokens: 9_850, costUsd: 0 });
+    const last = await first.admitCall(day, 'later:call:0', room(100, 10_000));
+    assert.deepEqual(last, { granted: false, tokens: 9_950, costUsd: 0 });
+    const { tokens } = await first.dailyUsage({ day });
+    assert.equal(tokens, 9_850, 'a hold is not spend: the totals count charges only');
+  });
+
+  it('lets calls start on the worker alone while far from the limit, counting those under way', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    const decisions = [];
+    for (let call = 0; call < 10; call += 1) {
+      decisions.push(await first.admitCall(day, `run:call:${call}`, room(100, 1_000)));
+    }
+    // Eight calls start unasked; from 90 % of the limit the ledger decides, counting the eight.
+    assert.deepEqual(
+      decisions.map(({ granted, tokens }) => [granted, tokens]),
+      [0, 100, 200, 300, 400, 500, 600, 700, 800].map((tokens) => [true, tokens]).concat([[false, 900]]),
+    );
+    const ledger = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    assert.equal(
+      await countEvents(ledger, 'workflowExecutionSignaledEventAttributes'),
+      2,
+      'two asked the ledger',
+    );
+
+    // Three calls failed: they no longer count, and the next call starts unasked again.
+    for (const call of [0, 1, 2]) first.forgetCall(day, `run:call:${call}`);
+    assert.deepEqual(await first.admitCall(day, 'run:call:10', room(100, 1_000)), {
+      granted: true,
+      tokens: 600,
+      costUsd: 0,
+    });
+    assert.equal(await countEvents(ledger, 'workflowExecutionSignaledEventAttributes'), 2);
   });
 
   it('answers with the charge added when the ledger has not recorded it yet', async () => {
@@ -231,6 +312,7 @@ describe('the daily budget ledger', () => {
     await handle.signal(chargeSignal, { chargeId: 'bad:1', tokens: 1.5, costUsd: 0.1 });
     await handle.signal(chargeSignal, 'not a charge' as unknown as Charge);
     await handle.signal(chargeSignal, { chargeId: 'bad:2', tokens: 1, costUsd: 0.1, extra: 1 } as Charge);
+    await handle.signal(reserveSignal, { ...reservation('bad:3', 1, 10), dailyTokens: -1 });
     const after = await first.dailyUsage({ day, charge: charge('good:1', 3, 0.03) });
     // Signals are handled in order, so once the last one is recorded the invalid ones were handled.
     await waitFor('the last charge recorded', async () => {
@@ -239,7 +321,8 @@ describe('the daily budget ledger', () => {
     });
     assert.deepEqual(after, { day, tokens: 23, costUsd: 0.23, charges: 2 });
     assert.deepEqual(await first.dailyUsage({ day }), after);
-    assert.equal(await countEvents(handle, 'workflowExecutionSignaledEventAttributes'), 5);
+    assert.equal(await countEvents(handle, 'workflowExecutionSignaledEventAttributes'), 6);
+    assert.deepEqual((await handle.query(usageQuery, { reservationIds: ['bad:3'] })).reservations, {});
     assert.deepEqual(recorded, { day, tokens: 20, costUsd: 0.2, charges: 1 });
 
     // A malformed usage query fails alone; the ledger answers the next one.
@@ -350,6 +433,34 @@ describe('the daily ledger book', () => {
     assert.equal(carried.charge(charge('c0', 1, 0)), true, 'oldest forgotten');
     assert.equal(carried.state().recentChargeIds.length, RECENT_CHARGE_IDS_KEPT);
     assert.equal(carried.usage().charges, RECENT_CHARGE_IDS_KEPT + 2);
+  });
+
+  it("holds granted room until that ID's charge or the hold's end, and decides a repeated request anew", () => {
+    const book = new DailyLedgerBook('2100-01-01');
+    const ask = (id: string, tokens: number, nowMs = 0) =>
+      book.reserve(reservation(id, tokens, 1_000), nowMs);
+    assert.deepEqual(ask('a', 600), { granted: true, tokens: 0, costUsd: 0 });
+    assert.deepEqual(ask('b', 600), { granted: false, tokens: 600, costUsd: 0 });
+    assert.deepEqual(ask('a', 600), { granted: true, tokens: 0, costUsd: 0 }, 'not counted against itself');
+    book.charge(charge('a', 300, 0));
+    assert.deepEqual(ask('b', 600), { granted: true, tokens: 300, costUsd: 0 });
+    assert.deepEqual(ask('c', 100, RESERVATION_HOLD_MS - 1), { granted: false, tokens: 900, costUsd: 0 });
+    assert.deepEqual(
+      ask('c', 100, RESERVATION_HOLD_MS),
+      { granted: true, tokens: 300, costUsd: 0 },
+      "b's hold ended",
+    );
+    const carried = new DailyLedgerBook('2100-01-01', book.state());
+    assert.deepEqual(carried.decisions(['a', 'b', 'c']), { c: { granted: true, tokens: 300, costUsd: 0 } });
+    assert.deepEqual(
+      carried.reserve({ ...reservation('d', 0, 0), costUsd: 0.5, dailyCostUsd: 0.6 }, RESERVATION_HOLD_MS),
+      { granted: true, tokens: 400, costUsd: 0 },
+      'a cost limit is decided on cost; the carried hold of c still counts',
+    );
+    assert.equal(
+      carried.reserve({ ...reservation('e', 0, 0), costUsd: 0.2, dailyCostUsd: 0.6 }, 1).granted,
+      false,
+    );
   });
 
   it('adds costs without binary floating-point residue', () => {

@@ -1,5 +1,11 @@
 import * as wf from '@temporalio/workflow';
-import type { AgentActivities, ModelTurnInput, ModelTurnResult, StoppedTurn } from '../activities';
+import type {
+  AgentActivities,
+  ModelTurnInput,
+  ModelTurnResult,
+  RefusedTurn,
+  StoppedTurn,
+} from '../activities';
 import { describeZodError, type AgentRunInput, type BudgetLimits } from '../common/agent-input';
 import type {
   AgentRunResult,
@@ -54,6 +60,7 @@ import { RunNotices } from './run-notices';
 import {
   ANSWER_BOUNDS_PATCH,
   CLEAN_CANCELLATION_PATCH,
+  DAILY_RESERVATIONS_PATCH,
   NOTICES_IN_ORDER_PATCH,
   RUN_INTEGRITY_PATCH,
   RUNNER_COMMANDS_PATCH,
@@ -173,6 +180,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     runKey: transcriptKey,
     ledgerEnabled: runnerCommands,
     turnsCharge: turnsKeepBooks,
+    turnsAskForRoom: turnsKeepBooks && wf.patched(DAILY_RESERVATIONS_PATCH),
     notices,
     iteration: () => run.iteration,
     isStopped: () => stopReason !== null,
@@ -324,7 +332,10 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
    * Calls the model with only the messages this turn adds; sends the whole conversation when it was
    * just compacted or the worker lacks it. `round` is the call's place in the iteration, for its summary.
    */
-  async function callModel(append: TranscriptMessage[], round: number): Promise<ModelTurnResult> {
+  async function callModel(
+    append: TranscriptMessage[],
+    round: number,
+  ): Promise<ModelTurnResult | RefusedTurn> {
     const { modelTurn } = wf.proxyActivities<AgentActivities>({
       startToCloseTimeout: `${MODEL_START_TO_CLOSE_TIMEOUT_S}s`,
       // A remote model's stream may pause up to its stall timeout; any other provider heartbeats steadily.
@@ -365,7 +376,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     if (run.transcript.length === 0 || compaction !== undefined) {
       turn.full = { systemPrompt, messages: run.transcript };
     }
-    let result: ModelTurnResult;
+    let result: ModelTurnResult | RefusedTurn | undefined;
     try {
       result = await modelTurn(turn).catch((error: unknown) => {
         if (failureInfo(error).type !== TRANSCRIPT_UNAVAILABLE) throw error;
@@ -374,11 +385,30 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     } catch (error) {
       throw endedTurn(error);
     } finally {
-      // A failed call counts too, so a scripted model moves on to its next turn.
-      run.modelCalls += 1;
+      // A failed call counts too, so a scripted model moves on to its next turn; a refused one
+      // never reached the model, and its next attempt is the same call.
+      if (result === undefined || !('refused' in result)) run.modelCalls += 1;
     }
+    if ('refused' in result) return result;
     run.transcript.push(...append, assistantMessage(result));
     return result;
+  }
+
+  /**
+   * The model's answer once the budgets let the call happen: a turn the daily ledger refused
+   * pauses the run on its daily budget, and asks again once resumed. Undefined when the run was
+   * stopped while paused.
+   */
+  async function answeredTurn(
+    append: TranscriptMessage[],
+    round: number,
+  ): Promise<ModelTurnResult | undefined> {
+    for (;;) {
+      if (!(await budget.check(run.lastCallSpend, false))) return undefined;
+      const outcome = await callModel(append, round);
+      if (!('refused' in outcome)) return outcome;
+      budget.refused(outcome.refused);
+    }
   }
 
   /**
@@ -456,8 +486,8 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
     for (let round = 1; ; round += 1) {
       phase = 'model turn';
       if (boundsAnswers) await notices.makeRoom();
-      if (!(await budget.check(run.lastCallSpend, false))) break;
-      const answer = await callModel(append, round);
+      const answer = await answeredTurn(append, round);
+      if (answer === undefined) break;
       texts.push(answer.text);
       toolCallsThisIteration += answer.toolCalls.length;
       if (answer.daily === undefined) budget.record(answer.usage, answer.costUsd);

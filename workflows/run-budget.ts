@@ -1,5 +1,5 @@
 import * as wf from '@temporalio/workflow';
-import type { AgentActivities } from '../activities';
+import type { AgentActivities, ModelTurnInput } from '../activities';
 import type { BudgetLimits } from '../common/agent-input';
 import type { ModelUsage, RunUsage } from '../common/agent-run-types';
 import { DAILY_LEDGER_HEARTBEAT_TIMEOUT_S } from '../common/constants';
@@ -42,6 +42,11 @@ export interface DailySpend extends Spend {
  */
 export class RunBudget {
   private daily: DailySpend = { day: '', tokens: 0, costUsd: 0 };
+  /**
+   * The day's spend the ledger counted when it refused the last model turn room: the next check
+   * decides from it, and so reaches the ledger's verdict and gives its reason.
+   */
+  private refusal: Spend | undefined;
   private resumeRequested = false;
   private paused: string | null = null;
 
@@ -57,6 +62,12 @@ export class RunBudget {
        * execution recorded before they did, which read the ledger before every iteration.
        */
       turnsCharge: boolean;
+      /**
+       * Model turns of a run with daily limits ask for room before they call the model, and the
+       * run reads the ledger only to charge what a turn could not; false when replaying an
+       * execution recorded before, which read the ledger near its limits.
+       */
+      turnsAskForRoom: boolean;
       notices: RunNotices;
       iteration: () => number;
       isStopped: () => boolean;
@@ -105,7 +116,12 @@ export class RunBudget {
       if (this.context.turnsCharge) await this.readDailyIfDue(today, projected, fresh);
       else if (fresh || this.daily.day !== today) await this.refreshDaily(fresh);
       const usage = this.usage(today);
-      const verdict = checkBudgets(this.run.budgets, usage, projected);
+      const verdict = checkBudgets(
+        this.run.budgets,
+        this.refusal === undefined ? usage : { ...usage, daily: this.refusal },
+        projected,
+      );
+      this.refusal = undefined;
       if (!verdict.exceeded) {
         this.warn(usage, today);
         return true;
@@ -142,12 +158,27 @@ export class RunBudget {
   }
 
   /**
-   * The daily charge a model turn makes itself, with the ID that makes its retries count once; none
-   * when turns do not charge.
+   * The daily charge a model turn makes itself, with the ID that makes its retries count once, and
+   * for a run with daily limits the room it asks for first: the last call's spend as projection;
+   * none when turns do not charge.
    */
-  turnCharge(callIndex: number): { day: string; chargeId: string } | undefined {
+  turnCharge(callIndex: number): ModelTurnInput['charge'] {
     if (!this.context.ledgerEnabled || !this.context.turnsCharge) return undefined;
-    return { day: utcDay(Date.now()), chargeId: `${this.context.runKey}:call:${callIndex}` };
+    const charge = { day: utcDay(Date.now()), chargeId: `${this.context.runKey}:call:${callIndex}` };
+    const { dailyTokens, dailyCostUsd } = this.run.budgets;
+    if (!this.context.turnsAskForRoom || !(dailyTokens > 0 || dailyCostUsd > 0)) return charge;
+    return { ...charge, room: { ...this.run.lastCallSpend, dailyTokens, dailyCostUsd } };
+  }
+
+  /**
+   * Takes the daily ledger's refusal of a model turn: the next check decides from the spend the
+   * ledger counted, which pauses the run on its daily budget with the ledger's figures, or, if a
+   * `resume` raised the limits meanwhile, lets the turn ask again.
+   */
+  refused(counted: Spend): void {
+    this.refusal = { tokens: counted.tokens, costUsd: counted.costUsd };
+    const today = utcDay(Date.now());
+    if (this.daily.day !== today) this.daily = { day: today, ...this.refusal };
   }
 
   /**
@@ -178,15 +209,19 @@ export class RunBudget {
 
   /**
    * With turns charging themselves, the ledger is read only when its figure would not do: spend
-   * left to charge (a stopped turn's, or one whose ledger was unreachable) is charged, and a run
-   * with daily limits reads the ledger when it has no figure for today, or when today's spend is
-   * near a limit, where every other run's last calls count.
+   * left to charge (a stopped turn's, or one whose ledger was unreachable) is charged, a run with
+   * daily limits reads the ledger when it has no figure for today, and, unless turns ask for room
+   * themselves, when today's spend is near a limit, where every other run's last calls count.
    */
   private async readDailyIfDue(today: string, projected: Spend, fresh: boolean): Promise<void> {
     const { unchargedSpend } = this.run;
     if (fresh && (unchargedSpend.tokens > 0 || unchargedSpend.costUsd > 0)) return this.refreshDaily(true);
-    const daily = this.usage(today).daily;
-    if (this.daily.day !== today || nearDailyLimit(this.run.budgets, daily, projected)) {
+    if (this.daily.day !== today) return this.refreshDaily(false);
+    // Near a limit the model turn asks for room itself, from the freshest figure, just before the call.
+    if (
+      !this.context.turnsAskForRoom &&
+      nearDailyLimit(this.run.budgets, this.usage(today).daily, projected)
+    ) {
       await this.refreshDaily(false);
     }
   }

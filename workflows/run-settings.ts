@@ -86,3 +86,11 @@ export const ANSWER_BOUNDS_PATCH = 'bounded-answers';
  * iteration and sends every notice through `notify`, as it did then.
  */
 export const TURN_BOOKKEEPING_PATCH = 'model-turns-charge-and-notify';
+
+/**
+ * Marks executions that, near a daily limit, ask the daily ledger for room before each model call
+ * (signal `reserve`) instead of reading it: the ledger decides in arrival order and counts what
+ * earlier grants hold, so concurrent runs cannot all spend the last of a daily budget. Replaying an
+ * execution recorded before, `patched` answers false, and the run reads the ledger as it did then.
+ */
+export const DAILY_RESERVATIONS_PATCH = 'daily-limit-reservations';

@@ -47,6 +47,17 @@ export async function scheduledModelTurns(handle: WorkflowHandle): Promise<Sched
   return scheduledActivities<ModelTurnInput>(handle, 'modelTurn');
 }
 
+/** The first argument of every signal named `signalName` the workflow received, in order. */
+export async function signalInputs<Input>(handle: WorkflowHandle, signalName: string): Promise<Input[]> {
+  const history = await handle.fetchHistory();
+  return (history.events ?? []).flatMap((event: HistoryEvent) => {
+    const attributes = event.workflowExecutionSignaledEventAttributes;
+    const payload = attributes?.input?.payloads?.[0];
+    if (attributes?.signalName !== signalName || payload === undefined) return [];
+    return [defaultPayloadConverter.fromPayload<Input>(payload)];
+  });
+}
+
 /** Counts the history events of each kind named, e.g. `activityTaskCompletedEventAttributes`. */
 export async function countEvents(
   handle: WorkflowHandle,
