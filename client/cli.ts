@@ -65,7 +65,8 @@ function joinNegativeNumbers(
   return joined;
 }
 
-function isCommand(name: string): name is CommandName {
+/** Whether `name` is an `agents` command (bin/run-cli.cjs records, with its code cache, which ran). */
+export function isCommand(name: string): name is CommandName {
   return Object.hasOwn(COMMANDS, name);
 }
 

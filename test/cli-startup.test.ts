@@ -12,10 +12,16 @@ import { runCli, type CliResult } from './helpers/cli';
  * and none of Temporal's packages, and no command that does not run a worker loads the worker. The
  * modules are read from the `agents` process itself, through a `--require` hook that writes the
  * files Node loaded when it exits, so a top-level import added back fails here, not in a benchmark.
+ * These runs are from the sources (AGENTS_CLI_FROM_SOURCE=1), where each file is a module of its
+ * own; the bundle users run keeps the same order of loading (see bin/run-cli.cjs), and is tested
+ * at the end.
  */
 describe('agents start-up', () => {
   let folder: string;
   let hook: string;
+  let bundleCache: string;
+  /** The environment of a run from the bundle, kept in this test's own cache folder. */
+  let fromBundle: NodeJS.ProcessEnv;
 
   before(async () => {
     folder = await mkdtemp(path.join(os.tmpdir(), 'agents-startup-'));
@@ -24,6 +30,8 @@ describe('agents start-up', () => {
       hook,
       "process.on('exit', () => require('node:fs').writeFileSync(process.env.LOADED_MODULES_FILE, Object.keys(require.cache).join('\\n')));\n",
     );
+    bundleCache = path.join(folder, 'bundle');
+    fromBundle = { AGENTS_CLI_FROM_SOURCE: '', AGENTS_CLI_CACHE: bundleCache };
   });
   after(async () => {
     await rm(folder, { recursive: true, force: true });
@@ -40,6 +48,7 @@ describe('agents start-up', () => {
     const result = await runCli(args, {
       ...process.env,
       AGENTS_HOME: path.join(folder, 'home'),
+      AGENTS_CLI_FROM_SOURCE: '1',
       ...environment,
       NODE_OPTIONS: `--require ${hook}`,
       LOADED_MODULES_FILE: list,
@@ -100,6 +109,67 @@ describe('agents start-up', () => {
         modules.some((file) => file.includes('/@temporalio/client/')),
         'the client was loaded',
       );
+      assert.deepEqual(workerModules(modules), []);
+    } finally {
+      server.close();
+    }
+  });
+  /** The bundle's manifest in the test's cache folder: which bundle is current, and what it was built from. */
+  async function readManifest(): Promise<{ bundle: string; inputs: Array<[string, number, number]> }> {
+    return JSON.parse(await readFile(path.join(bundleCache, 'manifest.json'), 'utf8')) as {
+      bundle: string;
+      inputs: Array<[string, number, number]>;
+    };
+  }
+
+  it('builds the bundle on the first run, then runs it, answering as the sources do', async () => {
+    const fromSource = await loadedBy(['--version']);
+    const first = await loadedBy(['--version'], fromBundle);
+    const { bundle } = await readManifest();
+    const second = await loadedBy(['--version'], fromBundle);
+    assert.equal(first.result.code, 0, first.result.stderr);
+    assert.equal(first.result.stdout, fromSource.result.stdout);
+    assert.equal(second.result.stdout, fromSource.result.stdout);
+    assert.equal((await readManifest()).bundle, bundle, 'the second run reused the bundle');
+    assert.ok(second.modules.includes(path.join(bundleCache, bundle)), 'the second run ran the bundle');
+    assert.deepEqual(
+      second.modules.filter((file) => file.endsWith('.ts')),
+      [],
+      'no TypeScript source was loaded',
+    );
+    const templates = await loadedBy(['templates'], fromBundle);
+    assert.equal(templates.result.code, 0, templates.result.stderr);
+    assert.equal(templates.result.stdout, (await loadedBy(['templates'])).result.stdout);
+  });
+
+  it('rebuilds the bundle before running when a file it was built from changed', async () => {
+    await loadedBy(['--version'], fromBundle);
+    const manifest = await readManifest();
+    // As if client/cli.ts had been edited since: its recorded modification time no longer matches.
+    const entry = manifest.inputs.find(([file]) => file === 'client/cli.ts');
+    assert.ok(entry !== undefined, 'the manifest lists client/cli.ts');
+    entry[1] = 0;
+    await writeFile(path.join(bundleCache, 'manifest.json'), JSON.stringify(manifest));
+    const { result, modules } = await loadedBy(['--version'], fromBundle);
+    assert.equal(result.code, 0, result.stderr);
+    const rebuilt = await readManifest();
+    assert.notEqual(rebuilt.bundle, manifest.bundle);
+    assert.ok(modules.includes(path.join(bundleCache, rebuilt.bundle)), 'the run ran the new bundle');
+    await assert.rejects(readFile(path.join(bundleCache, manifest.bundle)), 'the old bundle is gone');
+  });
+
+  it('agents status from the bundle connects and never loads the worker', async () => {
+    const server: Server = createServer((socket) => socket.destroy());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as AddressInfo;
+      const { result, modules } = await loadedBy(['status', 'someone'], {
+        ...fromBundle,
+        TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+      });
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /Cannot reach Temporal/);
       assert.deepEqual(workerModules(modules), []);
     } finally {
       server.close();

@@ -12,9 +12,7 @@ import { formatListings, formatRecord, formatStatus } from '../format';
 import { exportRun } from '../audit/export-run';
 import { formatJsonl } from '../audit/jsonl-export';
 import { followRun, isWatched, RunProgressText, runEnding } from '../run-progress';
-import { runWorkspaceStatus } from '../workspace-reader';
 import { flag, numberOption, requireName, text, withClient, type CommandContext } from './command-context';
-import { formatWorkspaceStatus } from './workspace';
 
 /** The commands that read runs: `list`, `status`, `log`, `watch` and `export`. */
 
@@ -111,6 +109,13 @@ export async function statusCommand(context: CommandContext): Promise<void> {
   const name = requireName(context, 'agents status <name> [--json]');
   await withClient(context, async (agents) => {
     const status = await agents.status(name);
+    // Loaded here: reading the workspace takes the sandbox client (undici) and the workspace
+    // commands' formatting, which `list`, `log`, `watch` and `export` never need, and which `status`
+    // needs only once it has connected.
+    /* eslint-disable @typescript-eslint/no-require-imports -- see above */
+    const { runWorkspaceStatus } = require('../workspace-reader') as typeof import('../workspace-reader');
+    const { formatWorkspaceStatus } = require('./workspace') as typeof import('./workspace');
+    /* eslint-enable @typescript-eslint/no-require-imports */
     const workspace = await runWorkspaceStatus(context.config, agents, name);
     context.print(
       flag(context, 'json')
