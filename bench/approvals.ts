@@ -11,7 +11,9 @@
  * visibility store shows every one awaiting approval. The worker is then watched over a quiet window
  * of `--quiet-s` seconds (default 30) while nothing happens but the runs waiting. Then every run is
  * approved with a `permission` signal, as fast as the client sends them, and the completion of each
- * run (its close time on the server) is measured from the moment its approval was sent.
+ * run (its close time on the server) is measured from the moment its approval was sent. The worker's
+ * RSS is printed idle, while the runs wait, while they complete and after, each beside the 300 MB
+ * goal, with its anonymous and file-backed parts: the growth per waiting run is anonymous memory.
  */
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
@@ -100,6 +102,29 @@ async function forEachBounded<T>(items: T[], limit: number, task: (item: T) => P
     }
   });
   await Promise.all(lanes);
+}
+
+/**
+ * Where a process's resident memory is, from /proc/<pid>/smaps_rollup: anonymous memory (the V8
+ * heaps of the main and workflow threads, the SDK's Rust core, malloc) against file-backed pages
+ * (the node binary, the core bridge's shared library, other mapped code).
+ */
+interface MemoryComposition {
+  anonymousBytes: number;
+  fileBytes: number;
+}
+
+/** The composition of the worker's RSS now, or nothing where the kernel has no smaps_rollup. */
+async function sampleComposition(pid: number): Promise<MemoryComposition | undefined> {
+  try {
+    const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? 0);
+    const anonymousBytes = kb('Anonymous') * 1024;
+    return { anonymousBytes, fileBytes: kb('Rss') * 1024 - anonymousBytes };
+  } catch {
+    // Kernels before 4.14 have no smaps_rollup: the composition is left out.
+    return undefined;
+  }
 }
 
 /** A process's resident memory and CPU time so far, from /proc. */
@@ -195,6 +220,24 @@ async function waitUntil(
 }
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+
+/** A worker RSS figure beside the memory goal. */
+const rssRow = (label: string, bytes: number) => [
+  label,
+  mb(bytes),
+  `≤ ${GOALS.rssMb} MB`,
+  againstGoal(bytes / 1024 / 1024, GOALS.rssMb),
+];
+
+/** The anonymous and file-backed parts of the RSS sampled just before, as two indented rows. */
+const compositionRows = (composition: MemoryComposition | undefined) =>
+  composition === undefined
+    ? []
+    : [
+        ['  of it anonymous (V8 heaps, Rust core, malloc)', mb(composition.anonymousBytes), '', ''],
+        ['  of it file-backed (node, core bridge, code)', mb(composition.fileBytes), '', ''],
+      ];
+
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /** Runs the benchmark and prints its figures; resolves to the exit code. */
@@ -235,6 +278,7 @@ async function main(argv: string[]): Promise<number> {
     const workerPid = worker.pid;
     if (workerPid === undefined) throw new Error('the worker process has no pid');
     const idle = await sampleProcess(workerPid, ticksPerSecond);
+    const idleComposition = await sampleComposition(workerPid);
 
     const agents = new AgentsClient(temporal.client);
     const names = Array.from({ length: options.runs }, () => uniqueName('bench-approval'));
@@ -275,6 +319,7 @@ async function main(argv: string[]): Promise<number> {
     const quiet = await watchWorker(workerPid, ticksPerSecond, { seconds: options.quietS }, (second) => {
       if (second % 10 === 0) progress(`quiet window: ${second} of ${options.quietS} s`);
     });
+    const waitingComposition = await sampleComposition(workerPid);
 
     progress(`approving ${options.runs} runs`);
     const approvedAt = new Map<string, number>();
@@ -301,6 +346,8 @@ async function main(argv: string[]): Promise<number> {
     })();
     const drain = await watchWorker(workerPid, ticksPerSecond, { done: drained });
     await drained;
+    const after = await sampleProcess(workerPid, ticksPerSecond);
+    const afterComposition = await sampleComposition(workerPid);
 
     const latencies: Array<{ workflowId: string; ms: number }> = [];
     const statuses = new Map<string, number>();
@@ -352,12 +399,16 @@ async function main(argv: string[]): Promise<number> {
       formatTable(
         ['figure', 'measured', 'goal', 'of goal'],
         [
-          ['worker RSS, idle before the runs', mb(idle.rssBytes), '', ''],
+          rssRow('worker RSS, idle before the runs', idle.rssBytes),
+          ...compositionRows(idleComposition),
+          rssRow(`worker RSS while ${runs} runs wait (peak)`, quiet.peakRssBytes),
+          ...compositionRows(waitingComposition),
           [
-            `worker RSS while ${runs} runs wait (peak)`,
-            mb(quiet.peakRssBytes),
-            `≤ ${GOALS.rssMb} MB`,
-            againstGoal(quiet.peakRssBytes / 1024 / 1024, GOALS.rssMb),
+            'worker RSS per waiting run, over idle',
+            `${((quiet.peakRssBytes - idle.rssBytes) / options.runs / 1024 / 1024).toFixed(2)} MB`,
+            // What is left of the goal once the idle worker is paid for, shared by the runs.
+            `≤ ${Math.max(0, (GOALS.rssMb - idle.rssBytes / 1024 / 1024) / options.runs).toFixed(2)} MB`,
+            '',
           ],
           [
             `worker CPU while they wait (${quiet.seconds.toFixed(0)} s window)`,
@@ -376,7 +427,9 @@ async function main(argv: string[]): Promise<number> {
             `≤ ${GOALS.completionS} s`,
             againstGoal((lastCloseMs - approvalBegan) / 1000, GOALS.completionS),
           ],
-          ['worker RSS while they complete (peak)', mb(drain.peakRssBytes), '', ''],
+          rssRow('worker RSS while they complete (peak)', drain.peakRssBytes),
+          rssRow('worker RSS after all completed', after.rssBytes),
+          ...compositionRows(afterComposition),
           ['worker CPU while they complete', `${drain.cpuPercent.toFixed(0)} %`, '', ''],
           [
             'runs completed',
@@ -409,7 +462,8 @@ async function main(argv: string[]): Promise<number> {
     );
     print('');
     print('worker: `agents worker` in a child process; RSS = VmRSS, CPU = utime + stime over the');
-    print("        window as a share of one core. Completion = the run's close time on the server");
+    print('        window as a share of one core; anonymous and file-backed from smaps_rollup.');
+    print("        Completion = the run's close time on the server");
     print('        minus the moment its approval signal was sent; each approved command runs in');
     print('        bubblewrap on a sandbox server in the benchmark process.');
     print(`total time: ${((performance.now() - benchBegan) / 1000).toFixed(1)} s`);
