@@ -16,6 +16,22 @@ import { runCli, type CliResult } from './helpers/cli';
  * own; the bundle users run keeps the same order of loading (see bin/run-cli.cjs), and is tested
  * at the end.
  */
+/**
+ * Runs `body` with the address of a server that accepts connections and answers nothing: a command
+ * that reaches it has got as far as connecting, and gives up within its deadline.
+ */
+async function withMuteServer(body: (address: string) => Promise<void>): Promise<void> {
+  const server: Server = createServer((socket) => socket.destroy());
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  try {
+    const { port } = server.address() as AddressInfo;
+    await body(`127.0.0.1:${port}`);
+  } finally {
+    server.close();
+  }
+}
+
 describe('agents start-up', () => {
   let folder: string;
   let hook: string;
@@ -93,16 +109,8 @@ describe('agents start-up', () => {
   });
 
   it('agents status connects with the Temporal client and never loads the worker', async () => {
-    // A server that accepts the connection and answers nothing: the command has reached the point
-    // where it connects, and gives up within its deadline.
-    const server: Server = createServer((socket) => socket.destroy());
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    try {
-      const { port } = server.address() as AddressInfo;
-      const { result, modules } = await loadedBy(['status', 'someone'], {
-        TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
-      });
+    await withMuteServer(async (address) => {
+      const { result, modules } = await loadedBy(['status', 'someone'], { TEMPORAL_ADDRESS: address });
       assert.equal(result.code, 1);
       assert.match(result.stderr, /Cannot reach Temporal/);
       assert.ok(
@@ -110,9 +118,7 @@ describe('agents start-up', () => {
         'the client was loaded',
       );
       assert.deepEqual(workerModules(modules), []);
-    } finally {
-      server.close();
-    }
+    });
   });
   /** The bundle's manifest in the test's cache folder: which bundle is current, and what it was built from. */
   async function readManifest(): Promise<{ bundle: string; inputs: Array<[string, number, number]> }> {
@@ -159,20 +165,14 @@ describe('agents start-up', () => {
   });
 
   it('agents status from the bundle connects and never loads the worker', async () => {
-    const server: Server = createServer((socket) => socket.destroy());
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    try {
-      const { port } = server.address() as AddressInfo;
+    await withMuteServer(async (address) => {
       const { result, modules } = await loadedBy(['status', 'someone'], {
         ...fromBundle,
-        TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+        TEMPORAL_ADDRESS: address,
       });
       assert.equal(result.code, 1);
       assert.match(result.stderr, /Cannot reach Temporal/);
       assert.deepEqual(workerModules(modules), []);
-    } finally {
-      server.close();
-    }
+    });
   });
 });
