@@ -8,7 +8,8 @@
  * permission mode `ask`, so every run stops in `awaiting_approval`; its second answer ends the run.
  *
  * `--runs` (default 1000) runs are started with bounded concurrency and waited for until the
- * visibility store shows every one awaiting approval. The worker is then watched over a quiet window
+ * visibility store shows every one awaiting approval; the worker's idle figures are taken before,
+ * once it has settled for `--quiet-s` seconds after bundling the workflows. The worker is then watched over a quiet window
  * of `--quiet-s` seconds (default 30) while nothing happens but the runs waiting. Then every run is
  * approved with a `permission` signal, as fast as the client sends them, and the completion of each
  * run (its close time on the server) is measured from the moment its approval was sent. The worker's
@@ -277,6 +278,9 @@ async function main(argv: string[]): Promise<number> {
     );
     const workerPid = worker.pid;
     if (workerPid === undefined) throw new Error('the worker process has no pid');
+    // It has just bundled the workflows; what that left behind is not what a worker costs idle.
+    progress(`letting the idle worker settle for ${options.quietS} s`);
+    await watchWorker(workerPid, ticksPerSecond, { seconds: options.quietS });
     const idle = await sampleProcess(workerPid, ticksPerSecond);
     const idleComposition = await sampleComposition(workerPid);
 

@@ -1,17 +1,22 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { readdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { ensurePrivateFolder, writePrivateFile } from '../sandbox/private-files';
 
 const PROJECT_ROOT = path.resolve(__dirname, '..');
+/** tsx's CommonJS hook, with which the child process runs this TypeScript file. */
+const TSX_HOOK = path.join(PROJECT_ROOT, 'node_modules', 'tsx', 'dist', 'cjs', 'index.cjs');
 /** Folders whose code ends up in the workflow bundle. */
 const BUNDLED_FOLDERS = ['workflows', 'common'];
 
 /**
  * Returns the workflow bundle's code, built with webpack once per version of the workflow source
  * and cached under `cacheDirectory`: bundling takes seconds, and every `agents worker`, `agents dev`
- * and test worker would otherwise pay it at start.
+ * and test worker would otherwise pay it at start. It is built in a child process: webpack leaves
+ * about 100 MB in the heap of the process that runs it, which a worker would carry all its life.
  */
 export async function loadWorkflowBundle(cacheDirectory: string): Promise<{ code: string }> {
   const key = await sourceHash();
@@ -21,16 +26,32 @@ export async function loadWorkflowBundle(cacheDirectory: string): Promise<{ code
   } catch {
     // Not built yet for this source: build it below.
   }
+  await ensurePrivateFolder(cacheDirectory);
+  await buildInChildProcess(cached);
+  return { code: await readFile(cached, 'utf8') };
+}
+
+/** Runs this file as a program that writes the bundle to `target`; its warnings reach stderr. */
+async function buildInChildProcess(target: string): Promise<void> {
+  const child = spawn(process.execPath, ['--require', TSX_HOOK, __filename, target], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  if (code !== 0) {
+    throw new Error(`Bundling the workflows failed (${signal ?? `exit code ${code}`}); its error is above.`);
+  }
+}
+
+/** Bundles the workflows and writes the code to `target` atomically. */
+async function writeBundle(target: string): Promise<void> {
   const { code } = await bundleWorkflowCode({
     workflowsPath: path.join(PROJECT_ROOT, 'workflows', 'index.ts'),
     // webpack's report of every module is noise to a user starting a worker; warnings still show.
     logger: new DefaultLogger('WARN'),
   });
-  await ensurePrivateFolder(cacheDirectory);
-  const temporary = `${cached}.${process.pid}.tmp`;
+  const temporary = `${target}.${process.pid}.tmp`;
   await writePrivateFile(temporary, code);
-  await rename(temporary, cached);
-  return { code };
+  await rename(temporary, target);
 }
 
 /** Hash of every bundled source file, the SDK version and the lockfile. */
@@ -45,4 +66,13 @@ async function sourceHash(): Promise<string> {
   }
   hash.update(await readFile(path.join(PROJECT_ROOT, 'package-lock.json')));
   return hash.digest('hex').slice(0, 16);
+}
+
+if (require.main === module) {
+  const target = process.argv[2];
+  if (target === undefined) throw new Error('usage: workflow-bundle.ts <file to write the bundle to>');
+  writeBundle(target).catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
 }
