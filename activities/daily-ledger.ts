@@ -138,11 +138,11 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
 
   /**
    * The day's totals from a `usage` query sent after this call, so they reflect every charge whose
-   * signal the server accepted before it; asked about `sent` too, a charge or a reservation. At most one query per ledger is
-   * in flight from this worker: while the ledger has a workflow task pending, the server holds one
-   * query for it (`history.MaxBufferedQueryCount`, 1 by default) and refuses others with
-   * `ResourceExhausted`, which 50 runs charging at once would meet at every charge. Callers that come
-   * while a query is in flight share the next one instead.
+   * signal the server accepted before it; asked about `sent` too, a charge or a reservation. At
+   * most one query per ledger is in flight from this worker: while the ledger has a workflow task
+   * pending, the server holds one query for it (`history.MaxBufferedQueryCount`, 1 by default) and
+   * refuses others with `ResourceExhausted`, which 50 runs charging at once would meet at every
+   * charge. Callers that come while a query is in flight share the next one instead.
    */
   function readUsage(
     temporal: Client,
@@ -293,9 +293,9 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
      * `DAILY_EXACT_FROM_SHARE` (90 %) of a limit, the ledger decides (signal `reserve`), in the
      * order requests arrive from every worker, counting the room earlier grants hold and this
      * worker's calls under way and charges it has not seen recorded, so runs racing for the last
-     * of a budget cannot all be let through. What other workers let start on their own before the day neared a limit is
-     * the one thing the ledger cannot count. The call's charge ends its hold; {@link forgetCall}
-     * ends it on this worker when the call fails.
+     * of a budget cannot all be let through. What other workers let start on their own before the
+     * day neared a limit is the one thing the ledger cannot count. The call's charge ends its
+     * hold; {@link forgetCall} ends it on this worker when the call fails.
      */
     async admitCall(day: string, chargeId: string, request: RoomRequest): Promise<ReservationDecision> {
       const temporal = await client();
