@@ -61,13 +61,15 @@ interface QueryRound {
 
 /**
  * What this worker knows of one day without asking: the totals of the last `usage` answer, the
- * charges it sent that the answer did not include yet, and the calls it let start that have not
- * charged yet, with their projections.
+ * charges it sent that the answer did not include yet, the calls it let start that have not
+ * charged yet, and the calls waiting for the ledger's decision, each with what it is expected to
+ * spend.
  */
 interface KnownDay {
   totals?: DailyUsage;
   unconfirmed: Map<string, Charge>;
   underway: Map<string, Spend>;
+  asking: Map<string, Spend>;
 }
 
 /**
@@ -99,7 +101,7 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
   function knownDay(day: string): KnownDay {
     let entry = known.get(day);
     if (entry === undefined) {
-      entry = { unconfirmed: new Map(), underway: new Map() };
+      entry = { unconfirmed: new Map(), underway: new Map(), asking: new Map() };
       known.set(day, entry);
       // Days before yesterday are no longer charged by any run of this worker.
       for (const other of known.keys()) if (other < day && known.size > 2) known.delete(other);
@@ -278,8 +280,9 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
       }
       const entry = knownDay(day);
       entry.underway.delete(charge.chargeId);
-      if (entry.totals === undefined) return usageIncluding(temporal, day, charge);
+      // Unconfirmed until an answer says it is recorded, so the calls deciding meanwhile count it.
       entry.unconfirmed.set(charge.chargeId, charge);
+      if (entry.totals === undefined) return usageIncluding(temporal, day, charge);
       const figure = await estimate(temporal, day);
       // The refresh's failure is the next caller's concern: this charge is recorded either way.
       readUsage(temporal, day, charge).catch(() => undefined);
@@ -288,14 +291,16 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
 
     /**
      * Decides whether a model call may start under the run's daily limits, just before it does.
-     * Far from the limits this worker decides alone, from what it knows of the day plus what the
-     * calls it let start and that have not charged yet are expected to spend. Once that reaches
+     * Far from the limits this worker decides alone, from what it knows of the day plus what its
+     * calls under way and those waiting for the ledger are expected to spend. Once that reaches
      * `DAILY_EXACT_FROM_SHARE` (90 %) of a limit, the ledger decides (signal `reserve`), in the
      * order requests arrive from every worker, counting the room earlier grants hold and this
      * worker's calls under way and charges it has not seen recorded, so runs racing for the last
-     * of a budget cannot all be let through. What other workers let start on their own before the
-     * day neared a limit is the one thing the ledger cannot count. The call's charge ends its
-     * hold; {@link forgetCall} ends it on this worker when the call fails.
+     * of a budget cannot all be let through. A call that waits for the ledger counts here until
+     * its decision: the ledger's grants meanwhile do not know of the calls this worker lets start
+     * alone. What other workers let start on their own before the day neared a limit is the one
+     * thing the ledger cannot count. The call's charge ends its hold; {@link forgetCall} ends it
+     * on this worker when the call fails.
      */
     async admitCall(day: string, chargeId: string, request: RoomRequest): Promise<ReservationDecision> {
       const temporal = await client();
@@ -303,27 +308,34 @@ export function createDailyLedgerActivities(client: () => Promise<Client> | Clie
       const entry = knownDay(day);
       entry.underway.delete(chargeId);
       const all = { tokens: figure.tokens, costUsd: figure.costUsd };
-      for (const call of entry.underway.values()) {
+      for (const call of [...entry.underway.values(), ...entry.asking.values()]) {
         all.tokens += call.tokens;
         all.costUsd += call.costUsd;
       }
       const hold = expectedSpend(request, figure);
-      const near = nearDailyLimit({ sessionTokens: 0, sessionCostUsd: 0, ...request }, all, hold);
-      const decision = near
-        ? await reserve(temporal, day, {
-            reservationId: chargeId,
-            ...request,
-            // The ledger counts those it has neither recorded nor holds room for.
-            underway: [
-              ...[...entry.underway].map(([id, spend]) => ({ chargeId: id, ...spend })),
-              ...entry.unconfirmed.values(),
-            ].slice(-UNDERWAY_SENT_MAX),
-            holdTokens: hold.tokens,
-            holdCostUsd: hold.costUsd,
-          })
-        : { granted: true, ...all };
-      if (decision.granted) entry.underway.set(chargeId, hold);
-      return decision;
+      if (!nearDailyLimit({ sessionTokens: 0, sessionCostUsd: 0, ...request }, all, hold)) {
+        entry.underway.set(chargeId, hold);
+        return { granted: true, ...all };
+      }
+      entry.asking.set(chargeId, hold);
+      try {
+        const decision = await reserve(temporal, day, {
+          reservationId: chargeId,
+          ...request,
+          // The ledger counts those it has neither recorded nor holds room for; calls still
+          // asking are decided in their turn, counting this one if it is granted.
+          underway: [
+            ...[...entry.underway].map(([id, spend]) => ({ chargeId: id, ...spend })),
+            ...entry.unconfirmed.values(),
+          ].slice(-UNDERWAY_SENT_MAX),
+          holdTokens: hold.tokens,
+          holdCostUsd: hold.costUsd,
+        });
+        if (decision.granted) entry.underway.set(chargeId, hold);
+        return decision;
+      } finally {
+        entry.asking.delete(chargeId);
+      }
     },
 
     /** Forgets a call {@link admitCall} let start that will not charge: its attempt failed. */

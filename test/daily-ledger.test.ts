@@ -30,7 +30,7 @@ import {
 } from '../common/daily-ledger';
 import { loadWorkflowBundle } from '../worker/workflow-bundle';
 import { DailyLedgerBook, dailyBudgetLedger, INVALID_LEDGER_ID } from '../workflows/daily-ledger';
-import { countEvents } from './helpers/history';
+import { countEvents, signalInputs } from './helpers/history';
 import { useAgentsEnvironment } from './helpers/environment';
 import { startWorker } from './helpers/worker';
 import { waitFor } from './helpers/wait';
@@ -220,6 +220,26 @@ describe('the daily budget ledger', () => {
       costUsd: 0,
     });
     assert.equal(await countEvents(ledger, 'workflowExecutionSignaledEventAttributes'), 2);
+  });
+
+  it('counts a call waiting for the ledger as under way, so a smaller call cannot start beside it unasked', async () => {
+    const { first } = twoCallers();
+    const day = uniqueDay();
+    await first.dailyUsage({ day, charge: charge('earlier:0', 850, 0) });
+    // Of 1,000 tokens, 850 are spent. The call of 140 nears the limit and asks the ledger; while
+    // it waits, the call of 40 would stay under 90 % on its own (890), but not beside it (1,030).
+    const [large, small] = await Promise.all([
+      first.admitCall(day, 'large:call:0', room(140, 1_000)),
+      first.admitCall(day, 'small:call:0', room(40, 1_000)),
+    ]);
+    assert.deepEqual(
+      [large.granted, small.granted].filter(Boolean),
+      [true],
+      `only one of the two fits: ${JSON.stringify({ large, small })}`,
+    );
+    const ledger = env.temporal.client.workflow.getHandle(dailyLedgerWorkflowId(day));
+    const asked = (await signalInputs<Reservation>(ledger, 'reserve')).map((each) => each.reservationId);
+    assert.deepEqual(asked.sort(), ['large:call:0', 'small:call:0'], 'both asked the ledger');
   });
 
   it('answers with the charge added when the ledger has not recorded it yet', async () => {
