@@ -58,9 +58,10 @@ export class DailyLedgerBook {
 
   /**
    * Decides a reservation at workflow time `nowMs`: granted when the day's spend, with what the
-   * other granted reservations hold and the sender's calls under way, leaves room for the projection under the run's daily limits, by
-   * the same rule a run applies to itself. Asking again for the same ID decides again. Granted, the
-   * projection is held until the charge of that ID comes or {@link RESERVATION_HOLD_MS} pass.
+   * other granted reservations hold and the sender's calls under way, leaves room for the
+   * projection under the run's daily limits, by the same rule a run applies to itself. Asking
+   * again for the same ID decides again. Granted, the projection is held until the charge of that
+   * ID comes or {@link RESERVATION_HOLD_MS} pass.
    */
   reserve(reservation: Reservation, nowMs: number): ReservationDecision {
     const { reservationId, tokens, costUsd, dailyTokens, dailyCostUsd } = reservation;
