@@ -46,6 +46,7 @@ async function buildInChildProcess(target: string): Promise<void> {
 async function writeBundle(target: string): Promise<void> {
   const { code } = await bundleWorkflowCode({
     workflowsPath: path.join(PROJECT_ROOT, 'workflows', 'index.ts'),
+    preloadModules: [path.join(PROJECT_ROOT, 'workflows', 'preloaded-modules.ts')],
     // webpack's report of every module is noise to a user starting a worker; warnings still show.
     logger: new DefaultLogger('WARN'),
   });
@@ -54,7 +55,7 @@ async function writeBundle(target: string): Promise<void> {
   await rename(temporary, target);
 }
 
-/** Hash of every bundled source file, the SDK version and the lockfile. */
+/** Hash of every bundled source file, the SDK version, the lockfile and the bundler's options. */
 async function sourceHash(): Promise<string> {
   const hash = createHash('sha256');
   for (const folder of BUNDLED_FOLDERS) {
@@ -65,6 +66,8 @@ async function sourceHash(): Promise<string> {
     }
   }
   hash.update(await readFile(path.join(PROJECT_ROOT, 'package-lock.json')));
+  // The bundler's options are written in this file.
+  hash.update(await readFile(path.join(PROJECT_ROOT, 'worker', 'workflow-bundle.ts')));
   return hash.digest('hex').slice(0, 16);
 }
 
