@@ -1,8 +1,8 @@
 /**
  * The modules every workflow execution of a worker shares: the worker evaluates them once, before
  * any workflow runs, and freezes them, instead of once per execution in its workflow cache. zod is
- * the one here: it keeps no state of a workflow's own, and evaluated per execution it was about a
- * quarter of what each cached run costs. The schemas built with it stay per execution: zod binds
+ * the one here: it keeps no state of a workflow's own, and evaluated per execution it was about
+ * 40 % of what each cached run costs. The schemas built with it stay per execution: zod binds
  * their methods on first use, which a frozen schema refuses. `worker/workflow-bundle.ts` names
  * this module to the bundler.
  */
