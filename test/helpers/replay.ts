@@ -13,7 +13,7 @@ import type { TestTemporal } from './temporal-server';
  * workflow ID without its random suffix, as fixtures `test/replay.test.ts` replays from then on.
  */
 export async function assertReplays(
-  temporal: TestTemporal,
+  temporal: Pick<TestTemporal, 'client' | 'home'>,
   workflowIds: string[],
 ): Promise<HistoryAndWorkflowId[]> {
   const histories = await Promise.all(
