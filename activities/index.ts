@@ -3,6 +3,7 @@ import type { AgentNotification } from '../common/notification';
 import type { DailyLedgerActivities, DailyUsageInput, DailyUsageResult } from './daily-ledger';
 import { CircuitBreakers } from '../models/circuit-breaker';
 import type { ModelProviders } from '../models/model-provider';
+import type { AgentMetrics } from './metrics';
 import type { Notifier } from './notifier';
 import { runModelTurn, type ModelTurnInput, type ModelTurnResult, type RefusedTurn } from './model-turn';
 import { runToolBatch, type ToolBatchInput } from './tool-batch';
@@ -35,17 +36,27 @@ export interface ActivityDependencies {
   ledger?: DailyLedgerActivities;
   /** The worker's circuit breakers, one per provider and model; default settings when absent. */
   breakers?: CircuitBreakers;
+  /** The agents' metrics (`activities/metrics.ts`); none recorded when absent. */
+  metrics?: AgentMetrics;
 }
 
 /** Builds the activities of `agentRun` around their dependencies. */
 export function createActivities(dependencies: ActivityDependencies) {
+  // Notices reach their sinks from `notify` and from model turns: both count them, once per ID.
+  const notifier = {
+    async deliver(notification: AgentNotification): Promise<void> {
+      await dependencies.notifier.deliver(notification);
+      dependencies.metrics?.notice(notification);
+    },
+  };
   const modelTurn = {
     models: dependencies.models,
     transcripts: dependencies.transcripts,
     tools: new ToolCatalog(dependencies.externalTools),
     breakers: dependencies.breakers ?? new CircuitBreakers(),
     ledger: dependencies.ledger,
-    notifier: dependencies.notifier,
+    notifier,
+    metrics: dependencies.metrics,
   };
   return {
     /** One model turn of an iteration, or its refusal when the daily limits leave no room for it. */
@@ -82,7 +93,7 @@ export function createActivities(dependencies: ActivityDependencies) {
     },
     /** One notice of a run, to its sinks; never fails because a sink did. */
     async notify(notification: AgentNotification): Promise<void> {
-      await dependencies.notifier.deliver(notification);
+      await notifier.deliver(notification);
     },
     /**
      * Reads, and with a charge first adds to, the day's spend of all runs. Heartbeats every second

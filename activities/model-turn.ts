@@ -14,8 +14,10 @@ import { formatExactBytes, formatCount, jsonBytes } from '../common/payload-boun
 import { assistantMessage } from '../common/transcript';
 import { boundAnswer, type BoundedAnswer } from '../models/answer-bounds';
 import type { CircuitBreakers } from '../models/circuit-breaker';
+import { traceModelCall } from './call-spans';
 import { ModelTurnStopped, type ModelProviders, type ModelResponse } from '../models/model-provider';
 import type { DailyLedgerActivities, RoomRequest } from './daily-ledger';
+import { measureModelCall, type AgentMetrics } from './metrics';
 import type { Notifier } from './notifier';
 import type { ToolCatalog } from './tool-catalog';
 import type { Transcript, TranscriptStore } from './transcript-store';
@@ -104,6 +106,8 @@ export interface ModelTurnDependencies {
   ledger?: Pick<DailyLedgerActivities, 'chargeCall' | 'admitCall' | 'forgetCall'>;
   /** Delivers the notices a turn carries. */
   notifier?: Pick<Notifier, 'deliver'>;
+  /** Records each model call; none recorded when absent. */
+  metrics?: AgentMetrics;
 }
 
 /**
@@ -189,7 +193,7 @@ async function answerTurn(
   const tools = await dependencies.tools.definitions(context.cancellationSignal);
   const { key, label } = breakerOf(input.model);
   let lastHeartbeat = 0;
-  const generate = () =>
+  const callModel = () =>
     provider.generate({
       spec: input.model,
       systemPrompt: transcript.systemPrompt,
@@ -207,9 +211,15 @@ async function answerTurn(
         context.heartbeat();
       },
     });
+  const generate = traceModelCall(input.model, callModel);
   let response: ModelResponse;
   try {
-    response = await dependencies.breakers.call(key, label, generate);
+    response = await measureModelCall(
+      dependencies.metrics,
+      input.model,
+      () => dependencies.breakers.cooldownS(key) > 0,
+      () => dependencies.breakers.call(key, label, generate),
+    );
   } catch (error) {
     if (!(error instanceof ModelTurnStopped)) throw error;
     // Details of the cancellation reach the workflow, which waits for them (WAIT_CANCELLATION_COMPLETED).

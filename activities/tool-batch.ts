@@ -16,6 +16,8 @@ import {
   type ToolCall,
   type ToolResult,
 } from '../sandbox/tool-call';
+import { measureToolCalls, type AgentMetrics } from './metrics';
+import { traceToolCalls } from './call-spans';
 import type { ToolExecutor } from './tool-executor';
 import type { ToolServerClient } from './tool-server-client';
 
@@ -72,7 +74,7 @@ function failure(callId: string, error: string): ToolResult {
  */
 export async function runToolBatch(
   input: ToolBatchInput,
-  routes: { tools?: ToolExecutor; externalTools?: ToolServerClient },
+  routes: { tools?: ToolExecutor; externalTools?: ToolServerClient; metrics?: AgentMetrics },
 ): Promise<ToolResult[]> {
   const context = Context.current();
   const lost = lostCallIds(context.info.heartbeatDetails);
@@ -81,8 +83,10 @@ export async function runToolBatch(
   beat();
   const heartbeat = setInterval(beat, 1000);
   try {
-    const results = await Promise.all(
-      input.calls.map(async ({ callId, call }) => {
+    const results = await measureToolCalls(
+      routes.metrics,
+      input.calls,
+      traceToolCalls(input.calls, async ({ callId, call }) => {
         const prepared = prepareCall(input.trajectoryId, input.policy, callId, call);
         if ('success' in prepared) return prepared;
         if (!isSandboxTool(prepared.tool)) {

@@ -1,6 +1,13 @@
 import os from 'node:os';
-import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
+import { Client, Connection, type ClientInterceptors, type ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
+import {
+  checkTracingSettings,
+  clientTracingInterceptors,
+  currentTracing,
+  startTracing,
+  tracingRequested,
+} from '../worker/tracing';
 import type { AgentsConfig } from './config';
 import { acquireEmbeddedServer } from './embedded-server';
 import { AgentsError } from './errors';
@@ -44,6 +51,7 @@ export async function connectTemporal(
   onServer: (message: string) => void = () => {},
 ): Promise<TemporalSession> {
   const { temporal } = config;
+  const interceptors = cliTracingInterceptors();
   if (temporal.kind === 'embedded') {
     const acquired = await acquireEmbeddedServer({
       binary: () => findTemporalBinary(config.home, temporal.binary),
@@ -74,8 +82,36 @@ export async function connectTemporal(
     );
   }
   // The identity is recorded on every signal this client sends: the audit shows who decided.
-  const client = new Client({ connection, namespace: temporal.namespace, identity: cliIdentity() });
-  return { client, connection, namespace: temporal.namespace, close: () => connection.close() };
+  const client = new Client({
+    connection,
+    namespace: temporal.namespace,
+    identity: cliIdentity(),
+    ...(interceptors === undefined ? {} : { interceptors }),
+  });
+  const close = async () => {
+    await connection.close();
+    // The command's spans leave before the process exits; a collector that does not answer
+    // delays the command by a second at most.
+    await currentTracing()?.flush(1_000);
+  };
+  return { client, connection, namespace: temporal.namespace, close };
+}
+
+/**
+ * The client's tracing interceptors when an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): a run started from the CLI is traced from its start. Its
+ * settings are checked here; the process's tracing starts with the first traced call.
+ */
+function cliTracingInterceptors(): ClientInterceptors | undefined {
+  if (!tracingRequested(process.env)) return undefined;
+  try {
+    checkTracingSettings(process.env);
+  } catch (error) {
+    throw new AgentsError('invalid_environment', (error as Error).message, { cause: error });
+  }
+  return clientTracingInterceptors(() => {
+    startTracing(process.env, 'durable-agents-cli', (message) => process.stderr.write(`${message}\n`));
+  });
 }
 
 /** Who the CLI acts as, in the history of every signal it sends: `agents-cli <user>@<host>`. */

@@ -15,6 +15,11 @@ export class ExecutionLanes {
     return this.running;
   }
 
+  /** Calls waiting for a free lane. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
   /** Runs `task` after the trajectory's earlier calls, in a free lane. */
   run<T>(trajectoryId: string, task: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(trajectoryId) ?? Promise.resolve();

@@ -37,6 +37,7 @@ import {
 } from './workspace-origin';
 import { ExecutionLanes } from './lanes';
 import { ResultStore } from './result-store';
+import { SandboxMetrics } from './sandbox-metrics';
 import { createTrajectoryFolders, prepareSandboxRoot } from './sandbox-root';
 import { closeStatefulSessions } from './stateful-sessions';
 import { SandboxError, toolCallSchema, type ToolCall, type ToolResult } from './tool-call';
@@ -55,6 +56,14 @@ export interface SandboxServerOptions {
   root: string;
   /** Bearer token every request must carry. */
   token: string;
+  /**
+   * A second bearer token that opens `GET /metrics` and nothing else. The metrics say what runs
+   * and how much of the server it takes, so they are not public; but the server's own token runs
+   * commands, and a scraper should not hold that: with this one, a Prometheus scrape config
+   * (`authorization: { credentials_file: … }`, which sends `Authorization: Bearer …`) reads the
+   * metrics and can do nothing else. The server's own token opens `/metrics` too.
+   */
+  metricsToken?: string;
   /** Calls that may run at once across all trajectories. */
   lanes: number;
   runTool: ToolRunner;
@@ -194,13 +203,20 @@ export class SandboxServer {
   private readonly trajectories = new Map<string, Trajectory>();
   private readonly shutdown = new AbortController();
   private readonly token: BearerToken;
+  private readonly metricsToken: BearerToken | undefined;
+  private readonly metrics: SandboxMetrics;
   private readonly uploads: UploadStore;
   private readonly unpackLimits: UnpackLimits;
   private server: Server | undefined;
+  private readonly requestsUnderWay = new Set<Promise<void>>();
+  private draining = false;
 
   constructor(private readonly options: SandboxServerOptions) {
     this.lanes = new ExecutionLanes(options.lanes);
     this.token = new BearerToken(options.token);
+    this.metricsToken =
+      options.metricsToken === undefined ? undefined : new BearerToken(options.metricsToken);
+    this.metrics = new SandboxMetrics({ lanes: this.lanes, trajectoriesDir: this.trajectoriesDir() });
     this.unpackLimits = {
       maxUnpackedBytes: options.workspaceLimitBytes ?? DEFAULT_UNPACKED_LIMIT_BYTES,
       maxEntries: DEFAULT_MAX_ARCHIVE_ENTRIES,
@@ -216,24 +232,48 @@ export class SandboxServer {
     await prepareSandboxRoot(this.trajectoriesDir());
     await this.uploads.prepare();
     this.server = createServer((request, response) => {
-      void this.handle(request, response);
+      const handling = this.handle(request, response);
+      this.requestsUnderWay.add(handling);
+      void handling.finally(() => this.requestsUnderWay.delete(handling));
     });
     this.server.listen(port, host);
     await once(this.server, 'listening');
     return (this.server.address() as AddressInfo).port;
   }
 
-  /** Stops accepting requests, aborts the commands still running and closes the stateful sessions. */
-  async close(): Promise<void> {
+  /**
+   * Stops taking requests and gives those under way up to `graceMs` (none by default) to finish, so
+   * a restart loses no call that can end in time: its result is stored and answered, and a retry
+   * of it is answered from the store instead of running it again. A request arriving meanwhile is
+   * refused with 503, which the worker retries. Then it aborts the commands still running and
+   * closes the stateful sessions and the connections.
+   */
+  async close(options: { graceMs?: number } = {}): Promise<void> {
+    this.draining = true;
+    const server = this.server;
+    const closed = server === undefined ? undefined : once(server, 'close');
+    server?.close();
+    server?.closeIdleConnections();
+    const graceMs = options.graceMs ?? 0;
+    if (graceMs > 0 && this.requestsUnderWay.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.requestsUnderWay]),
+        new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
+      clearTimeout(timer);
+    }
     this.shutdown.abort();
     await Promise.all(
       [...this.trajectories.keys()].map((trajectoryId) => closeStatefulSessions(trajectoryId)),
     );
-    const server = this.server;
-    if (server === undefined) return;
-    server.closeAllConnections();
-    server.close();
-    await once(server, 'close');
+    server?.closeAllConnections();
+    await closed;
+  }
+
+  /** Requests being handled, which {@link close} lets finish within its grace. */
+  get requestsInFlight(): number {
+    return this.requestsUnderWay.size;
   }
 
   private trajectoriesDir(): string {
@@ -260,10 +300,11 @@ export class SandboxServer {
    * repeated callId then finds the stored result of the first.
    */
   private execute(call: ToolCall): Promise<ToolResult> {
-    return this.lanes.run(call.trajectoryId, async () => {
+    const result = this.lanes.run(call.trajectoryId, async () => {
       const { workspace, results } = await this.trajectory(call.trajectoryId);
       return results.runOnce(call.callId, () => this.options.runTool(call, workspace, this.shutdown.signal));
     });
+    return this.metrics.measureCall(call.tool, result);
   }
 
   /** The routes by `METHOD /path`; `/uploads/<sha256>` is matched apart, its digest being part of the path. */
@@ -275,6 +316,11 @@ export class SandboxServer {
       executing: this.lanes.executing,
       available: this.lanes.size - this.lanes.executing,
     }),
+    /** Prometheus' text format; see {@link SandboxServerOptions.metricsToken} for who may read it. */
+    'GET /metrics': async () => {
+      const { contentType, text } = await this.metrics.render();
+      return new BinaryBody(Buffer.from(text), contentType);
+    },
     'GET /slots': async () => ({ trajectories: (await readdir(this.trajectoriesDir())).sort() }),
     'POST /execute': async (request) =>
       this.execute(parseBody(toolCallSchema, await readJson(request, MAX_BODY_BYTES))),
@@ -390,11 +436,26 @@ export class SandboxServer {
     return workspace;
   }
 
+  /** The server's token opens every route; the metrics token, when there is one, `GET /metrics` too. */
+  private authorize(request: IncomingMessage): void {
+    if (this.metricsToken !== undefined && request.method === 'GET' && request.url === '/metrics') {
+      try {
+        this.metricsToken.authorize(request);
+        return;
+      } catch {
+        // Not the metrics token: the server's own may still open it.
+      }
+    }
+    this.token.authorize(request);
+  }
+
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     let status = 200;
     let body: unknown;
     try {
-      this.token.authorize(request);
+      this.authorize(request);
+      if (this.draining)
+        throw new HttpError(503, 'The sandbox server is shutting down; retry once it is back');
       body = await this.route(request);
     } catch (error) {
       status = error instanceof HttpError ? error.status : 500;

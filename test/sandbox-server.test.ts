@@ -8,6 +8,7 @@ import { SandboxServer } from '../sandbox/sandbox-server';
 import type { ToolResult } from '../sandbox/tool-call';
 import { runSandboxTool } from '../sandbox/tools';
 import { uniqueName } from './helpers/run-input';
+import { waitFor } from './helpers/wait';
 
 const TOKEN = 'test-token-0123456789';
 let root: string;
@@ -132,6 +133,31 @@ describe('the sandbox server', () => {
     assert.equal(repeated?.success, true);
     const log = await readFile(path.join(root, 'trajectories', trajectory, 'workspace', 'log'), 'utf8');
     assert.equal(log, 'once\n');
+  });
+
+  it('lets a call under way finish when stopped with a grace, refuses new calls meanwhile, and never reruns it', async () => {
+    const trajectory = uniqueName('drain');
+    const slow = bash(trajectory, `${trajectory}-slow`, 'sleep 1; echo drained >> log');
+    const running = batch(slow);
+    await waitFor('the call to be under way', () => server.requestsInFlight > 0);
+    const stopping = server.close({ graceMs: 10_000 });
+    const refused = await send('POST', '/batch', {
+      calls: [bash(trajectory, `${trajectory}-late`, 'true')],
+    }).then(
+      async (response) => ({ status: response.statusCode, text: await response.body.text() }),
+      (error: unknown) => ({ status: 0, text: String(error) }),
+    );
+    // A new request finds the server draining (503) or already not listening (connection refused).
+    assert.ok(refused.status === 503 || refused.text.includes('ECONNREFUSED'), JSON.stringify(refused));
+    const [result] = await running;
+    await stopping;
+    assert.equal(result?.success, true, JSON.stringify(result));
+
+    await startServer();
+    const [repeated] = await batch(slow);
+    assert.deepEqual(repeated, result, 'the retry is answered from the stored result');
+    const log = await readFile(path.join(root, 'trajectories', trajectory, 'workspace', 'log'), 'utf8');
+    assert.equal(log, 'drained\n');
   });
 
   it('resets a released trajectory when asked, and reports its lanes in health', async () => {

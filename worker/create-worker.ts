@@ -3,6 +3,7 @@ import { Client } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type NativeConnectionOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDependencies } from '../activities';
 import { createDailyLedgerActivities } from '../activities/daily-ledger';
+import { createAgentMetrics } from '../activities/metrics';
 import { Notifier } from '../activities/notifier';
 import { ScriptedModel } from '../models/scripted-model';
 import { ToolExecutor, type SandboxEndpoint } from '../activities/tool-executor';
@@ -14,6 +15,7 @@ import { LocalModel } from '../models/local-model';
 import { OpenAIModel } from '../models/openai-model';
 import type { ModelProvider, ModelProviders } from '../models/model-provider';
 import { TASK_QUEUE } from '../common/constants';
+import { clientTracingInterceptors, startTracing, workerTracingOptions } from './tracing';
 import { loadWorkflowBundle } from './workflow-bundle';
 
 /** Every model provider this worker offers; local models are looked up in `$AGENTS_HOME/models`. */
@@ -53,6 +55,8 @@ export function createActivityDependencies(
     }),
     ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
     ...(toolServer === undefined ? {} : { externalTools: new ToolServerClient(toolServer) }),
+    // A no-op unless the Runtime was installed with a metrics exporter (AGENTS_METRICS).
+    metrics: createAgentMetrics(() => Runtime.instance().metricMeter),
   };
 }
 
@@ -87,11 +91,19 @@ export interface AgentsWorker {
 
 /** Creates the agents worker: the `agentRun` workflow and its activities on task queue `agents`. */
 export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<AgentsWorker> {
+  // Traces go out only when an OTLP endpoint is set; a bad setting fails here, before connecting.
+  const tracing = startTracing(process.env, 'durable-agents-worker', (message) => {
+    Runtime.instance().logger.warn(message);
+  });
   const connection = await NativeConnection.connect(options.connectionOptions);
   const given =
     options.dependencies ?? createActivityDependencies(options.home, options.sandboxes, options.toolServer);
   // The daily ledgers are workflows of the same namespace, reached over the worker's own connection.
-  const client = new Client({ connection, namespace: options.namespace });
+  const client = new Client({
+    connection,
+    namespace: options.namespace,
+    ...(tracing === undefined ? {} : { interceptors: clientTracingInterceptors() }),
+  });
   const dependencies: ActivityDependencies = {
     ...given,
     ledger: given.ledger ?? createDailyLedgerActivities(() => client),
@@ -101,8 +113,11 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
       connection,
       namespace: options.namespace,
       taskQueue: TASK_QUEUE,
-      workflowBundle: await loadWorkflowBundle(path.join(options.home, 'cache')),
+      workflowBundle: await loadWorkflowBundle(path.join(options.home, 'cache'), {
+        traced: tracing !== undefined,
+      }),
       activities: createActivities(dependencies),
+      ...(tracing === undefined ? {} : workerTracingOptions(tracing)),
       shutdownGraceTime: '5s',
       // A stop reaches a streaming model turn in the answer to its next heartbeat; sent at most each
       // second (not 0.8 × the heartbeat timeout), the turn hangs up, and reports its tokens, within ~1 s.
@@ -131,6 +146,7 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
           // Dependencies passed in belong to the caller, who closes them.
           if (options.dependencies === undefined) await closeActivityDependencies(dependencies);
           await connection.close();
+          await tracing?.flush();
         }
       },
     };

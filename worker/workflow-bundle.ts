@@ -11,6 +11,20 @@ const PROJECT_ROOT = path.resolve(__dirname, '..');
 const TSX_HOOK = path.join(PROJECT_ROOT, 'node_modules', 'tsx', 'dist', 'cjs', 'index.cjs');
 /** Folders whose code ends up in the workflow bundle. */
 const BUNDLED_FOLDERS = ['workflows', 'common'];
+/** The OpenTelemetry workflow interceptors that only the traced bundle holds. */
+const TRACING_INTERCEPTORS = path.join(PROJECT_ROOT, 'workflows', 'tracing-interceptors.ts');
+/** The argument that tells the child process to build the traced bundle. */
+const TRACED_FLAG = '--traced';
+
+/** Which bundle to load. */
+export interface WorkflowBundleOptions {
+  /**
+   * The traced bundle: the same workflows with OpenTelemetry's workflow interceptors, for a worker
+   * that exports traces. A separate bundle, so an untraced worker runs no tracing code at all; both
+   * make the same decisions, so runs move between them (see `workflows/tracing-interceptors.ts`).
+   */
+  traced?: boolean;
+}
 
 /**
  * Returns the workflow bundle's code, built with webpack once per version of the workflow source
@@ -18,8 +32,12 @@ const BUNDLED_FOLDERS = ['workflows', 'common'];
  * and test worker would otherwise pay it at start. It is built in a child process: webpack leaves
  * about 100 MB in the heap of the process that runs it, which a worker would carry all its life.
  */
-export async function loadWorkflowBundle(cacheDirectory: string): Promise<{ code: string }> {
-  const key = await sourceHash();
+export async function loadWorkflowBundle(
+  cacheDirectory: string,
+  options: WorkflowBundleOptions = {},
+): Promise<{ code: string }> {
+  const traced = options.traced === true;
+  const key = await sourceHash(traced);
   const cached = path.join(cacheDirectory, `workflow-bundle-${key}.js`);
   try {
     return { code: await readFile(cached, 'utf8') };
@@ -27,13 +45,14 @@ export async function loadWorkflowBundle(cacheDirectory: string): Promise<{ code
     // Not built yet for this source: build it below.
   }
   await ensurePrivateFolder(cacheDirectory);
-  await buildInChildProcess(cached);
+  await buildInChildProcess(cached, traced);
   return { code: await readFile(cached, 'utf8') };
 }
 
 /** Runs this file as a program that writes the bundle to `target`; its warnings reach stderr. */
-async function buildInChildProcess(target: string): Promise<void> {
-  const child = spawn(process.execPath, ['--require', TSX_HOOK, __filename, target], {
+async function buildInChildProcess(target: string, traced: boolean): Promise<void> {
+  const flags = traced ? [TRACED_FLAG] : [];
+  const child = spawn(process.execPath, ['--require', TSX_HOOK, __filename, target, ...flags], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
@@ -43,9 +62,10 @@ async function buildInChildProcess(target: string): Promise<void> {
 }
 
 /** Bundles the workflows and writes the code to `target` atomically. */
-async function writeBundle(target: string): Promise<void> {
+async function writeBundle(target: string, traced: boolean): Promise<void> {
   const { code } = await bundleWorkflowCode({
     workflowsPath: path.join(PROJECT_ROOT, 'workflows', 'index.ts'),
+    ...(traced ? { workflowInterceptorModules: [TRACING_INTERCEPTORS] } : {}),
     preloadModules: [path.join(PROJECT_ROOT, 'workflows', 'preloaded-modules.ts')],
     // webpack's report of every module is noise to a user starting a worker; warnings still show.
     logger: new DefaultLogger('WARN'),
@@ -55,9 +75,13 @@ async function writeBundle(target: string): Promise<void> {
   await rename(temporary, target);
 }
 
-/** Hash of every bundled source file, the SDK version, the lockfile and the bundler's options. */
-async function sourceHash(): Promise<string> {
+/**
+ * Hash of every bundled source file, the SDK version, the lockfile and the bundler's options, the
+ * choice of the traced bundle among them.
+ */
+async function sourceHash(traced: boolean): Promise<string> {
   const hash = createHash('sha256');
+  hash.update(traced ? 'traced\n' : 'untraced\n');
   for (const folder of BUNDLED_FOLDERS) {
     const entries = await readdir(path.join(PROJECT_ROOT, folder), { recursive: true });
     for (const entry of entries.filter((name) => name.endsWith('.ts')).sort()) {
@@ -72,9 +96,11 @@ async function sourceHash(): Promise<string> {
 }
 
 if (require.main === module) {
-  const target = process.argv[2];
-  if (target === undefined) throw new Error('usage: workflow-bundle.ts <file to write the bundle to>');
-  writeBundle(target).catch((error: unknown) => {
+  const [target, flag] = process.argv.slice(2);
+  if (target === undefined) {
+    throw new Error(`usage: workflow-bundle.ts <file to write the bundle to> [${TRACED_FLAG}]`);
+  }
+  writeBundle(target, flag === TRACED_FLAG).catch((error: unknown) => {
     console.error(error);
     process.exitCode = 1;
   });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { formatHostPort } from '../../common/host-port';
 import type { SandboxEndpoint } from '../../activities/tool-executor';
 import { checkBubblewrap, sandboxHostIdentity } from '../../sandbox/bubblewrap';
 import { formatBytes } from '../../sandbox/byte-size';
@@ -127,7 +128,9 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
   });
   const bound = await server.listen(port, host);
   const mode = isolation === 'none' ? ' (UNSANDBOXED)' : '';
-  context.print(`Sandbox server on http://${host}:${bound}${mode}: ${lanes} lanes, workspaces in ${root}`);
+  context.print(
+    `Sandbox server on http://${formatHostPort(host, bound)}${mode}: ${lanes} lanes, workspaces in ${root}`,
+  );
   context.print(
     `Totals: ${formatBytes(totals.diskQuotaBytes)} of disk per workspace, ${formatBytes(totals.memoryLimitBytes)} of memory per call or session, ${totals.maxSessions} stateful sessions`,
   );
@@ -137,5 +140,15 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
       : 'Bearer token from AGENTS_SANDBOX_TOKEN',
   );
   await new Promise<void>((resolve) => process.once('SIGINT', resolve).once('SIGTERM', resolve));
-  await server.close();
+  const underWay = server.requestsInFlight;
+  if (underWay > 0) {
+    context.print(`Stopping: letting ${underWay} request(s) under way finish, for up to ${DRAIN_S} s`);
+  }
+  await server.close({ graceMs: DRAIN_S * 1000 });
 }
+
+/**
+ * How long a stopping sandbox server lets the calls under way finish, so a restart reruns none of
+ * them: within the 10 s that `docker compose stop` gives a container before SIGKILL.
+ */
+const DRAIN_S = 8;

@@ -1,10 +1,16 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import os from 'node:os';
+import { IllegalStateError } from '@temporalio/common';
 import { Runtime, type LogLevel } from '@temporalio/worker';
 import { TASK_QUEUE } from '../../common/constants';
 import { loadOrCreateToken } from '../../sandbox/token';
 import { createAgentsWorker } from '../../worker/create-worker';
+import {
+  metricsAddressFromEnvironment,
+  prometheusTelemetry,
+  type MetricsAddress,
+} from '../../worker/metrics';
 import { createWorkerLogger } from '../../worker/worker-logger';
 import type { AgentsConfig } from '../config';
 import { connectTemporal, workerConnectionOptions } from '../connect';
@@ -25,13 +31,32 @@ import { toolServerTokenFile } from './tool-server';
 
 /** The commands that run the infrastructure: `server`, `setup`, `worker` and `dev`. */
 
-/** Installs the SDK runtime with a logger at `level`, one line per entry, once per process. */
-export function installRuntime(level: LogLevel): void {
+/**
+ * Installs the SDK runtime with a logger at `level`, one line per entry, once per process; with
+ * `metrics`, its Prometheus exporter serves the SDK's and the agents' metrics there.
+ */
+export function installRuntime(level: LogLevel, metrics?: MetricsAddress): void {
   try {
-    Runtime.install({ logger: createWorkerLogger(level) });
-  } catch {
+    Runtime.install({
+      logger: createWorkerLogger(level),
+      ...(metrics === undefined ? {} : { telemetryOptions: prometheusTelemetry(metrics) }),
+    });
+  } catch (error) {
     // Already installed by an earlier command in this process.
+    if (error instanceof IllegalStateError) return;
+    throw new AgentsError(
+      'invalid_environment',
+      `AGENTS_METRICS=${metrics?.bindAddress}: cannot serve metrics there (${(error as Error).message})`,
+      { cause: error },
+    );
   }
+}
+
+/** `AGENTS_METRICS`: where a worker serves its Prometheus metrics, or nowhere when unset. */
+function configuredMetrics(): MetricsAddress | undefined {
+  const parsed = metricsAddressFromEnvironment();
+  if ('problem' in parsed) throw new AgentsError('invalid_environment', parsed.problem);
+  return parsed.address;
 }
 
 /** `agents setup`: registers the search attributes on the configured server. */
@@ -48,7 +73,9 @@ export async function setupCommand(context: CommandContext): Promise<void> {
 
 /** `agents worker`: polls task queue `agents` until Ctrl-C or SIGTERM. */
 export async function workerCommand(context: CommandContext): Promise<void> {
-  installRuntime('INFO');
+  const metrics = configuredMetrics();
+  installRuntime('INFO', metrics);
+  if (metrics !== undefined) context.print(`Metrics on http://${metrics.bindAddress}/metrics`);
   if (context.config.temporal.kind === 'embedded') {
     await connectTemporal(context.config, (message) => context.print(message)).then((session) =>
       session.close(),
@@ -161,7 +188,9 @@ async function configuredToolServer(
 /** `agents dev`: the embedded server and a worker in the foreground; Ctrl-C stops both. */
 export async function devCommand(context: CommandContext): Promise<void> {
   const { temporal } = context.config;
-  installRuntime('INFO');
+  const metrics = configuredMetrics();
+  installRuntime('INFO', metrics);
+  if (metrics !== undefined) context.print(`Metrics on http://${metrics.bindAddress}/metrics`);
   let server: ChildProcess | undefined;
   if (temporal.kind === 'embedded') {
     // Under the server lock: a dev and commands started at once share one server.
