@@ -19,6 +19,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
 import { renderProfile } from './history-profile';
+import { hostPortSchema } from '../common/host-port';
 import { countSchema, ITERATION_TURNS, parseBenchOptions } from './report';
 import { AgentsClient } from '../client/agents-client';
 import { loadConfig } from '../client/config';
@@ -28,9 +29,8 @@ import { startWorker, type RunningWorker } from '../test/helpers/worker';
 
 const profileOptionsSchema = z.object({
   workflowId: z.string().min(1, '--workflow-id must not be empty').optional(),
-  address: z
-    .string()
-    .regex(/^[^\s:]+:\d+$/, '--address must be host:port, for example 127.0.0.1:7233')
+  address: hostPortSchema()
+    .transform(({ address }) => address)
     .optional(),
   namespace: z.string().min(1, '--namespace must not be empty').optional(),
   iterations: countSchema('--iterations', 10_000).default(30),

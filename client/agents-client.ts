@@ -53,6 +53,7 @@ import {
 import { formatBytes } from '../sandbox/byte-size';
 import type { agentRun } from '../workflows';
 import { AgentsError } from './errors';
+import { retryWhileSearchAttributesNotServed } from './search-attributes-served';
 
 /** Workflow ID of the agent called `name`. */
 export function workflowIdFor(name: string): string {
@@ -159,13 +160,13 @@ export class AgentsClient {
    */
   async start(
     draft: AgentRunInputDraft,
-    options: { replace?: boolean } = {},
+    options: { replace?: boolean; onWait?: (line: string) => void } = {},
   ): Promise<WorkflowHandleWithFirstExecutionRunId<typeof agentRun>> {
     const input = validateRunInput(draft);
     const workflowId = workflowIdFor(input.name);
     if (options.replace === true) await this.endOpenRun(workflowId, 'replaced by a new run', REPLACE_GRACE_S);
-    try {
-      return await this.client.workflow.start<typeof agentRun>(WORKFLOW_TYPE, {
+    const start = () =>
+      this.client.workflow.start<typeof agentRun>(WORKFLOW_TYPE, {
         workflowId,
         taskQueue: TASK_QUEUE,
         args: [input],
@@ -185,6 +186,13 @@ export class AgentsClient {
           `**Interval:** ${input.intervalS}s · **Max iterations:** ${input.maxIterations ?? 'none'}`,
         ].join('\n'),
       });
+    try {
+      // Right after `agents setup` on SQL visibility, the namespace may not serve the attributes yet.
+      return await retryWhileSearchAttributesNotServed(
+        this.client.options.namespace,
+        start,
+        options.onWait ?? (() => {}),
+      );
     } catch (error) {
       if (error instanceof WorkflowExecutionAlreadyStartedError) {
         throw new AgentsError(

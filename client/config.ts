@@ -4,6 +4,7 @@ import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
+import { hostPortSchema } from '../common/host-port';
 import { DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, DEFAULT_WORKSPACE_LIMIT_BYTES } from '../common/constants';
 import { BYTE_SIZE_FORMS, parseByteSize } from '../sandbox/byte-size';
 import { DEFAULT_SANDBOX_TOTALS, type SandboxTotals } from '../sandbox/sandbox-watchdog';
@@ -29,7 +30,15 @@ export interface ExternalTemporal {
   connectionOptions: NativeConnectionOptions;
   /** Base URL of the cluster's Web UI (`AGENTS_UI_URL`), used for links. */
   uiUrl: string | undefined;
+  /**
+   * How long `agents worker` waits for a cluster that does not answer before it fails
+   * (`AGENTS_WORKER_CONNECT_TIMEOUT_S`, seconds; 0 waits for ever).
+   */
+  workerConnectTimeoutS: number;
 }
+
+/** How long a worker waits for its cluster by default: a machine's boot, compose's start order. */
+export const DEFAULT_WORKER_CONNECT_TIMEOUT_S = 300;
 
 export interface AgentsConfig {
   /** `$AGENTS_HOME`: the dev server's database, user templates, logs, caches. */
@@ -105,11 +114,16 @@ const environmentSchema = z.object({
   AGENTS_TEMPORAL_PORT: port.optional(),
   AGENTS_UI_PORT: port.optional(),
   AGENTS_UI_URL: z.url().optional(),
-  TEMPORAL_ADDRESS: z
-    .string()
-    .regex(/^[^\s:]+:\d+$/, 'must be host:port, for example temporal.example.com:7233')
+  TEMPORAL_ADDRESS: hostPortSchema()
+    .transform(({ address }) => address)
     .optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).optional(),
+  AGENTS_WORKER_CONNECT_TIMEOUT_S: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 24 * 3600, 'must be at most a week of seconds (0 waits for ever)')
+    .optional(),
   TEMPORAL_CLI: z.string().min(1).optional(),
   AGENTS_SANDBOX_URLS: commaSeparated
     .pipe(z.array(z.url({ protocol: /^https?$/, error: 'must be comma-separated http(s) URLs' })))
@@ -197,6 +211,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
       namespace: loaded.namespace ?? env.TEMPORAL_NAMESPACE ?? 'default',
       connectionOptions: { ...loaded.connectionOptions, address: env.TEMPORAL_ADDRESS },
       uiUrl: env.AGENTS_UI_URL,
+      workerConnectTimeoutS: env.AGENTS_WORKER_CONNECT_TIMEOUT_S ?? DEFAULT_WORKER_CONNECT_TIMEOUT_S,
     },
   };
 }

@@ -222,12 +222,17 @@ function portOf(address: string): number {
   return Number(address.slice(address.lastIndexOf(':') + 1));
 }
 
+/** The host of a `host:port` address, an IPv6 host without its brackets. */
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+}
+
 /**
  * True when something accepts TCP connections on `address`. A connection the kernel completes,
  * however busy the process behind it: unlike a Temporal call, it does not time out under load.
  */
 export async function isPortListening(address: string): Promise<boolean> {
-  const socket = connect({ host: address.slice(0, address.lastIndexOf(':')), port: portOf(address) });
+  const socket = connect({ host: hostOf(address), port: portOf(address) });
   try {
     return await new Promise<boolean>((resolve) => {
       socket.setTimeout(5_000);

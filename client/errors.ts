@@ -6,6 +6,7 @@ export type AgentsErrorCode =
   | 'unknown_model'
   | 'temporal_missing'
   | 'server_failed'
+  | 'server_unreachable'
   | 'already_running'
   | 'not_found'
   | 'not_running'

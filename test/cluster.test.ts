@@ -1,16 +1,19 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { WorkflowHandle } from '@temporalio/client';
+import { Client, type WorkflowHandle } from '@temporalio/client';
+import { msToTs } from '@temporalio/common/lib/time';
 import { AgentsClient } from '../client/agents-client';
+import { ensureSearchAttributes } from '../client/embedded-server';
 import type { AgentRunResult } from '../common/agent-run-types';
 import type { ScriptedTurn } from '../common/agent-input';
 import { dailyLedgerWorkflowId, usageQuery, utcDay } from '../common/daily-ledger';
-import { startCli, runCli } from './helpers/cli';
+import { assertOneLineFailure, runCli, spawnCli, startCli } from './helpers/cli';
 import { TEST_SANDBOX_TOKEN } from './helpers/environment';
 import { completedActivitiesOfType } from './helpers/history';
 import { assertReplays } from './helpers/replay';
@@ -146,18 +149,22 @@ async function callLogs(root: string): Promise<string[]> {
   return Promise.all(logs.map((entry) => readFile(path.join(root, entry), 'utf8')));
 }
 
+// One cluster for the file: it takes about a minute to start.
+before(async () => {
+  cluster = await startTestCluster();
+  agents = new AgentsClient(cluster.client);
+});
+
+after(async () => {
+  for (const child of processes) await stop(child, 'SIGKILL');
+  await cluster?.close();
+  for (const folder of scratch) await rm(folder, { recursive: true, force: true });
+});
+
 describe('a Temporal cluster on PostgreSQL: two history hosts, two workers, two sandbox servers', () => {
   before(async () => {
-    cluster = await startTestCluster();
-    agents = new AgentsClient(cluster.client);
     const setup = await runCli(['setup'], cluster.environment(await scratchFolder('agents-cluster-setup-')));
     assert.equal(setup.code, 0, setup.stderr);
-    // PostgreSQL visibility learns new search attributes from the namespace cache, refreshed every
-    // few seconds: a query naming them is refused until then.
-    await waitFor('the search attributes to be usable', async () => {
-      await cluster.client.workflow.count(`AgentName = 'probe'`);
-      return true;
-    });
     for (let index = 0; index < 2; index += 1) {
       sandboxes.push(
         await startSandboxProcess({
@@ -172,9 +179,7 @@ describe('a Temporal cluster on PostgreSQL: two history hosts, two workers, two 
   });
 
   after(async () => {
-    for (const child of processes) await stop(child, 'SIGKILL');
-    await cluster?.close();
-    for (const folder of scratch) await rm(folder, { recursive: true, force: true });
+    for (const child of processes.splice(0)) await stop(child, 'SIGKILL');
   });
 
   it('completes ten runs with tool calls, approvals and budget pauses through a worker SIGKILL, a history host killed and restarted, and a sandbox server restart', async () => {
@@ -362,5 +367,193 @@ describe('a Temporal cluster on PostgreSQL: two history hosts, two workers, two 
       { client: cluster.client, home },
       finishedRuns().map((run) => run.handle.workflowId),
     );
+  });
+});
+
+/** A namespace of the test's own, registered moments ago: what `agents setup` meets on a new cluster. */
+async function freshNamespace(prefix: string): Promise<string> {
+  const namespace = uniqueName(prefix);
+  await cluster.connection.workflowService.registerNamespace({
+    namespace,
+    workflowExecutionRetentionPeriod: msToTs('1 day'),
+  });
+  return namespace;
+}
+
+/** A TCP relay on the IPv6 loopback to the frontend, so clients reach the cluster at `[::1]:port`. */
+async function ipv6Relay(): Promise<{ address: string; close(): Promise<void> }> {
+  const [host, port] = [
+    cluster.address.slice(0, cluster.address.lastIndexOf(':')),
+    cluster.address.split(':').pop(),
+  ];
+  const sockets = new Set<Socket>();
+  const relay = createServer((inbound) => {
+    const outbound = connect({ host, port: Number(port) });
+    sockets.add(inbound).add(outbound);
+    inbound.pipe(outbound).pipe(inbound);
+    const end = () => {
+      inbound.destroy();
+      outbound.destroy();
+    };
+    inbound.once('error', end).once('close', end);
+    outbound.once('error', end).once('close', end);
+  });
+  relay.listen(0, '::1');
+  await once(relay, 'listening');
+  const { port: relayPort } = relay.address() as AddressInfo;
+  return {
+    address: `[::1]:${relayPort}`,
+    async close() {
+      // Ends the worker's long-lived connections too, which would otherwise hold the relay open.
+      const closed = once(relay, 'close');
+      relay.close();
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
+
+describe('cluster edges a user meets first', () => {
+  after(async () => {
+    for (const child of processes.splice(0)) await stop(child, 'SIGKILL');
+  });
+
+  it('agents setup on a namespace created moments ago returns once it serves the search attributes, so agents start right after succeeds', async () => {
+    const namespace = await freshNamespace('setup-then-start');
+    const environment = {
+      ...cluster.environment(await scratchFolder('agents-cli-')),
+      TEMPORAL_NAMESPACE: namespace,
+    };
+    const setup = await runCli(['setup'], environment);
+    assert.equal(setup.code, 0, setup.stderr);
+    assert.match(setup.stdout, /Registered search attributes in namespace/);
+    const name = uniqueName('right-after-setup');
+    const started = await runCli(
+      ['start', name, '--template', 'demo', '--model', 'scripted', '--interval', '3600'],
+      environment,
+    );
+    assert.equal(started.code, 0, started.stderr);
+    assert.doesNotMatch(started.stderr, /does not serve/, 'setup had waited: start was not refused');
+    const listed = await waitFor('the run to be listed by AgentName', async () => {
+      const count = await new Client({ connection: cluster.connection, namespace }).workflow.count(
+        `AgentName = '${name}'`,
+      );
+      return count.count === 1;
+    });
+    assert.ok(listed);
+  });
+
+  it('agents start right after the search attributes are added waits until the namespace serves them, saying why once', async () => {
+    const namespace = await freshNamespace('start-waits');
+    await waitFor('the namespace to be served', async () => {
+      await cluster.connection.workflowService.describeNamespace({ namespace });
+      return true;
+    });
+    // Added as `agents setup` adds them, without its wait.
+    await ensureSearchAttributes(cluster.connection, namespace);
+    const name = uniqueName('right-after-adding');
+    const started = await runCli(
+      ['start', name, '--template', 'demo', '--model', 'scripted', '--interval', '3600'],
+      {
+        ...cluster.environment(await scratchFolder('agents-cli-')),
+        TEMPORAL_NAMESPACE: namespace,
+      },
+    );
+    assert.equal(started.code, 0, started.stderr);
+    const waits = started.stderr
+      .split('\n')
+      .filter((line) => /does not serve the agents' search attributes yet/.test(line));
+    assert.ok(waits.length <= 1, `said once at most: ${started.stderr}`);
+    assert.match(started.stdout, new RegExp(`Started agent ${name}`));
+  });
+
+  it('reaches the cluster and a sandbox server at bracketed IPv6 addresses', async () => {
+    const relay = await ipv6Relay();
+    try {
+      const sandboxPort = await freePort();
+      const sandboxRoot = await scratchFolder('agents-cluster-sandbox-v6-');
+      const sandbox = await startCli(
+        ['sandbox', '--host', '::1', '--port', String(sandboxPort)],
+        {
+          ...cluster.environment(await scratchFolder('agents-cluster-sandbox-home-')),
+          AGENTS_SANDBOX_ROOT: sandboxRoot,
+          AGENTS_SANDBOX_TOKEN: TEST_SANDBOX_TOKEN,
+        },
+        new RegExp(`^Sandbox server on http://\\[::1\\]:${sandboxPort}`),
+      );
+      processes.push(sandbox);
+      const environment = {
+        ...cluster.environment(await scratchFolder('agents-cluster-worker-v6-')),
+        TEMPORAL_ADDRESS: relay.address,
+        AGENTS_SANDBOX_URLS: `http://[::1]:${sandboxPort}`,
+        AGENTS_SANDBOX_TOKEN: TEST_SANDBOX_TOKEN,
+      };
+      const worker = await startCli(
+        ['worker'],
+        environment,
+        /Worker polling task queue 'agents' on \[::1\]:/,
+      );
+      processes.push(worker);
+      const name = uniqueName('ipv6');
+      const handle = await agents.start(
+        scriptedRun(
+          name,
+          [
+            {
+              text: 'Writing.',
+              toolCalls: [{ tool: 'bash', arguments: { command: 'echo over-ipv6 > note' } }],
+            },
+            { text: 'Done.' },
+          ],
+          { maxIterations: 1 },
+        ),
+      );
+      assert.equal((await handle.result()).exitReason, 'max_iterations');
+      const status = await runCli(['status', name], environment);
+      assert.equal(status.code, 0, status.stderr);
+      const notes = (await readdir(sandboxRoot, { recursive: true })).filter(
+        (entry) => path.basename(entry) === 'note',
+      );
+      assert.equal(notes.length, 1, 'the tool call ran on the IPv6 sandbox server');
+      assert.equal(await readFile(path.join(sandboxRoot, notes[0]!), 'utf8'), 'over-ipv6\n');
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a worker started while its cluster is down waits for it, says so, and polls once it answers', async () => {
+    await cluster.kill('frontend');
+    let worker: ChildProcess | undefined;
+    try {
+      const waiting = spawnCli(
+        ['worker'],
+        {
+          ...cluster.environment(await scratchFolder('agents-cluster-early-worker-')),
+          AGENTS_WORKER_CONNECT_TIMEOUT_S: '300',
+        },
+        300_000,
+      );
+      worker = waiting.child;
+      processes.push(worker);
+      await waitFor('the worker to say it waits', () =>
+        /Waiting for Temporal at 127\.0\.0\.1:\d+ .*retrying for up to 300 s/.test(waiting.stdout),
+      );
+      assert.equal(worker.exitCode, null, 'still running while the cluster is down');
+      await cluster.restart('frontend');
+      await waitFor('the worker to poll', () => /Worker polling task queue/.test(waiting.stdout), 120_000);
+      assert.equal(waiting.stdout.match(/Waiting for Temporal/g)?.length, 1, waiting.stdout);
+    } finally {
+      await cluster.restart('frontend').catch(() => undefined);
+    }
+  });
+
+  it('a worker whose cluster never answers fails after its deadline with one line', async () => {
+    const result = await runCli(['worker'], {
+      ...cluster.environment(await scratchFolder('agents-cluster-lonely-worker-')),
+      TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}`,
+      AGENTS_WORKER_CONNECT_TIMEOUT_S: '3',
+    });
+    assert.match(result.stdout, /Waiting for Temporal at 127\.0\.0\.1:\d+ .*for up to 3 s/);
+    assertOneLineFailure(result, /did not answer within 3 s \(AGENTS_WORKER_CONNECT_TIMEOUT_S\)/);
   });
 });

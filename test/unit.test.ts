@@ -39,6 +39,11 @@ import { COMPACTED_HEADING, compactTranscript, estimateTokens } from '../workflo
 import { renderCurrentDetails, type DetailsView } from '../workflows/current-details';
 import { approvalTimerSummary, formatWait, pauseTimerSummary } from '../workflows/event-summaries';
 import { runSettings } from '../workflows/run-settings';
+import { parseHostPort } from '../common/host-port';
+import {
+  isSearchAttributeNotServedYet,
+  retryWhileSearchAttributesNotServed,
+} from '../client/search-attributes-served';
 import { buildIterationRecord, errorMarker, shortenError, summarize } from '../workflows/iteration-record';
 import { buildIterationPrompt, buildSystemPrompt } from '../workflows/prompts';
 
@@ -921,6 +926,98 @@ describe('configuration', () => {
     const config = loadConfig(await isolatedEnvironment({ TEMPORAL_ADDRESS: 'temporal.example.com:7233' }));
     assert.equal(config.temporal.kind, 'external');
     assert.equal(webUiRunUrl(config, 'agent-demo', 'run-1'), undefined);
+  });
+
+  it('reads bracketed IPv6 addresses wherever an address is read, and refuses a bare one in one line', async () => {
+    const config = loadConfig(
+      await isolatedEnvironment({
+        TEMPORAL_ADDRESS: '[::1]:7233',
+        AGENTS_SANDBOX_URLS: 'http://[::1]:7300,http://[fd12::5]:7300',
+        AGENTS_TOOL_SERVER_URL: 'http://[::1]:7400',
+      }),
+    );
+    assert.equal(config.temporal.address, '[::1]:7233');
+    assert.deepEqual(config.sandbox.urls, ['http://[::1]:7300', 'http://[fd12::5]:7300']);
+    assert.equal(config.toolServer.url, 'http://[::1]:7400');
+    assert.deepEqual(parseHostPort('[fe80::1%eth0]:7233'), {
+      host: 'fe80::1%eth0',
+      port: 7233,
+      address: '[fe80::1%eth0]:7233',
+    });
+    for (const bad of ['::1:7233', '[::1]', 'temporal.example.com', 'host:99999', 'a b:1']) {
+      assert.throws(
+        () => loadConfig({ TEMPORAL_ADDRESS: bad }),
+        (error: Error) =>
+          /^Invalid environment: TEMPORAL_ADDRESS: must be host:port, .*\[::1\]:7233/.test(error.message) &&
+          !error.message.includes('\n'),
+        bad,
+      );
+    }
+  });
+
+  it('waits for an AGENTS_WORKER_CONNECT_TIMEOUT_S of whole seconds, 300 by default', async () => {
+    const defaults = loadConfig(await isolatedEnvironment({ TEMPORAL_ADDRESS: '127.0.0.1:7233' }));
+    assert.equal(defaults.temporal.kind === 'external' && defaults.temporal.workerConnectTimeoutS, 300);
+    const never = loadConfig(
+      await isolatedEnvironment({ TEMPORAL_ADDRESS: '127.0.0.1:7233', AGENTS_WORKER_CONNECT_TIMEOUT_S: '0' }),
+    );
+    assert.equal(never.temporal.kind === 'external' && never.temporal.workerConnectTimeoutS, 0);
+    assert.throws(
+      () => loadConfig({ TEMPORAL_ADDRESS: '127.0.0.1:7233', AGENTS_WORKER_CONNECT_TIMEOUT_S: '-5' }),
+      /AGENTS_WORKER_CONNECT_TIMEOUT_S/,
+    );
+  });
+});
+
+describe('search attributes a namespace does not serve yet', () => {
+  const refusal = new Error(
+    '3 INVALID_ARGUMENT: Namespace fresh has no mapping defined for search attribute AgentIteration',
+  );
+
+  it('retries exactly that refusal, saying once why, until the attempt succeeds', async () => {
+    const lines: string[] = [];
+    let attempts = 0;
+    const result = await retryWhileSearchAttributesNotServed(
+      'fresh',
+      async () => {
+        attempts += 1;
+        if (attempts < 3) throw Object.assign(new Error('Failed to start Workflow'), { cause: refusal });
+        return 'started';
+      },
+      (line) => lines.push(line),
+    );
+    assert.equal(result, 'started');
+    assert.equal(attempts, 3);
+    assert.equal(lines.length, 1);
+    assert.match(
+      lines[0]!,
+      /^Namespace fresh does not serve the agents' search attributes yet .*retrying for up to 30 s$/,
+    );
+  });
+
+  it('passes any other failure through at once', async () => {
+    let attempts = 0;
+    await assert.rejects(
+      retryWhileSearchAttributesNotServed(
+        'fresh',
+        async () => {
+          attempts += 1;
+          throw new Error('3 INVALID_ARGUMENT: WorkflowId is not set');
+        },
+        () => assert.fail('no wait for another failure'),
+      ),
+      /WorkflowId is not set/,
+    );
+    assert.equal(attempts, 1);
+  });
+
+  it('recognises the refusal of a query too', () => {
+    assert.ok(
+      isSearchAttributeNotServedYet(
+        new Error('3 INVALID_ARGUMENT: invalid query: invalid search attribute: AgentName'),
+      ),
+    );
+    assert.ok(!isSearchAttributeNotServedYet(new Error('14 UNAVAILABLE: connection refused')));
   });
 });
 

@@ -23,6 +23,7 @@ import {
   flag,
   numberOption,
   parseRules,
+  printNews,
   requireName,
   text,
   withClient,
@@ -201,7 +202,7 @@ export async function startCommand(context: CommandContext): Promise<number> {
     else checkLocalModelFile(model.model, context.config.home);
   }
   return withClient(context, async (agents) => {
-    const handle = await agents.start(draft, { replace: flag(context, 'replace') });
+    const handle = await agents.start(draft, { replace: flag(context, 'replace'), onWait: printNews });
     context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);
     if (input.workspace !== undefined)
       context.print(`Workspace: ${describeWorkspaceSource(input.workspace)}`);

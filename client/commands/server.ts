@@ -1,8 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { IllegalStateError } from '@temporalio/common';
-import { Runtime, type LogLevel } from '@temporalio/worker';
+import { Runtime, TransportError, type LogLevel } from '@temporalio/worker';
 import { TASK_QUEUE } from '../../common/constants';
 import { loadOrCreateToken } from '../../sandbox/token';
 import { createAgentsWorker } from '../../worker/create-worker';
@@ -25,7 +26,8 @@ import {
 import { AgentsError } from '../errors';
 import { processListeningOn } from '../local-processes';
 import { findTemporalBinary } from '../temporal-binary';
-import { withClient, type CommandContext } from './command-context';
+import { printNews, withClient, type CommandContext } from './command-context';
+import { waitForSearchAttributesServed } from '../search-attributes-served';
 import { configuredSandboxes, startLocalSandbox } from './sandbox';
 import { toolServerTokenFile } from './tool-server';
 
@@ -63,6 +65,7 @@ function configuredMetrics(): MetricsAddress | undefined {
 export async function setupCommand(context: CommandContext): Promise<void> {
   await withClient(context, async (_agents, session) => {
     const added = await ensureSearchAttributes(session.connection, session.namespace);
+    await waitForSearchAttributesServed(session.connection, session.namespace, printNews);
     context.print(
       added.length === 0
         ? `Search attributes already registered in namespace ${session.namespace}.`
@@ -87,18 +90,72 @@ export async function workerCommand(context: CommandContext): Promise<void> {
       'No sandbox servers configured (AGENTS_SANDBOX_URLS): tool calls will fail with a clear result.',
     );
   }
-  const agentsWorker = await createAgentsWorker({
-    connectionOptions: workerConnectionOptions(context.config),
-    namespace: context.config.temporal.namespace,
-    home: context.config.home,
-    identity: `agents-worker-${process.pid}@${os.hostname()}`,
-    sandboxes,
-    toolServer: await configuredToolServer(context.config),
-  });
-  context.print(
-    `Worker polling task queue '${TASK_QUEUE}' on ${context.config.temporal.address} (Ctrl-C stops it)`,
-  );
+  const toolServer = await configuredToolServer(context.config);
+  const { temporal } = context.config;
+  const create = () =>
+    createAgentsWorker({
+      connectionOptions: workerConnectionOptions(context.config),
+      namespace: temporal.namespace,
+      home: context.config.home,
+      identity: `agents-worker-${process.pid}@${os.hostname()}`,
+      sandboxes,
+      toolServer,
+    });
+  const agentsWorker =
+    temporal.kind === 'external'
+      ? await whenClusterAnswers(temporal.address, temporal.workerConnectTimeoutS, create, context.print)
+      : await create();
+  context.print(`Worker polling task queue '${TASK_QUEUE}' on ${temporal.address} (Ctrl-C stops it)`);
   await agentsWorker.run();
+}
+
+/** How often a worker waiting for its cluster says it still waits. */
+const STILL_WAITING_EVERY_MS = 60_000;
+
+/**
+ * Runs `create` again while the cluster at `address` does not answer or does not serve the
+ * namespace yet, with backoff: a worker started before its cluster (a machine booting, compose
+ * starting services in any order) waits for it, as compose's `restart:` would, saying so at the
+ * first failure and then once a minute, and fails only after `timeoutS` (0 waits for ever).
+ */
+async function whenClusterAnswers<T>(
+  address: string,
+  timeoutS: number,
+  create: () => Promise<T>,
+  print: (line: string) => void,
+): Promise<T> {
+  const startedMs = Date.now();
+  let toldMs: number | undefined;
+  for (let delayMs = 1_000; ; delayMs = Math.min(delayMs * 2, 15_000)) {
+    try {
+      return await create();
+    } catch (error) {
+      const waiting = error instanceof TransportError || /namespace .* (is )?not found/i.test(String(error));
+      const waitedMs = Date.now() - startedMs;
+      if (!waiting) throw error;
+      if (timeoutS > 0 && waitedMs + delayMs > timeoutS * 1000) {
+        throw new AgentsError(
+          'server_unreachable',
+          `Temporal at ${address} did not answer within ${timeoutS} s (AGENTS_WORKER_CONNECT_TIMEOUT_S): ${firstLine(error)}`,
+          { cause: error },
+        );
+      }
+      if (toldMs === undefined) {
+        const limit = timeoutS === 0 ? 'until it does' : `for up to ${timeoutS} s`;
+        print(`Waiting for Temporal at ${address} (${firstLine(error)}): retrying ${limit}`);
+        toldMs = Date.now();
+      } else if (Date.now() - toldMs >= STILL_WAITING_EVERY_MS) {
+        print(`Still waiting for Temporal at ${address}, ${Math.round(waitedMs / 1000)} s so far`);
+        toldMs = Date.now();
+      }
+      await sleep(delayMs);
+    }
+  }
+}
+
+/** The first line of an error's message, for a one-line report. */
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? '';
 }
 
 /** `agents server [start|stop|status]`: the embedded dev server, in the foreground by default. */

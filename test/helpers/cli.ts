@@ -34,6 +34,7 @@ export function assertOneLineFailure(result: CliResult, pattern: RegExp): void {
 
 /** An `agents …` process under way: its output so far, and its result once it exits. */
 export interface RunningCli {
+  child: ChildProcess;
   readonly stdout: string;
   readonly stderr: string;
   done: Promise<CliResult>;
@@ -61,6 +62,7 @@ export function spawnCli(
     return { code: code as number | null, ...output };
   });
   return {
+    child,
     get stdout() {
       return output.stdout;
     },
