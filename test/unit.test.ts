@@ -979,10 +979,12 @@ describe('search attributes a namespace does not serve yet', () => {
     let attempts = 0;
     const result = await retryWhileSearchAttributesNotServed(
       'fresh',
-      async () => {
+      () => {
         attempts += 1;
-        if (attempts < 3) throw Object.assign(new Error('Failed to start Workflow'), { cause: refusal });
-        return 'started';
+        if (attempts < 3) {
+          return Promise.reject(Object.assign(new Error('Failed to start Workflow'), { cause: refusal }));
+        }
+        return Promise.resolve('started');
       },
       (line) => lines.push(line),
     );
@@ -1000,9 +1002,9 @@ describe('search attributes a namespace does not serve yet', () => {
     await assert.rejects(
       retryWhileSearchAttributesNotServed(
         'fresh',
-        async () => {
+        () => {
           attempts += 1;
-          throw new Error('3 INVALID_ARGUMENT: WorkflowId is not set');
+          return Promise.reject(new Error('3 INVALID_ARGUMENT: WorkflowId is not set'));
         },
         () => assert.fail('no wait for another failure'),
       ),
