@@ -1,13 +1,7 @@
 import os from 'node:os';
 import { Client, Connection, type ClientInterceptors, type ConnectionOptions } from '@temporalio/client';
 import type { NativeConnectionOptions } from '@temporalio/worker';
-import {
-  checkTracingSettings,
-  clientTracingInterceptors,
-  currentTracing,
-  startTracing,
-  tracingRequested,
-} from '../worker/tracing';
+import { tracingRequested } from '../common/tracing-environment';
 import type { AgentsConfig } from './config';
 import { acquireEmbeddedServer } from './embedded-server';
 import { AgentsError } from './errors';
@@ -92,7 +86,7 @@ export async function connectTemporal(
     await connection.close();
     // The command's spans leave before the process exits; a collector that does not answer
     // delays the command by a second at most.
-    await currentTracing()?.flush(1_000);
+    if (interceptors !== undefined) await tracingModule().currentTracing()?.flush(1_000);
   };
   return { client, connection, namespace: temporal.namespace, close };
 }
@@ -104,6 +98,7 @@ export async function connectTemporal(
  */
 function cliTracingInterceptors(): ClientInterceptors | undefined {
   if (!tracingRequested(process.env)) return undefined;
+  const { checkTracingSettings, clientTracingInterceptors, startTracing } = tracingModule();
   try {
     checkTracingSettings(process.env);
   } catch (error) {
@@ -112,6 +107,12 @@ function cliTracingInterceptors(): ClientInterceptors | undefined {
   return clientTracingInterceptors(() => {
     startTracing(process.env, 'durable-agents-cli', (message) => process.stderr.write(`${message}\n`));
   });
+}
+
+/** The tracing module, loaded only by a command that traces: the others never load it. */
+function tracingModule(): typeof import('../worker/tracing') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when tracing is on
+  return require('../worker/tracing') as typeof import('../worker/tracing');
 }
 
 /** Who the CLI acts as, in the history of every signal it sends: `agents-cli <user>@<host>`. */

@@ -210,6 +210,23 @@ const TOOL_THEN_ANSWER = [
   { text: 'Done.', usage: { inputTokens: 150, outputTokens: 3 } },
 ];
 
+/** `agents start` of a one-iteration run playing {@link TOOL_THEN_ANSWER}, from a (traced) CLI. */
+async function startFromCli(prefix: string, traced: boolean): Promise<string> {
+  const name = uniqueName(prefix);
+  runs.push(name);
+  const script = path.join(scratch, `${name}.json`);
+  await writeFile(script, JSON.stringify(TOOL_THEN_ANSWER));
+  const started = await runCli(
+    [
+      ...['start', name, '--template', 'demo', '--model', `scripted:${script}`, '--max-iterations', '1'],
+      ...['--interval', '0', '--permission-mode', 'auto-approve'],
+    ],
+    environmentOf(traced),
+  );
+  assert.equal(started.code, 0, started.stderr);
+  return name;
+}
+
 /**
  * The run's result once it completed, failing at the deadline: `result()` alone would wait forever
  * for a run whose workflow task keeps failing.
@@ -260,20 +277,7 @@ describe('OpenTelemetry tracing', () => {
 
   it('traces a run started from the CLI in one trace: workflow, activities, the model call and the tool call', async () => {
     await startWorkerProcess(true);
-    const name = uniqueName('traced');
-    runs.push(name);
-    const script = path.join(scratch, `${name}.json`);
-    await writeFile(script, JSON.stringify(TOOL_THEN_ANSWER));
-    const started = await runCli(
-      ['start', name, '--template', 'demo', '--model', `scripted:${script}`, '--max-iterations', '1'].concat([
-        '--interval',
-        '0',
-        '--permission-mode',
-        'auto-approve',
-      ]),
-      environmentOf(true),
-    );
-    assert.equal(started.code, 0, started.stderr);
+    const name = await startFromCli('traced', true);
     const handle = temporal.client.workflow.getHandle(workflowIdFor(name));
     assert.equal((await completedResult(name)).exitReason, 'max_iterations');
 
@@ -377,20 +381,7 @@ describe('OpenTelemetry tracing', () => {
   it('sends nothing and adds no trace headers without an OTLP endpoint', async () => {
     await startWorkerProcess(false);
     const requestsBefore = receiver.requests;
-    const name = uniqueName('untraced');
-    runs.push(name);
-    const script = path.join(scratch, `${name}.json`);
-    await writeFile(script, JSON.stringify(TOOL_THEN_ANSWER));
-    const started = await runCli(
-      ['start', name, '--template', 'demo', '--model', `scripted:${script}`, '--max-iterations', '1'].concat([
-        '--interval',
-        '0',
-        '--permission-mode',
-        'auto-approve',
-      ]),
-      environmentOf(false),
-    );
-    assert.equal(started.code, 0, started.stderr);
+    const name = await startFromCli('untraced', false);
     assert.equal((await completedResult(name)).exitReason, 'max_iterations');
     assert.equal(receiver.requests, requestsBefore, 'no request reached the collector');
     assert.equal(await activitiesCarryTraceHeader(name), false);

@@ -89,11 +89,6 @@ const environmentSchema = z.object({
   OTEL_SERVICE_NAME: z.preprocess(unsetWhenEmpty, z.string().optional()),
 });
 
-/** Whether an endpoint variable is set: the cheap test made before anything of tracing loads. */
-export function tracingRequested(environment: NodeJS.ProcessEnv): boolean {
-  return Boolean(environment.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || environment.OTEL_EXPORTER_OTLP_ENDPOINT);
-}
-
 /**
  * The export settings from the environment, or undefined when no endpoint is set. The traces
  * endpoint is used as it is; the base endpoint gets `/v1/traces`; the signal's own headers,

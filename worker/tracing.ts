@@ -5,6 +5,7 @@ import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { ClientInterceptors } from '@temporalio/client';
 import type { OpenTelemetryWorkflowExporter } from '@temporalio/interceptors-opentelemetry/lib/workflow/definitions';
 import type { InjectedSink, WorkerOptions } from '@temporalio/worker';
+import { tracingRequested } from '../common/tracing-environment';
 
 /**
  * OpenTelemetry tracing of a worker or CLI process: one tracer provider per process, exporting by
@@ -32,11 +33,6 @@ export interface Tracing {
 const FLUSH_LIMIT_MS = 5_000;
 
 let processTracing: Tracing | undefined;
-
-/** Whether an OTLP endpoint variable is set, the test made before anything of tracing loads. */
-export function tracingRequested(environment: NodeJS.ProcessEnv): boolean {
-  return Boolean(environment.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || environment.OTEL_EXPORTER_OTLP_ENDPOINT);
-}
 
 /** This process's tracing, once started. */
 export function currentTracing(): Tracing | undefined {
