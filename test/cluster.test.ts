@@ -26,7 +26,8 @@ import { waitFor } from './helpers/wait';
 // history hosts, two agents workers and two sandbox servers, each in its own process and home. Ten
 // runs make tool calls, ask for approvals and pause on budgets while a worker is SIGKILLed, a
 // history host is killed and restarted, and a sandbox server restarts; the tests after the first
-// check what the runs left behind.
+// check what the runs left behind. Then, on the same cluster, the edges a user meets first: a
+// namespace created moments before, IPv6 addresses, a worker started before its cluster answers.
 
 const RUNS = 10;
 const ITERATIONS = 5;
