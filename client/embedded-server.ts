@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { z } from 'zod';
+import { parseHostPort } from '../common/host-port';
 import { SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import {
   ensurePrivateFolder,
@@ -222,17 +223,14 @@ function portOf(address: string): number {
   return Number(address.slice(address.lastIndexOf(':') + 1));
 }
 
-/** The host of a `host:port` address, an IPv6 host without its brackets. */
-function hostOf(address: string): string {
-  return address.slice(0, address.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
-}
-
 /**
  * True when something accepts TCP connections on `address`. A connection the kernel completes,
  * however busy the process behind it: unlike a Temporal call, it does not time out under load.
  */
 export async function isPortListening(address: string): Promise<boolean> {
-  const socket = connect({ host: hostOf(address), port: portOf(address) });
+  const target = parseHostPort(address);
+  if (target === undefined) return false;
+  const socket = connect({ host: target.host, port: target.port });
   try {
     return await new Promise<boolean>((resolve) => {
       socket.setTimeout(5_000);

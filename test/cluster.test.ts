@@ -10,6 +10,7 @@ import { Client, type WorkflowHandle } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time';
 import { AgentsClient } from '../client/agents-client';
 import { ensureSearchAttributes } from '../client/embedded-server';
+import { parseHostPort } from '../common/host-port';
 import type { AgentRunResult } from '../common/agent-run-types';
 import type { ScriptedTurn } from '../common/agent-input';
 import { dailyLedgerWorkflowId, usageQuery, utcDay } from '../common/daily-ledger';
@@ -20,6 +21,7 @@ import { assertReplays } from './helpers/replay';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { startTestCluster, type TestCluster } from './helpers/temporal-cluster';
 import { freePort } from './helpers/temporal-server';
+import { stopProcess } from './helpers/processes';
 import { waitFor } from './helpers/wait';
 
 // The production shape: Temporal on PostgreSQL with each service a process of its own and two
@@ -105,12 +107,6 @@ async function startWorkerProcess(): Promise<ChildProcess> {
   return child;
 }
 
-async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill(signal);
-  await once(child, 'exit');
-}
-
 /** The iteration of an approval run whose tool call waits for a person. */
 const APPROVED_ITERATION = 2;
 
@@ -157,7 +153,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const child of processes) await stop(child, 'SIGKILL');
+  for (const child of processes) await stopProcess(child);
   await cluster?.close();
   for (const folder of scratch) await rm(folder, { recursive: true, force: true });
 });
@@ -180,7 +176,7 @@ describe('a Temporal cluster on PostgreSQL: two history hosts, two workers, two 
   });
 
   after(async () => {
-    for (const child of processes.splice(0)) await stop(child, 'SIGKILL');
+    for (const child of processes.splice(0)) await stopProcess(child);
   });
 
   it('completes ten runs with tool calls, approvals and budget pauses through a worker SIGKILL, a history host killed and restarted, and a sandbox server restart', async () => {
@@ -237,7 +233,7 @@ describe('a Temporal cluster on PostgreSQL: two history hosts, two workers, two 
       await waitFor('the runs to be under way', async () => (await progressOf()) >= RUNS, 120_000);
       const [firstWorker] = workers;
       assert.ok(firstWorker);
-      await stop(firstWorker, 'SIGKILL');
+      await stopProcess(firstWorker);
 
       const beforeHistoryKill = await progressOf();
       await cluster.kill('history-1');
@@ -250,7 +246,7 @@ describe('a Temporal cluster on PostgreSQL: two history hosts, two workers, two 
 
       const [, secondSandbox] = sandboxes;
       assert.ok(secondSandbox);
-      await stop(secondSandbox.child, 'SIGTERM');
+      await stopProcess(secondSandbox.child, 'SIGTERM');
       sandboxes[1] = await startSandboxProcess(secondSandbox);
       // The killed worker's replacement, on another machine.
       await startWorkerProcess();
@@ -383,13 +379,11 @@ async function freshNamespace(prefix: string): Promise<string> {
 
 /** A TCP relay on the IPv6 loopback to the frontend, so clients reach the cluster at `[::1]:port`. */
 async function ipv6Relay(): Promise<{ address: string; close(): Promise<void> }> {
-  const [host, port] = [
-    cluster.address.slice(0, cluster.address.lastIndexOf(':')),
-    cluster.address.split(':').pop(),
-  ];
+  const frontend = parseHostPort(cluster.address);
+  assert.ok(frontend, cluster.address);
   const sockets = new Set<Socket>();
   const relay = createServer((inbound) => {
-    const outbound = connect({ host, port: Number(port) });
+    const outbound = connect({ host: frontend.host, port: frontend.port });
     sockets.add(inbound).add(outbound);
     inbound.pipe(outbound).pipe(inbound);
     const end = () => {
@@ -416,7 +410,7 @@ async function ipv6Relay(): Promise<{ address: string; close(): Promise<void> }>
 
 describe('cluster edges a user meets first', () => {
   after(async () => {
-    for (const child of processes.splice(0)) await stop(child, 'SIGKILL');
+    for (const child of processes.splice(0)) await stopProcess(child);
   });
 
   it('agents setup on a namespace created moments ago returns once it serves the search attributes, so agents start right after succeeds', async () => {

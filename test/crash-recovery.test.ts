@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,7 +29,7 @@ import { startCli } from './helpers/cli';
 import { TEST_SANDBOX_TOKEN } from './helpers/environment';
 import { completedActivitiesOfType, finalAttempts } from './helpers/history';
 import { ModelApiServer, openaiModelOf, openaiStream } from './helpers/model-api-server';
-import { processesMatching, waitForNoProcess } from './helpers/processes';
+import { processesMatching, stopProcess, waitForNoProcess } from './helpers/processes';
 import { assertReplays } from './helpers/replay';
 import { scriptedRun, TEST_TEMPLATE, uniqueName } from './helpers/run-input';
 import { freePort, startTestTemporal, type TestTemporal } from './helpers/temporal-server';
@@ -92,13 +91,6 @@ async function startWorkerProcess(sandboxUrl = ''): Promise<ChildProcess> {
   return child;
 }
 
-async function kill(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-}
-
 /** An in-process worker of the file's server; `sandboxUrl` gives it a tool executor. */
 async function startInProcessWorker(
   options: { sandboxUrl?: string; notifier?: Notifier } = {},
@@ -158,7 +150,7 @@ describe('crashes in the middle of a call', () => {
 
   afterEach(async () => {
     for (const worker of workers.splice(0)) await worker.stop();
-    for (const child of processes.splice(0)) await kill(child);
+    for (const child of processes.splice(0)) await stopProcess(child);
     for (const server of modelServers.splice(0)) await server.close();
   });
 
@@ -197,7 +189,7 @@ describe('crashes in the middle of a call', () => {
     startedWorkflowIds.push(handle.workflowId);
 
     await waitFor('the command to be running', async () => (await processesMatching(marker)).length > 0);
-    await kill(firstServer);
+    await stopProcess(firstServer);
     // The command died with its server: it left the first line of `runs` and nothing more.
     await waitForNoProcess(marker);
     await startSandboxProcess(port);
@@ -248,7 +240,7 @@ describe('crashes in the middle of a call', () => {
     );
     startedWorkflowIds.push(handle.workflowId);
     await waitFor('the command to be running', async () => (await processesMatching(marker)).length > 0);
-    await kill(firstWorker);
+    await stopProcess(firstWorker);
     await startInProcessWorker({ sandboxUrl });
 
     const result = await waitFor('the run to complete', () => handle.result(), 90_000);
@@ -305,7 +297,7 @@ describe('crashes in the middle of a call', () => {
       );
       startedWorkflowIds.push(handle.workflowId);
       await waitFor('the daily-ledger read to be running', () => activityRunning(handle, 'dailyUsage'));
-      await kill(firstWorker);
+      await stopProcess(firstWorker);
       await startInProcessWorker();
 
       // The read is retried on the new worker because its heartbeat stopped, not after its 30 s bound.

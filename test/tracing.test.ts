@@ -29,6 +29,7 @@ import { startTestSandbox, TEST_SANDBOX_TOKEN } from './helpers/environment';
 import { scheduledInputs } from './helpers/history';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { freePort, startTestTemporal, type TestTemporal } from './helpers/temporal-server';
+import { stopProcess } from './helpers/processes';
 import { waitFor } from './helpers/wait';
 
 /** One span as a collector received it, IDs in hex and attributes as plain values. */
@@ -260,11 +261,7 @@ describe('OpenTelemetry tracing', () => {
   });
 
   afterEach(async () => {
-    for (const worker of workers.splice(0)) {
-      if (worker.exitCode !== null || worker.signalCode !== null) continue;
-      worker.kill('SIGKILL');
-      await once(worker, 'exit');
-    }
+    for (const worker of workers.splice(0)) await stopProcess(worker);
   });
 
   after(async () => {

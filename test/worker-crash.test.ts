@@ -13,6 +13,7 @@ import { completedActivitiesOfType, scheduledModelTurns } from './helpers/histor
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { startTestTemporal, testTemporalBinary, type TestTemporal } from './helpers/temporal-server';
 import { promisify } from 'node:util';
+import { stopProcess } from './helpers/processes';
 import { waitFor } from './helpers/wait';
 
 let temporal: TestTemporal;
@@ -46,11 +47,7 @@ describe('crashes during a run', () => {
 
   // Each test has only its own workers, so the one it kills is the one running its run.
   afterEach(async () => {
-    for (const worker of workers.splice(0)) {
-      if (worker.exitCode !== null || worker.signalCode !== null) continue;
-      worker.kill('SIGKILL');
-      await once(worker, 'exit');
-    }
+    for (const worker of workers.splice(0)) await stopProcess(worker);
   });
 
   after(async () => {

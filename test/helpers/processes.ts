@@ -1,7 +1,16 @@
-import { execFile } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { readdir, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { waitFor } from './wait';
+
+/** Sends `signal` (SIGKILL by default) to a child still running and resolves once it has exited. */
+export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill(signal);
+  await exited;
+}
 
 /** Host processes whose command line contains `marker` (tests put one in a command's comment). */
 export async function processesMatching(marker: string): Promise<string[]> {
