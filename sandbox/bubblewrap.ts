@@ -375,6 +375,51 @@ export interface BubblewrapSpawnOptions {
    * kept open by the prelude that closes every other descriptor above 2.
    */
   extraPipes?: number;
+  /** Host folders bound read-only into the sandbox, each at its own place under `/opt/`. */
+  readOnlyMounts?: readonly ReadOnlyMount[];
+}
+
+/**
+ * A host folder an operator offers to sandboxes read-only, such as the programs of MCP servers
+ * installed outside /usr (everything under /usr is visible already).
+ */
+export interface ReadOnlyMount {
+  /** The folder on the host: an absolute path. */
+  hostPath: string;
+  /** Where the sandbox sees it: a normalised absolute path under `/opt/`. */
+  sandboxPath: string;
+}
+
+/** Where read-only mounts may go in a sandbox: nowhere the sandbox's own layout uses. */
+export const READ_ONLY_MOUNT_PARENT = '/opt/';
+
+/**
+ * What is wrong with a read-only mount, or undefined when it can be bound. Its sandbox path must be
+ * a normalised absolute path under {@link READ_ONLY_MOUNT_PARENT}, so a mount can neither hide nor
+ * replace /usr, /etc, /workspace, /tmp or the network proxy's folder.
+ */
+export function readOnlyMountProblem(mount: ReadOnlyMount): string | undefined {
+  const { hostPath, sandboxPath } = mount;
+  if (hostPath.includes('\0') || sandboxPath.includes('\0')) return 'a path contains a NUL byte';
+  if (!path.isAbsolute(hostPath)) return `the host folder must be an absolute path (got ${hostPath})`;
+  if (
+    !sandboxPath.startsWith(READ_ONLY_MOUNT_PARENT) ||
+    sandboxPath.length === READ_ONLY_MOUNT_PARENT.length ||
+    sandboxPath.endsWith('/') ||
+    path.posix.normalize(sandboxPath) !== sandboxPath
+  ) {
+    return `the sandbox folder must be a normalised absolute path under ${READ_ONLY_MOUNT_PARENT} such as /opt/mcp (got ${sandboxPath})`;
+  }
+  return undefined;
+}
+
+/** bwrap's arguments for the read-only mounts; throws a {@link SandboxError} for one it cannot bind. */
+function readOnlyMountArguments(mounts: readonly ReadOnlyMount[]): string[] {
+  return mounts.flatMap((mount) => {
+    const problem = readOnlyMountProblem(mount);
+    if (problem !== undefined) throw new SandboxError(`Cannot mount ${mount.hostPath} read-only: ${problem}`);
+    return ['--ro-bind', mount.hostPath, mount.sandboxPath];
+  });
 }
 
 /**
@@ -562,6 +607,7 @@ export function bubblewrapArguments(command: string, options: BubblewrapSpawnOpt
     options.workspace,
     SANDBOX_WORKSPACE_PATH,
     ...(network ? ['--ro-bind', options.networkProxyFolder ?? '', SANDBOX_PROXY_FOLDER] : []),
+    ...readOnlyMountArguments(options.readOnlyMounts ?? []),
     '--remount-ro',
     '/',
     '--chdir',

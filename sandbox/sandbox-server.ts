@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
+import { mcpStdioServerSchema } from '../common/mcp-servers';
 import {
   ArchiveOverLimitError,
   DEFAULT_MAX_ARCHIVE_ENTRIES,
@@ -36,6 +37,7 @@ import {
   type TrajectoryLocation,
 } from './workspace-origin';
 import { ExecutionLanes } from './lanes';
+import { McpSandboxSessions, McpServerUnavailableError, type McpSessionsOptions } from './mcp-sessions';
 import { ResultStore } from './result-store';
 import { SandboxMetrics } from './sandbox-metrics';
 import { createTrajectoryFolders, prepareSandboxRoot } from './sandbox-root';
@@ -76,12 +78,25 @@ export interface SandboxServerOptions {
    * workspace of the server's totals; {@link DEFAULT_UNPACKED_LIMIT_BYTES} unless given.
    */
   workspaceLimitBytes?: number;
+  /**
+   * How stdio MCP servers run (`mcp-sessions.ts`): the isolation, totals and network egress the
+   * server's `runTool` uses, and the read-only mounts of `--mcp-mount`. Bubblewrap, the default
+   * totals and egress, and no mounts unless given.
+   */
+  mcp?: McpSessionsOptions;
 }
 
 /** Largest request body accepted: a batch of 200 calls with file contents fits comfortably. */
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 const batchSchema = z.object({ calls: z.array(toolCallSchema).max(1000) }).strict();
+const mcpToolsSchema = z
+  .object({
+    trajectoryId: toolCallSchema.shape.trajectoryId,
+    server: mcpStdioServerSchema,
+    policy: toolCallSchema.shape.policy,
+  })
+  .strict();
 const releaseSchema = z
   .object({ trajectoryId: toolCallSchema.shape.trajectoryId, reset: z.boolean().default(false) })
   .strict();
@@ -207,12 +222,14 @@ export class SandboxServer {
   private readonly metrics: SandboxMetrics;
   private readonly uploads: UploadStore;
   private readonly unpackLimits: UnpackLimits;
+  private readonly mcp: McpSandboxSessions;
   private server: Server | undefined;
   private readonly requestsUnderWay = new Set<Promise<void>>();
   private draining = false;
 
   constructor(private readonly options: SandboxServerOptions) {
     this.lanes = new ExecutionLanes(options.lanes);
+    this.mcp = new McpSandboxSessions(options.mcp);
     this.token = new BearerToken(options.token);
     this.metricsToken =
       options.metricsToken === undefined ? undefined : new BearerToken(options.metricsToken);
@@ -246,7 +263,7 @@ export class SandboxServer {
    * a restart loses no call that can end in time: its result is stored and answered, and a retry
    * of it is answered from the store instead of running it again. A request arriving meanwhile is
    * refused with 503, which the worker retries. Then it aborts the commands still running and
-   * closes the stateful sessions and the connections.
+   * closes the stateful sessions, the stdio MCP servers and the connections.
    */
   async close(options: { graceMs?: number } = {}): Promise<void> {
     this.draining = true;
@@ -264,9 +281,10 @@ export class SandboxServer {
       clearTimeout(timer);
     }
     this.shutdown.abort();
-    await Promise.all(
-      [...this.trajectories.keys()].map((trajectoryId) => closeStatefulSessions(trajectoryId)),
-    );
+    await Promise.all([
+      ...[...this.trajectories.keys()].map((trajectoryId) => closeStatefulSessions(trajectoryId)),
+      this.mcp.close(undefined, 'the sandbox server is shutting down'),
+    ]);
     server?.closeAllConnections();
     await closed;
   }
@@ -302,7 +320,11 @@ export class SandboxServer {
   private execute(call: ToolCall): Promise<ToolResult> {
     const result = this.lanes.run(call.trajectoryId, async () => {
       const { workspace, results } = await this.trajectory(call.trajectoryId);
-      return results.runOnce(call.callId, () => this.options.runTool(call, workspace, this.shutdown.signal));
+      return results.runOnce(call.callId, () =>
+        call.mcpServer === undefined
+          ? this.options.runTool(call, workspace, this.shutdown.signal)
+          : this.mcp.callTool(call, workspace, this.shutdown.signal),
+      );
     });
     return this.metrics.measureCall(call.tool, result);
   }
@@ -328,10 +350,34 @@ export class SandboxServer {
       const { calls } = parseBody(batchSchema, await readJson(request, MAX_BODY_BYTES));
       return new StreamedResults(calls.map((call) => this.execute(call)));
     },
+    /** The tools of a stdio MCP server in the trajectory's sandbox (started there when needed), unprefixed. */
+    'POST /mcp/tools': async (request) => {
+      const body = parseBody(mcpToolsSchema, await readJson(request, MAX_BODY_BYTES));
+      // In the trajectory's order and in a lane, as a call: listing may start the server.
+      return this.lanes.run(body.trajectoryId, async () => {
+        const { workspace } = await this.trajectory(body.trajectoryId);
+        try {
+          const tools = await this.mcp.listTools(
+            body.trajectoryId,
+            body.server,
+            workspace,
+            body.policy,
+            this.shutdown.signal,
+          );
+          return { tools };
+        } catch (error) {
+          if (error instanceof McpServerUnavailableError) throw new HttpError(502, error.message);
+          throw error;
+        }
+      });
+    },
     'POST /release': async (request) => {
       const { trajectoryId, reset } = parseBody(releaseSchema, await readJson(request, MAX_BODY_BYTES));
       this.trajectories.delete(trajectoryId);
-      await closeStatefulSessions(trajectoryId);
+      await Promise.all([
+        closeStatefulSessions(trajectoryId),
+        this.mcp.close(trajectoryId, 'its trajectory was released'),
+      ]);
       // Only this trajectory's own folder, removed without following any link the sandbox made.
       if (reset) await removeEntryBeneath(this.trajectoriesDir(), trajectoryId);
       return { released: trajectoryId, reset };

@@ -559,7 +559,7 @@ class MarkedStream {
 }
 
 /** `value` as one bash word, single-quoted. */
-function shellQuote(value: string): string {
+export function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { sandboxPolicySchema } from '../common/agent-input';
+import { mcpStdioServerSchema } from '../common/mcp-servers';
 
 /**
  * The wire shapes of tool calls and their results between the worker and a sandbox server. A
@@ -57,6 +58,11 @@ export const toolCallSchema = z
     arguments: z.record(z.string(), z.unknown()).default({}),
     timeoutS: z.number().positive().optional(),
     policy: sandboxPolicySchema.default({ network: false }),
+    /**
+     * For a tool of an MCP server run in the sandbox (`tool` is then `mcp__<server>__<tool>`): the
+     * server to run it on, started in the trajectory's sandbox on first use.
+     */
+    mcpServer: mcpStdioServerSchema.optional(),
   })
   .strict();
 export type ToolCall = z.infer<typeof toolCallSchema>;

@@ -1,7 +1,14 @@
+import { statSync } from 'node:fs';
+import path from 'node:path';
 import { z } from 'zod';
 import { formatHostPort } from '../../common/host-port';
 import type { SandboxEndpoint } from '../../activities/tool-executor';
-import { checkBubblewrap, sandboxHostIdentity } from '../../sandbox/bubblewrap';
+import {
+  checkBubblewrap,
+  readOnlyMountProblem,
+  sandboxHostIdentity,
+  type ReadOnlyMount,
+} from '../../sandbox/bubblewrap';
 import { formatBytes } from '../../sandbox/byte-size';
 import { relayProblem, serverNetworkEgress, type NetworkEgress } from '../../sandbox/network-proxy';
 import { SandboxServer } from '../../sandbox/sandbox-server';
@@ -28,6 +35,37 @@ function sandboxTotalsOptions(context: CommandContext): SandboxTotals {
     memoryLimitBytes: byteSizeOption(context, 'memory-limit') ?? configured.memoryLimitBytes,
     maxSessions: numberOption(context, 'max-sessions', maxSessionsSchema) ?? configured.maxSessions,
   };
+}
+
+/**
+ * `--mcp-mount HOST_DIR:SANDBOX_DIR`, as often as given: host folders bound read-only under /opt/
+ * in the sandboxes of stdio MCP servers, for servers installed outside /usr. Split at the last
+ * ":", since a host path may hold one and a sandbox path under /opt/ needs none.
+ */
+function mcpMountOptions(context: CommandContext): ReadOnlyMount[] {
+  const given = (context.values as Record<string, unknown>)['mcp-mount'];
+  const raws = Array.isArray(given) ? given.filter((item): item is string => typeof item === 'string') : [];
+  return raws.map((raw) => {
+    const separator = raw.lastIndexOf(':');
+    const fail = (reason: string): never => {
+      throw new AgentsError(
+        'invalid_argument',
+        `--mcp-mount '${raw}': ${reason}. Accepted: HOST_DIR:SANDBOX_DIR, an existing host folder and a folder under /opt/, e.g. /srv/mcp/node_modules:/opt/mcp/node_modules`,
+      );
+    };
+    if (separator <= 0) return fail('no ":" between the host folder and the sandbox folder');
+    const mount = { hostPath: path.resolve(raw.slice(0, separator)), sandboxPath: raw.slice(separator + 1) };
+    const problem = readOnlyMountProblem(mount);
+    if (problem !== undefined) return fail(problem);
+    let isFolder = false;
+    try {
+      isFolder = statSync(mount.hostPath).isDirectory();
+    } catch {
+      // Missing: said below.
+    }
+    if (!isFolder) return fail(`${mount.hostPath} is not a folder on this host`);
+    return mount;
+  });
 }
 
 /** The sandbox servers workers use: `AGENTS_SANDBOX_URLS` with its token, or none. */
@@ -62,6 +100,7 @@ export async function startLocalSandbox(
     runTool: (call, workspace, signal) =>
       runSandboxTool(call, workspace, signal, 'bubblewrap', totals, network),
     workspaceLimitBytes: totals.diskQuotaBytes,
+    mcp: { isolation: 'bubblewrap', totals, network },
   });
   const bound = await server.listen(port);
   return { server, endpoint: { url: `http://127.0.0.1:${bound}`, token } };
@@ -88,7 +127,7 @@ function sandboxNetwork(context: CommandContext): NetworkEgress {
  * `agents sandbox`: the sandbox server in the foreground, on loopback unless told otherwise. It
  * refuses to start without a usable bubblewrap unless `--unsafe-no-sandbox` is given; then `bash`
  * runs on the host (no isolation; absolute `/workspace/...` paths do not map) and the stateful tools
- * are refused. Where bubblewrap is usable the flag changes nothing.
+ * and stdio MCP servers are refused. Where bubblewrap is usable the flag changes nothing.
  */
 export async function sandboxCommand(context: CommandContext): Promise<void> {
   const port =
@@ -97,6 +136,7 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
   const host = text(context, 'host') ?? '127.0.0.1';
   const unsafeNoSandbox = flag(context, 'unsafe-no-sandbox');
   const totals = sandboxTotalsOptions(context);
+  const readOnlyMounts = mcpMountOptions(context);
   const check = await checkBubblewrap();
   let isolation: SandboxIsolation = 'bubblewrap';
   if (!check.usable) {
@@ -108,7 +148,7 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
     }
     isolation = 'none';
     context.print(
-      `WARNING: bubblewrap is not usable (${check.reason}); running tool calls UNSANDBOXED on this host because of --unsafe-no-sandbox: commands see the host's files, processes and network, absolute /workspace/... paths do not map to the workspace, and bash_stateful and tmux are refused`,
+      `WARNING: bubblewrap is not usable (${check.reason}); running tool calls UNSANDBOXED on this host because of --unsafe-no-sandbox: commands see the host's files, processes and network, absolute /workspace/... paths do not map to the workspace, and bash_stateful, tmux and stdio MCP servers are refused`,
     );
   } else if (unsafeNoSandbox) {
     context.print(
@@ -125,6 +165,7 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
     lanes,
     runTool: (call, workspace, signal) => runSandboxTool(call, workspace, signal, isolation, totals, network),
     workspaceLimitBytes: totals.diskQuotaBytes,
+    mcp: { isolation, totals, network, readOnlyMounts },
   });
   const bound = await server.listen(port, host);
   const mode = isolation === 'none' ? ' (UNSANDBOXED)' : '';
@@ -132,8 +173,11 @@ export async function sandboxCommand(context: CommandContext): Promise<void> {
     `Sandbox server on http://${formatHostPort(host, bound)}${mode}: ${lanes} lanes, workspaces in ${root}`,
   );
   context.print(
-    `Totals: ${formatBytes(totals.diskQuotaBytes)} of disk per workspace, ${formatBytes(totals.memoryLimitBytes)} of memory per call or session, ${totals.maxSessions} stateful sessions`,
+    `Totals: ${formatBytes(totals.diskQuotaBytes)} of disk per workspace, ${formatBytes(totals.memoryLimitBytes)} of memory per call or session, ${totals.maxSessions} stateful sessions and ${totals.maxSessions} stdio MCP servers`,
   );
+  for (const mount of readOnlyMounts) {
+    context.print(`MCP servers see ${mount.hostPath} read-only at ${mount.sandboxPath}`);
+  }
   context.print(
     context.config.sandbox.token === undefined
       ? `Bearer token in ${tokenFile}`
