@@ -1,8 +1,10 @@
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import type { AgentNotification } from '../common/notification';
 import type { DailyLedgerActivities, DailyUsageInput, DailyUsageResult } from './daily-ledger';
 import { CircuitBreakers } from '../models/circuit-breaker';
 import type { ModelProviders } from '../models/model-provider';
+import { McpHttpSessions } from './mcp-http-sessions';
+import { McpTools } from './mcp-tools';
 import type { AgentMetrics } from './metrics';
 import type { Notifier } from './notifier';
 import { runModelTurn, type ModelTurnInput, type ModelTurnResult, type RefusedTurn } from './model-turn';
@@ -38,6 +40,11 @@ export interface ActivityDependencies {
   breakers?: CircuitBreakers;
   /** The agents' metrics (`activities/metrics.ts`); none recorded when absent. */
   metrics?: AgentMetrics;
+  /**
+   * The worker's MCP servers and its sessions with them; absent: the runs' own servers only, over
+   * sessions of these activities.
+   */
+  mcp?: McpTools;
 }
 
 /** Builds the activities of `agentRun` around their dependencies. */
@@ -49,7 +56,19 @@ export function createActivities(dependencies: ActivityDependencies) {
       dependencies.metrics?.notice(notification);
     },
   };
+  const mcp =
+    dependencies.mcp ??
+    new McpTools({
+      workerServers: [],
+      http: new McpHttpSessions(),
+      sandbox: dependencies.tools,
+      warn: (message) => {
+        log.warn(message);
+      },
+    });
+  const routes = { ...dependencies, mcp };
   const modelTurn = {
+    mcp,
     models: dependencies.models,
     transcripts: dependencies.transcripts,
     tools: new ToolCatalog(dependencies.externalTools),
@@ -63,8 +82,12 @@ export function createActivities(dependencies: ActivityDependencies) {
     async modelTurn(input: ModelTurnInput): Promise<ModelTurnResult | RefusedTurn> {
       return runModelTurn(input, modelTurn);
     },
-    /** Releases the run's workspace when the run ends; no sandbox configured, nothing to release. */
+    /**
+     * Releases the run's workspace when the run ends (its sandbox server closes the run's stdio MCP
+     * servers then), and this worker's sessions with its HTTP MCP servers.
+     */
     async releaseWorkspace(input: { trajectoryId: string; reset: boolean }): Promise<void> {
+      await mcp.release(input.trajectoryId);
       await dependencies.tools?.release(input.trajectoryId, input.reset);
     },
     /**
@@ -89,7 +112,7 @@ export function createActivities(dependencies: ActivityDependencies) {
     },
     /** One batch of tool calls, run in the trajectory's sandbox. */
     async toolBatch(input: ToolBatchInput): Promise<ToolResult[]> {
-      return runToolBatch(input, dependencies);
+      return runToolBatch(input, routes);
     },
     /** One notice of a run, to its sinks; never fails because a sink did. */
     async notify(notification: AgentNotification): Promise<void> {

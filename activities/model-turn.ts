@@ -3,6 +3,7 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ModelSpec } from '../common/agent-input';
 import type { ModelUsage, TranscriptMessage } from '../common/agent-run-types';
 import type { DailyUsage, ReservationDecision } from '../common/daily-ledger';
+import type { McpServer } from '../common/mcp-servers';
 import type { AgentNotification } from '../common/notification';
 import {
   DEFAULT_MAX_TOOL_CALLS_PER_ANSWER,
@@ -19,8 +20,10 @@ import { ModelTurnStopped, type ModelProviders, type ModelResponse } from '../mo
 import type { DailyLedgerActivities, RoomRequest } from './daily-ledger';
 import { measureModelCall, type AgentMetrics } from './metrics';
 import type { Notifier } from './notifier';
+import type { McpTools } from './mcp-tools';
 import type { ToolCatalog } from './tool-catalog';
 import type { Transcript, TranscriptStore } from './transcript-store';
+import type { SandboxPolicy } from '../sandbox/tool-call';
 
 /** Input of one model turn: a reference to the conversation plus only what is new. */
 export interface ModelTurnInput {
@@ -61,6 +64,10 @@ export interface ModelTurnInput {
    * them); absent in turns scheduled before turns delivered notices.
    */
   notices?: AgentNotification[];
+  /** The run's own MCP servers; absent when it has none (the worker's may still offer tools). */
+  mcpServers?: McpServer[];
+  /** The run's sandbox policy, for the sandboxes of its stdio MCP servers; absent in older turns. */
+  sandboxPolicy?: SandboxPolicy;
 }
 
 /**
@@ -101,6 +108,8 @@ export interface ModelTurnDependencies {
   models: ModelProviders;
   transcripts: TranscriptStore;
   tools: ToolCatalog;
+  /** The MCP tools of the run's servers, offered beside the catalog's. */
+  mcp: McpTools;
   breakers: CircuitBreakers;
   /** The daily ledgers, for turns that charge their own spend; absent in workers without one. */
   ledger?: Pick<DailyLedgerActivities, 'chargeCall' | 'admitCall' | 'forgetCall'>;
@@ -190,7 +199,15 @@ async function answerTurn(
     input.append,
     input.full,
   );
-  const tools = await dependencies.tools.definitions(context.cancellationSignal);
+  const mcp = await dependencies.mcp.offer(
+    {
+      trajectoryId: input.transcriptKey,
+      ...(input.mcpServers === undefined ? {} : { servers: input.mcpServers }),
+      policy: input.sandboxPolicy ?? { network: false },
+    },
+    context.cancellationSignal,
+  );
+  const tools = [...(await dependencies.tools.definitions(context.cancellationSignal)), ...mcp.definitions];
   const { key, label } = breakerOf(input.model);
   let lastHeartbeat = 0;
   const callModel = () =>
@@ -228,7 +245,7 @@ async function answerTurn(
   }
   const checked = {
     ...response,
-    toolCalls: response.toolCalls.map((call) => dependencies.tools.check(call)),
+    toolCalls: response.toolCalls.map((call) => mcp.check(call) ?? dependencies.tools.check(call)),
   };
   const answer = boundAnswer(checked, input.maxToolCalls ?? DEFAULT_MAX_TOOL_CALLS_PER_ANSWER);
   assertWithinBound(answer);

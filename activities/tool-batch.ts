@@ -16,8 +16,11 @@ import {
   type ToolCall,
   type ToolResult,
 } from '../sandbox/tool-call';
+import { parseMcpToolName, type McpServer } from '../common/mcp-servers';
+import { mcpFailure } from '../common/mcp-tool-results';
 import { measureToolCalls, type AgentMetrics } from './metrics';
 import { traceToolCalls } from './call-spans';
+import type { McpTools } from './mcp-tools';
 import type { ToolExecutor } from './tool-executor';
 import type { ToolServerClient } from './tool-server-client';
 
@@ -26,6 +29,16 @@ export interface ToolBatchInput {
   trajectoryId: string;
   policy: SandboxPolicy;
   calls: Array<{ callId: string; call: ModelToolCall }>;
+  /** The run's own MCP servers, for calls of `mcp__<server>__<tool>`; absent when it has none. */
+  mcpServers?: McpServer[];
+}
+
+/** Where a batch's calls go. */
+export interface ToolBatchRoutes {
+  tools?: ToolExecutor;
+  externalTools?: ToolServerClient;
+  mcp?: McpTools;
+  metrics?: AgentMetrics;
 }
 
 /** Policy fields a model may try to pass in its arguments; the run's input decides them instead. */
@@ -72,21 +85,32 @@ function failure(callId: string, error: string): ToolResult {
  * that runs them again marks their results as re-runs (see {@link RERUN_NOTE}). The results come
  * back cut to fit a payload's bound together (see {@link fitToolResults}).
  */
-export async function runToolBatch(
-  input: ToolBatchInput,
-  routes: { tools?: ToolExecutor; externalTools?: ToolServerClient; metrics?: AgentMetrics },
-): Promise<ToolResult[]> {
+export async function runToolBatch(input: ToolBatchInput, routes: ToolBatchRoutes): Promise<ToolResult[]> {
   const context = Context.current();
-  const lost = lostCallIds(context.info.heartbeatDetails);
-  // Every heartbeat carries the lost calls: one without details would erase them for the next attempt.
-  const beat = () => context.heartbeat({ lostCallIds: [...lost] } satisfies ToolBatchProgress);
+  const { lost, answered } = earlierProgress(context.info.heartbeatDetails);
+  // Every heartbeat carries all of it: one without details would erase them for the next attempt.
+  const beat = () =>
+    context.heartbeat({
+      lostCallIds: [...lost],
+      ...(answered.size === 0 ? {} : { mcpAnswered: [...answered.values()] }),
+    } satisfies ToolBatchProgress);
   beat();
   const heartbeat = setInterval(beat, 1000);
+  const attempt: BatchAttempt = {
+    input,
+    routes,
+    lost,
+    answered,
+    beat,
+    firstAttempt: context.info.attempt === 1,
+    signal: context.cancellationSignal,
+  };
   try {
     const results = await measureToolCalls(
       routes.metrics,
       input.calls,
       traceToolCalls(input.calls, async ({ callId, call }) => {
+        if (parseMcpToolName(call.tool) !== undefined) return runMcpCall(attempt, callId, call);
         const prepared = prepareCall(input.trajectoryId, input.policy, callId, call);
         if ('success' in prepared) return prepared;
         if (!isSandboxTool(prepared.tool)) {
@@ -128,13 +152,86 @@ export const RERUN_NOTE = '[the sandbox server stopped during this command; it r
 const toolBatchProgressSchema = z.object({
   /** Calls whose sandbox server broke the connection before answering them. */
   lostCallIds: z.array(z.string()),
+  /** Results of calls to HTTP MCP servers, which no server stores for a retry. */
+  mcpAnswered: z
+    .array(
+      z.object({
+        callId: z.string(),
+        success: z.boolean(),
+        output: z.string(),
+        error: z.string().optional(),
+        metadata: z.record(z.string(), z.unknown()),
+      }),
+    )
+    .optional(),
 });
 type ToolBatchProgress = z.infer<typeof toolBatchProgressSchema>;
 
-/** The lost calls an earlier attempt recorded; none on a first attempt or from an older worker. */
-function lostCallIds(heartbeatDetails: unknown): Set<string> {
+/** What an earlier attempt recorded; nothing on a first attempt or from an older worker. */
+function earlierProgress(heartbeatDetails: unknown): {
+  lost: Set<string>;
+  answered: Map<string, ToolResult>;
+} {
   const parsed = toolBatchProgressSchema.safeParse(heartbeatDetails);
-  return new Set(parsed.success ? parsed.data.lostCallIds : []);
+  if (!parsed.success) return { lost: new Set(), answered: new Map() };
+  const answered = (parsed.data.mcpAnswered ?? []).map((result) => [result.callId, result] as const);
+  return { lost: new Set(parsed.data.lostCallIds), answered: new Map(answered) };
+}
+
+/** One attempt of a batch, as its MCP calls need it. */
+interface BatchAttempt {
+  input: ToolBatchInput;
+  routes: ToolBatchRoutes;
+  lost: Set<string>;
+  answered: Map<string, ToolResult>;
+  beat: () => void;
+  firstAttempt: boolean;
+  signal: AbortSignal;
+}
+
+/**
+ * Why an MCP call was not sent: an MCP server has no way to be told a call is a repeat, so a call
+ * that may have reached it is never sent again. The model is told it may or may not have run.
+ */
+export const MCP_NOT_RESENT =
+  'it was under way when its worker or sandbox server stopped, and an MCP server cannot be told a call is a retry, so it was not sent again: it may or may not have run';
+
+/**
+ * Runs one call of an MCP tool, at most once. A stdio server's call goes to the run's sandbox
+ * server, which stores its result by callId like every call there, so a worker that dies is
+ * answered from the store on retry; a call its sandbox server was running when it stopped is not
+ * sent again. An HTTP server's call goes from the worker on the batch's first attempt only; its
+ * result rides on the heartbeats, and a later attempt answers from those or says it was not sent
+ * again ({@link MCP_NOT_RESENT}).
+ */
+async function runMcpCall(attempt: BatchAttempt, callId: string, call: ModelToolCall): Promise<ToolResult> {
+  const { input, routes } = attempt;
+  if (routes.mcp === undefined) return mcpFailure(callId, '?', call.tool, 'this worker runs no MCP tools');
+  const context = { trajectoryId: input.trajectoryId, policy: input.policy, servers: input.mcpServers };
+  const routed = routes.mcp.route(context, callId, call);
+  if (routed.kind === 'failed') return routed.result;
+  if (routed.kind === 'sandbox') {
+    if (attempt.lost.has(callId)) return mcpFailure(callId, routed.server.name, call.tool, MCP_NOT_RESENT);
+    if (routes.tools === undefined) {
+      return failure(callId, 'No sandbox server configured: set AGENTS_SANDBOX_URLS (or run `agents dev`)');
+    }
+    return runInSandbox(routes.tools, routed.call, attempt.lost, attempt.beat);
+  }
+  const recorded = attempt.answered.get(callId);
+  if (recorded !== undefined) return recorded;
+  if (!attempt.firstAttempt) return mcpFailure(callId, routed.server.name, routed.tool, MCP_NOT_RESENT);
+  const result = await routes.mcp.callHttp(
+    input.trajectoryId,
+    routed.server,
+    callId,
+    routed.tool,
+    call.arguments,
+    attempt.signal,
+    attempt.beat,
+  );
+  attempt.answered.set(callId, result);
+  attempt.beat();
+  return result;
 }
 
 /**

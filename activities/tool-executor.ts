@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import { Pool } from 'undici';
-import type { ToolCall, ToolResult } from '../sandbox/tool-call';
+import { z } from 'zod';
+import { describeZodError } from '../common/agent-input';
+import type { McpStdioServer } from '../common/mcp-servers';
+import { MCP_LIST_TIMEOUT_MS, type McpToolDescription } from '../common/mcp-tool-session';
+import type { SandboxPolicy, ToolCall, ToolResult } from '../sandbox/tool-call';
 
 /** A sandbox server the worker may send tool calls to. */
 export interface SandboxEndpoint {
@@ -40,6 +44,22 @@ interface Pending {
 
 /** Slack added to the longest call timeout of a batch before the HTTP request gives up. */
 const HTTP_SLACK_MS = 30_000;
+/**
+ * Starting a stdio MCP server and listing its tools: the sandbox server's wait for its start
+ * (30 s) and for its list, and slack.
+ */
+const MCP_LIST_HTTP_TIMEOUT_MS = 30_000 + MCP_LIST_TIMEOUT_MS + 10_000;
+
+const mcpToolListSchema = z.object({
+  tools: z.array(
+    z.object({
+      name: z.string(),
+      description: z.string(),
+      inputSchema: z.record(z.string(), z.unknown()),
+    }),
+  ),
+});
+
 /** Latencies kept for the percentiles: the most recent ones. */
 const LATENCY_SAMPLES = 10_000;
 
@@ -189,6 +209,44 @@ export class ToolExecutor {
         `sandbox server ${server.endpoint.url} answered ${response.statusCode} to release: ${body}`,
       );
     }
+  }
+
+  /**
+   * The tools of a stdio MCP server, which the trajectory's sandbox server runs in the trajectory's
+   * sandbox (starting it on first use). Throws one line naming the server when it cannot list them.
+   */
+  async listMcpTools(
+    trajectoryId: string,
+    server: McpStdioServer,
+    policy: SandboxPolicy,
+    signal?: AbortSignal,
+  ): Promise<McpToolDescription[]> {
+    const sandbox = this.serverIndexed(trajectoryId);
+    const response = await sandbox.pool.request({
+      path: '/mcp/tools',
+      method: 'POST',
+      headers: { authorization: `Bearer ${sandbox.endpoint.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ trajectoryId, server, policy }),
+      headersTimeout: MCP_LIST_HTTP_TIMEOUT_MS,
+      bodyTimeout: MCP_LIST_HTTP_TIMEOUT_MS,
+      signal,
+    });
+    const text = await response.body.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new Error(
+        `sandbox server ${sandbox.endpoint.url} answered ${response.statusCode} with invalid JSON`,
+      );
+    }
+    if (response.statusCode !== 200) {
+      const error = (body as { error?: unknown }).error;
+      throw new Error(typeof error === 'string' ? error : `sandbox server answered ${response.statusCode}`);
+    }
+    const parsed = mcpToolListSchema.safeParse(body);
+    if (!parsed.success) throw new Error(`unexpected MCP tool list: ${describeZodError(parsed.error)}`);
+    return parsed.data.tools;
   }
 
   /** Counters and latency percentiles so far. */

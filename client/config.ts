@@ -5,6 +5,7 @@ import type { NativeConnectionOptions } from '@temporalio/worker';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
 import { hostPortSchema } from '../common/host-port';
+import { workerMcpServersSchema, type McpServer } from '../common/mcp-servers';
 import { DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, DEFAULT_WORKSPACE_LIMIT_BYTES } from '../common/constants';
 import { BYTE_SIZE_FORMS, parseByteSize } from '../sandbox/byte-size';
 import { DEFAULT_SANDBOX_TOTALS, type SandboxTotals } from '../sandbox/sandbox-watchdog';
@@ -66,6 +67,11 @@ export interface AgentsConfig {
   };
   /** The external tool server workers send other tools to (`AGENTS_TOOL_SERVER_URL`), if any. */
   toolServer: { url: string | undefined; token: string | undefined };
+  /**
+   * The MCP servers every run on this worker has (`AGENTS_MCP_SERVERS`, a JSON array of
+   * `{ name, command }` or `{ name, url, bearerTokenEnv? }`).
+   */
+  mcpServers: McpServer[];
   /** Largest folder or repository `agents start --workspace/--repo` packs (`AGENTS_WORKSPACE_LIMIT`). */
   workspaceLimitBytes: number;
 }
@@ -146,6 +152,18 @@ const environmentSchema = z.object({
   AGENTS_TOOL_SERVER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
   AGENTS_TOOL_SERVER_TOKEN: z.string().min(1).optional(),
   AGENTS_WORKSPACE_LIMIT: byteSizeSchema.optional(),
+  AGENTS_MCP_SERVERS: z
+    .string()
+    .transform((text, context) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        context.addIssue({ code: 'custom', message: 'must be a JSON array of MCP servers' });
+        return z.NEVER;
+      }
+    })
+    .pipe(workerMcpServersSchema)
+    .optional(),
 });
 
 /**
@@ -174,6 +192,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
     ...(env.AGENTS_SANDBOX_ALLOW_CIDRS === undefined ? {} : { allowCidrs: env.AGENTS_SANDBOX_ALLOW_CIDRS }),
   };
   const toolServer = { url: env.AGENTS_TOOL_SERVER_URL, token: env.AGENTS_TOOL_SERVER_TOKEN };
+  const mcpServers = env.AGENTS_MCP_SERVERS ?? [];
   const workspaceLimitBytes = env.AGENTS_WORKSPACE_LIMIT ?? DEFAULT_WORKSPACE_LIMIT_BYTES;
   if (env.TEMPORAL_ADDRESS === undefined) {
     const temporalPort = env.AGENTS_TEMPORAL_PORT ?? DEFAULT_TEMPORAL_PORT;
@@ -181,6 +200,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
       home,
       sandbox,
       toolServer,
+      mcpServers,
       workspaceLimitBytes,
       temporal: {
         kind: 'embedded',
@@ -204,6 +224,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Agents
     home,
     sandbox,
     toolServer,
+    mcpServers,
     workspaceLimitBytes,
     temporal: {
       kind: 'external',

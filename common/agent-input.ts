@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { HOST_PATTERN_RULE, isHostPattern } from './host-patterns';
+import { runMcpServersSchema } from './mcp-servers';
 import {
   AGENT_NAME_PATTERN,
   DEFAULT_ANY_FAILURE_LIMIT,
@@ -439,6 +440,11 @@ export const agentRunInputSchema = z
     workspace: workspaceSourceSchema.optional(),
     /** Tokens of conversation the model is given; older turns are compacted into a summary beyond it. */
     contextBudgetTokens: z.number().int().min(1000).max(10_000_000).default(DEFAULT_CONTEXT_BUDGET_TOKENS),
+    /**
+     * MCP servers whose tools the run offers its model as `mcp__<server>__<tool>`, beside those of
+     * the worker's own servers; see `common/mcp-servers.ts`.
+     */
+    mcpServers: runMcpServersSchema.optional(),
   })
   .strict();
 

@@ -1,7 +1,10 @@
 import path from 'node:path';
 import { Client } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type NativeConnectionOptions } from '@temporalio/worker';
+import { log } from '@temporalio/activity';
 import { createActivities, type ActivityDependencies } from '../activities';
+import { McpHttpSessions } from '../activities/mcp-http-sessions';
+import { McpTools } from '../activities/mcp-tools';
 import { createDailyLedgerActivities } from '../activities/daily-ledger';
 import { createAgentMetrics } from '../activities/metrics';
 import { Notifier } from '../activities/notifier';
@@ -15,6 +18,7 @@ import { LocalModel } from '../models/local-model';
 import { OpenAIModel } from '../models/openai-model';
 import type { ModelProvider, ModelProviders } from '../models/model-provider';
 import { TASK_QUEUE } from '../common/constants';
+import type { McpServer } from '../common/mcp-servers';
 import { clientTracingInterceptors, startTracing, workerTracingOptions } from './tracing';
 import { loadWorkflowBundle } from './workflow-bundle';
 
@@ -43,7 +47,9 @@ export function createActivityDependencies(
   home: string,
   sandboxes: SandboxEndpoint[] = [],
   toolServer?: { url: string; token: string },
+  mcpServers: McpServer[] = [],
 ): ActivityDependencies {
+  const tools = sandboxes.length === 0 ? undefined : new ToolExecutor({ endpoints: sandboxes });
   return {
     models: createModelProviders(home),
     transcripts: new TranscriptStore(path.join(home, 'transcripts')),
@@ -53,8 +59,16 @@ export function createActivityDependencies(
         Runtime.instance().logger[level](message, fields);
       },
     }),
-    ...(sandboxes.length === 0 ? {} : { tools: new ToolExecutor({ endpoints: sandboxes }) }),
+    ...(tools === undefined ? {} : { tools }),
     ...(toolServer === undefined ? {} : { externalTools: new ToolServerClient(toolServer) }),
+    mcp: new McpTools({
+      workerServers: mcpServers,
+      http: new McpHttpSessions(),
+      sandbox: tools,
+      warn: (message) => {
+        log.warn(message);
+      },
+    }),
     // A no-op unless the Runtime was installed with a metrics exporter (AGENTS_METRICS).
     metrics: createAgentMetrics(() => Runtime.instance().metricMeter),
   };
@@ -62,6 +76,7 @@ export function createActivityDependencies(
 
 /** Closes what `createActivityDependencies` opened. */
 export async function closeActivityDependencies(dependencies: ActivityDependencies): Promise<void> {
+  await dependencies.mcp?.close();
   await dependencies.tools?.close();
   await dependencies.externalTools?.close();
   await dependencies.notifier.close();
@@ -77,6 +92,8 @@ export interface AgentsWorkerOptions {
   sandboxes?: SandboxEndpoint[];
   /** The external tool server for other tools. */
   toolServer?: { url: string; token: string };
+  /** The MCP servers every run on this worker has (`AGENTS_MCP_SERVERS`). */
+  mcpServers?: McpServer[];
   /** Overrides the activities' dependencies (tests). */
   dependencies?: ActivityDependencies;
 }
@@ -97,7 +114,8 @@ export async function createAgentsWorker(options: AgentsWorkerOptions): Promise<
   });
   const connection = await NativeConnection.connect(options.connectionOptions);
   const given =
-    options.dependencies ?? createActivityDependencies(options.home, options.sandboxes, options.toolServer);
+    options.dependencies ??
+    createActivityDependencies(options.home, options.sandboxes, options.toolServer, options.mcpServers);
   // The daily ledgers are workflows of the same namespace, reached over the worker's own connection.
   const client = new Client({
     connection,

@@ -368,7 +368,9 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
       append,
       callIndex: run.modelCalls,
       maxToolCalls: input.guards.maxToolCallsPerAnswer,
+      sandboxPolicy: { network: input.sandbox.network },
     };
+    if (input.mcpServers !== undefined) turn.mcpServers = input.mcpServers;
     const charge = budget.turnCharge(run.modelCalls);
     if (charge !== undefined) turn.charge = charge;
     const held = notices.takeHeld();
@@ -458,6 +460,7 @@ export async function agentRun(startInput: AgentRunInput, carried?: CarriedState
         trajectoryId: transcriptKey,
         policy: { network: input.sandbox.network },
         calls: toRun.map(({ callId, call }) => ({ callId, call })),
+        ...(input.mcpServers === undefined ? {} : { mcpServers: input.mcpServers }),
       });
       for (const result of answered) results.set(result.callId, result);
     }

@@ -63,7 +63,7 @@ export function byteSizeOption(context: CommandContext, option: string): number 
 }
 
 /** The values of an option given several times, in order. */
-function texts(context: CommandContext, option: string): string[] {
+export function texts(context: CommandContext, option: string): string[] {
   const value = (context.values as Record<string, unknown>)[option];
   return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
 }

@@ -3,9 +3,11 @@ import { z } from 'zod';
 import {
   intervalSchema,
   sandboxPolicySchema,
+  type AgentRunInput,
   type AgentRunInputDraft,
   type ModelSpec,
   type SandboxPolicy,
+  type TemplateRef,
 } from '../../common/agent-input';
 import { HOST_PATTERN_RULE } from '../../common/host-patterns';
 import { DEFAULT_LOCAL_MODEL, FORCE_STOP_GRACE_S, TASK_QUEUE } from '../../common/constants';
@@ -14,6 +16,7 @@ import { webUiRunUrl } from '../config';
 import { AgentsError } from '../errors';
 import { EXIT_SUCCESS, runExitCode } from '../exit-codes';
 import { checkLocalModelFile, ensureLocalModel } from '../local-model-install';
+import { mcpServersOption } from '../mcp-option';
 import { resolveModelSpec } from '../model-option';
 import { withSandboxEndpoints } from '../sandbox-endpoints';
 import { describeWorkspaceSource, prepareWorkspaceSource, type WorkspaceRequest } from '../workspace-source';
@@ -26,6 +29,7 @@ import {
   printNews,
   requireName,
   text,
+  texts,
   withClient,
   type CommandContext,
 } from './command-context';
@@ -138,20 +142,24 @@ function workspaceRequest(context: CommandContext): WorkspaceRequest | undefined
   return undefined;
 }
 
-/** `agents start <name> --template T …`; with `--watch`, exits with the code of how the run ended. */
-export async function startCommand(context: CommandContext): Promise<number> {
-  const usage =
-    'agents start <name> --template <name|path> [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--workspace DIR | --repo URL [--ref REF]] [--network off|on|allow:HOSTS] [--reset-on-end] [--replace] [--watch]';
-  const name = requireName(context, usage);
-  const templateName = text(context, 'template');
-  if (templateName === undefined)
-    throw new AgentsError('invalid_argument', `--template is required: ${usage}`);
-  const draft: AgentRunInputDraft = {
-    name,
-    template: loadTemplate(templateName, context.config.home),
-    args: argsOption(context),
-    model: chooseModel(context),
-  };
+/** What `agents start` reads before its options: the run's name, its template and its arguments. */
+export interface RunBasics {
+  name: string;
+  template: TemplateRef;
+  args: string;
+}
+
+/**
+ * The input of the run `agents start` would start: `basics` and the options in `context` (model,
+ * limits, permissions, budgets, sandbox, workspace), each checked the way the command checks it, the
+ * workspace uploaded and the default local model installed. `agents mcp` starts runs through it
+ * too, so a run is refused there with the very line the command would print.
+ */
+export async function prepareRunInput(
+  context: CommandContext,
+  basics: RunBasics,
+): Promise<{ draft: AgentRunInputDraft; input: AgentRunInput }> {
+  const draft: AgentRunInputDraft = { ...basics, model: chooseModel(context) };
   const interval = numberOption(context, 'interval', intervalSchema);
   if (interval !== undefined) draft.intervalS = interval;
   const maxIterations = numberOption(context, 'max-iterations', z.number().int().positive());
@@ -182,6 +190,12 @@ export async function startCommand(context: CommandContext): Promise<number> {
       ...(resetOnEnd ? { resetOnEnd: true } : {}),
     };
   }
+  const mcpServers = mcpServersOption(
+    texts(context, 'mcp'),
+    texts(context, 'mcp-token'),
+    texts(context, 'mcp-timeout'),
+  );
+  if (mcpServers.length > 0) draft.mcpServers = mcpServers;
   const requested = workspaceRequest(context);
   // Checked before anything is packed or uploaded, and again with the workspace in it.
   let input = validateRunInput(draft);
@@ -201,6 +215,22 @@ export async function startCommand(context: CommandContext): Promise<number> {
     if (model.model === DEFAULT_LOCAL_MODEL) await ensureLocalModel(context.config.home, context.print);
     else checkLocalModelFile(model.model, context.config.home);
   }
+  return { draft, input };
+}
+
+/** `agents start <name> --template T …`; with `--watch`, exits with the code of how the run ended. */
+export async function startCommand(context: CommandContext): Promise<number> {
+  const usage =
+    'agents start <name> --template <name|path> [--args TEXT] [--interval S] [--max-iterations N] [--model M] [--workspace DIR | --repo URL [--ref REF]] [--network off|on|allow:HOSTS] [--reset-on-end] [--replace] [--watch]';
+  const name = requireName(context, usage);
+  const templateName = text(context, 'template');
+  if (templateName === undefined)
+    throw new AgentsError('invalid_argument', `--template is required: ${usage}`);
+  const { draft, input } = await prepareRunInput(context, {
+    name,
+    template: loadTemplate(templateName, context.config.home),
+    args: argsOption(context),
+  });
   return withClient(context, async (agents) => {
     const handle = await agents.start(draft, { replace: flag(context, 'replace'), onWait: printNews });
     context.print(`Started agent ${name} (workflow ${handle.workflowId}, run ${handle.firstExecutionRunId})`);

@@ -6,6 +6,7 @@ import { IllegalStateError } from '@temporalio/common';
 import { Runtime, TransportError, type LogLevel } from '@temporalio/worker';
 import { TASK_QUEUE } from '../../common/constants';
 import { loadOrCreateToken } from '../../sandbox/token';
+import { isStdioServer } from '../../common/mcp-servers';
 import { createAgentsWorker } from '../../worker/create-worker';
 import {
   metricsAddressFromEnvironment,
@@ -100,13 +101,27 @@ export async function workerCommand(context: CommandContext): Promise<void> {
       identity: `agents-worker-${process.pid}@${os.hostname()}`,
       sandboxes,
       toolServer,
+      mcpServers: context.config.mcpServers,
     });
+  printMcpServers(context);
   const agentsWorker =
     temporal.kind === 'external'
       ? await whenClusterAnswers(temporal.address, temporal.workerConnectTimeoutS, create, context.print)
       : await create();
   context.print(`Worker polling task queue '${TASK_QUEUE}' on ${temporal.address} (Ctrl-C stops it)`);
   await agentsWorker.run();
+}
+
+/** One line naming the worker's own MCP servers and where each runs, when it has any. */
+function printMcpServers(context: CommandContext): void {
+  const servers = context.config.mcpServers;
+  if (servers.length === 0) return;
+  const described = servers.map((server) =>
+    isStdioServer(server)
+      ? `${server.name} (stdio, in each run's sandbox)`
+      : `${server.name} (${server.url})`,
+  );
+  context.print(`MCP servers of every run: ${described.join(', ')}`);
 }
 
 /** How often a worker waiting for its cluster says it still waits. */
@@ -288,7 +303,9 @@ export async function devCommand(context: CommandContext): Promise<void> {
       home: context.config.home,
       sandboxes,
       toolServer: await configuredToolServer(context.config),
+      mcpServers: context.config.mcpServers,
     });
+    printMcpServers(context);
     context.print(
       `Worker polling task queue '${TASK_QUEUE}'. Start agents from another terminal; Ctrl-C stops.`,
     );

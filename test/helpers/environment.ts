@@ -5,7 +5,7 @@ import { after, afterEach, before, beforeEach } from 'node:test';
 import type { SandboxEndpoint } from '../../activities/tool-executor';
 import { AgentsClient } from '../../client/agents-client';
 import type { ExternalTool } from '../../sandbox/external-tool';
-import { SandboxServer } from '../../sandbox/sandbox-server';
+import { SandboxServer, type SandboxServerOptions } from '../../sandbox/sandbox-server';
 import { ToolServer } from '../../sandbox/tool-server';
 import { runSandboxTool } from '../../sandbox/tools';
 import { createActivityDependencies } from '../../worker/create-worker';
@@ -27,6 +27,8 @@ export interface EnvironmentOptions {
   dynamicConfig?: Record<string, string | number>;
   /** Starts a sandbox server for the file and gives every worker its tool executor. */
   withSandbox?: boolean;
+  /** Options of that sandbox server beyond the tests' root, token, lanes and tool runner. */
+  sandboxOptions?: Partial<SandboxServerOptions>;
   /** Starts an external tool server offering these tools and gives every worker its client. */
   externalTools?: ExternalTool[];
 }
@@ -35,9 +37,17 @@ export interface EnvironmentOptions {
 export const TEST_SANDBOX_TOKEN = 'test-sandbox-token';
 
 /** Starts a real sandbox server on a temporary root, on a free loopback port. */
-export async function startTestSandbox(): Promise<NonNullable<AgentsTestEnvironment['sandbox']>> {
+export async function startTestSandbox(
+  options: Partial<SandboxServerOptions> = {},
+): Promise<NonNullable<AgentsTestEnvironment['sandbox']>> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'agents-test-sandbox-'));
-  const server = new SandboxServer({ root, token: TEST_SANDBOX_TOKEN, lanes: 8, runTool: runSandboxTool });
+  const server = new SandboxServer({
+    root,
+    token: TEST_SANDBOX_TOKEN,
+    lanes: 8,
+    runTool: runSandboxTool,
+    ...options,
+  });
   const port = await server.listen(0);
   return { server, root, endpoint: { url: `http://127.0.0.1:${port}`, token: TEST_SANDBOX_TOKEN } };
 }
@@ -51,7 +61,7 @@ export function useAgentsEnvironment(options: EnvironmentOptions = {}): AgentsTe
   before(async () => {
     environment.temporal = await startTestTemporal(options);
     environment.agents = new AgentsClient(environment.temporal.client);
-    if (options.withSandbox === true) environment.sandbox = await startTestSandbox();
+    if (options.withSandbox === true) environment.sandbox = await startTestSandbox(options.sandboxOptions);
     if (options.externalTools !== undefined) {
       const server = new ToolServer({ token: TEST_SANDBOX_TOKEN, tools: options.externalTools });
       const port = await server.listen(0);

@@ -123,6 +123,7 @@ export async function startTestTemporal(
     },
     toolServer: { url: undefined, token: undefined },
     workspaceLimitBytes: DEFAULT_WORKSPACE_LIMIT_BYTES,
+    mcpServers: [],
   };
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection, namespace: temporal.namespace });
