@@ -18,6 +18,12 @@ import { describeMcpError, McpToolClient, withRequestSignal } from '../common/mc
 const IDLE_CLOSE_MS = 10 * 60 * 1000;
 /** Time a server has to answer `initialize`. */
 const CONNECT_TIMEOUT_MS = 15_000;
+/**
+ * Bytes one HTTP response may carry, a stream of events included: a server's answers are cut to
+ * far less anyway, and a server that floods must not hold the worker's memory.
+ */
+export const MCP_HTTP_RESPONSE_MAX_BYTES = 16 * 1024 * 1024;
+
 /** The identity the worker's MCP client announces. */
 const CLIENT_INFO = { name: 'durable-agents-worker', version: '0.1.0' };
 
@@ -91,7 +97,7 @@ export class McpHttpSessions {
     }
     const transport = new StreamableHTTPClientTransport(new URL(server.url), {
       requestInit: { headers },
-      fetch: undiciFetch as unknown as FetchLike,
+      fetch: boundedFetch,
       // A stream the server drops is not reopened behind the run's back: the next call opens a session.
       reconnectionOptions: {
         maxRetries: 0,
@@ -147,6 +153,31 @@ export class McpHttpSessions {
     await session?.close();
   }
 }
+
+/**
+ * undici's fetch, its response bodies failing past {@link MCP_HTTP_RESPONSE_MAX_BYTES}: the request
+ * under way then fails with one line saying so, and the session's next use opens another.
+ */
+const boundedFetch: FetchLike = async (url, init) => {
+  const response = (await undiciFetch(url, init as Parameters<typeof undiciFetch>[1])) as unknown as Response;
+  if (response.body === null) return response;
+  let bytes = 0;
+  const limit = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      bytes += chunk.byteLength;
+      if (bytes > MCP_HTTP_RESPONSE_MAX_BYTES) {
+        controller.error(new Error(`its answer was over ${MCP_HTTP_RESPONSE_MAX_BYTES / 1024 / 1024} MiB`));
+        return;
+      }
+      controller.enqueue(chunk);
+    },
+  });
+  return new Response(response.body.pipeThrough(limit), {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+};
 
 function sameServer(first: McpHttpServer, second: McpHttpServer): boolean {
   return first.url === second.url && first.bearerTokenEnv === second.bearerTokenEnv;

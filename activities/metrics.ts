@@ -10,6 +10,7 @@ import { EXIT_REASONS, type ModelUsage } from '../common/agent-run-types';
 import { CIRCUIT_OPEN_FAILURE } from '../common/constants';
 import type { AgentNotification } from '../common/notification';
 import { ModelTurnStopped, type ModelResponse } from '../models/model-provider';
+import { MCP_TOOL_PREFIX, parseMcpToolName } from '../common/mcp-servers';
 import type { ToolResult } from '../sandbox/tool-call';
 
 /**
@@ -247,6 +248,15 @@ export async function measureModelCall(
 }
 
 /**
+ * A tool's label: its name, but `mcp__<server>` for an MCP server's tools, so the servers a run
+ * names (up to 256 tools each) cannot multiply the series.
+ */
+function toolLabel(tool: string): string {
+  const named = parseMcpToolName(tool);
+  return named === undefined ? tool : `${MCP_TOOL_PREFIX}${named.server}`;
+}
+
+/**
  * Waits for the calls of a tool batch, just started, and records each as it settles: `success` or
  * `error` by its result, `lost` when it threw (no result came back); its duration counts from now.
  */
@@ -261,7 +271,7 @@ export async function measureToolCalls(
     pending.map(async (result, index) => {
       const record = (outcome: ToolCallMetric['outcome']) =>
         metrics.toolCall({
-          tool: calls[index]!.call.tool,
+          tool: toolLabel(calls[index]!.call.tool),
           outcome,
           seconds: (performance.now() - started) / 1000,
         });

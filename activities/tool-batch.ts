@@ -72,6 +72,9 @@ export function prepareCall(
   return { callId, trajectoryId, tool, arguments: args, timeoutS: clampTimeoutS(timeout), policy };
 }
 
+/** What a call the sandbox would run gets when the worker has no sandbox server. */
+const NO_SANDBOX = 'No sandbox server configured: set AGENTS_SANDBOX_URLS (or run `agents dev`)';
+
 function failure(callId: string, error: string): ToolResult {
   return { callId, success: false, output: '', error, metadata: {} };
 }
@@ -127,10 +130,7 @@ export async function runToolBatch(input: ToolBatchInput, routes: ToolBatchRoute
           );
         }
         if (routes.tools === undefined) {
-          return failure(
-            callId,
-            'No sandbox server configured: set AGENTS_SANDBOX_URLS (or run `agents dev`)',
-          );
+          return failure(callId, NO_SANDBOX);
         }
         return runInSandbox(routes.tools, prepared, lost, beat);
       }),
@@ -213,7 +213,7 @@ async function runMcpCall(attempt: BatchAttempt, callId: string, call: ModelTool
   if (routed.kind === 'sandbox') {
     if (attempt.lost.has(callId)) return mcpFailure(callId, routed.server.name, call.tool, MCP_NOT_RESENT);
     if (routes.tools === undefined) {
-      return failure(callId, 'No sandbox server configured: set AGENTS_SANDBOX_URLS (or run `agents dev`)');
+      return failure(callId, NO_SANDBOX);
     }
     return runInSandbox(routes.tools, routed.call, attempt.lost, attempt.beat);
   }

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
 import { workflowIdFor } from '../client/agents-client';
 import { auditEntries, type AuditEntry } from '../client/audit/audit-entries';
+import { MCP_HTTP_RESPONSE_MAX_BYTES } from '../activities/mcp-http-sessions';
 import { MCP_NOT_RESENT } from '../activities/tool-batch';
 import type { McpHttpServer } from '../common/mcp-servers';
 import { startCli } from './helpers/cli';
@@ -178,7 +185,7 @@ describe('MCP tools over Streamable HTTP (server-everything)', () => {
     assert.equal(hung?.success, false);
     assert.equal(
       hung?.error,
-      'MCP server everything failed on trigger-long-running-operation: it did not answer within 2s',
+      'MCP server everything failed on trigger-long-running-operation: it did not answer tools/call within 2s',
     );
   });
 
@@ -301,5 +308,48 @@ describe('MCP over HTTP when its server or worker goes away', () => {
     const [echo] = await toolResults(name);
     assert.equal(echo?.success, false);
     assert.match(echo?.error ?? '', /^MCP server everything failed on echo: could not connect: /);
+  });
+});
+
+describe('a hostile MCP server over HTTP', () => {
+  it('an answer past the response bound is one failed result, and the worker goes on', async () => {
+    // A stateless server of the SDK whose one tool answers with more than a response may carry.
+    const http = createServer((request, response) => {
+      const server = new McpServer({ name: 'hostile', version: '1.0.0' });
+      server.registerTool(
+        'flood',
+        { description: 'Answers with far too much.', inputSchema: { size: z.number().optional() } },
+        () => ({ content: [{ type: 'text', text: 'x'.repeat(MCP_HTTP_RESPONSE_MAX_BYTES + 1024) }] }),
+      );
+      const transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+        enableJsonResponse: true,
+      });
+      response.on('close', () => void server.close());
+      void server.connect(transport).then(() => transport.handleRequest(request, response));
+    });
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    try {
+      const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`;
+      const name = uniqueName('mcp-flood');
+      const handle = await env.agents.start(
+        scriptedRun(
+          name,
+          [
+            { text: 'Asking for a lot.', toolCalls: [{ tool: 'mcp__hostile__flood', arguments: {} }] },
+            { text: 'Still here.' },
+          ],
+          { maxIterations: 1, mcpServers: [{ name: 'hostile', url }] },
+        ),
+      );
+      assert.equal((await handle.result()).exitReason, 'max_iterations');
+      const [flood] = await toolResults(name);
+      assert.equal(flood?.success, false);
+      assert.match(flood?.error ?? '', /^MCP server hostile failed on flood: .*over 16 MiB/);
+    } finally {
+      http.closeAllConnections();
+      http.close();
+    }
   });
 });

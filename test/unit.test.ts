@@ -305,6 +305,17 @@ describe('runs started by earlier versions', () => {
     assert.equal(settings.guards.stagnationWindow, 0);
     assert.equal(settings.guards.errorBackoffS, 10);
   });
+
+  it('from before the sandbox settings get no network, and the workspace kept', () => {
+    const legacy = {
+      name: 'older',
+      template: { name: 't', source: 'file', content: '# T' },
+      args: '',
+      intervalS: 2,
+      model: { provider: 'scripted', turns: [{ text: 'hi' }] },
+    } as unknown as Parameters<typeof runSettings>[0];
+    assert.deepEqual(runSettings(legacy).sandbox, { network: false, resetOnEnd: false });
+  });
 });
 
 describe('current details', () => {

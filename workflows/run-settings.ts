@@ -8,8 +8,9 @@ import {
 
 /**
  * The settings of a run whose input may predate some of them. A run started by an earlier version
- * lacks the permission policy, budgets, notices and guard limits; it keeps behaving as it was
- * started: tools run without asking, no budget, no guard that could end it where it used to go on.
+ * lacks the permission policy, budgets, notices, guard limits and sandbox settings; it keeps behaving
+ * as it was started: tools run without asking, no network, no budget, no guard that could end it
+ * where it used to go on.
  * New runs always carry every field, because the client applies the schema's defaults.
  */
 export function runSettings(input: AgentRunInput): AgentRunInput {
@@ -24,6 +25,7 @@ export function runSettings(input: AgentRunInput): AgentRunInput {
     },
     budgets: partial.budgets ?? { sessionTokens: 0, sessionCostUsd: 0, dailyTokens: 0, dailyCostUsd: 0 },
     notifications: partial.notifications ?? { console: true, logFile: true },
+    sandbox: partial.sandbox ?? { network: false, resetOnEnd: false },
     contextBudgetTokens: partial.contextBudgetTokens ?? DEFAULT_CONTEXT_BUDGET_TOKENS,
     guards: {
       errorBackoffS: DEFAULT_ERROR_BACKOFF_S,
