@@ -8,13 +8,12 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { z } from 'zod';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
-import { workflowIdFor } from '../client/agents-client';
-import { auditEntries, type AuditEntry } from '../client/audit/audit-entries';
 import { MCP_HTTP_RESPONSE_MAX_BYTES } from '../activities/mcp-http-sessions';
 import { MCP_NOT_RESENT } from '../activities/tool-batch';
 import type { McpHttpServer } from '../common/mcp-servers';
 import { startCli } from './helpers/cli';
 import { useAgentsEnvironment } from './helpers/environment';
+import { auditToolResults } from './helpers/history';
 import { startEverythingServer, type EverythingServer } from './helpers/mcp-servers';
 import { stopProcess } from './helpers/processes';
 import { scriptedRun, uniqueName } from './helpers/run-input';
@@ -37,18 +36,9 @@ function server(overrides: Partial<McpHttpServer> = {}): McpHttpServer {
   return { name: 'everything', url: everything.url, bearerTokenEnv: TOKEN_VARIABLE, ...overrides };
 }
 
-async function collect<T>(entries: AsyncIterable<T>): Promise<T[]> {
-  const all: T[] = [];
-  for await (const entry of entries) all.push(entry);
-  return all;
-}
-
-type ToolResultEntry = Extract<AuditEntry, { kind: 'tool_result' }>;
-
-/** The results the run's audit holds, by tool, in order. */
-async function toolResults(name: string): Promise<ToolResultEntry[]> {
-  const entries = await collect(auditEntries(env.temporal.client, workflowIdFor(name)));
-  return entries.filter((entry): entry is ToolResultEntry => entry.kind === 'tool_result');
+/** The run's tool results, as its audit records them. */
+function toolResults(name: string) {
+  return auditToolResults(env.temporal.client, name);
 }
 
 async function historyText(handle: WorkflowHandle): Promise<string> {
@@ -236,17 +226,22 @@ describe('MCP over HTTP when its server or worker goes away', () => {
     await everything?.close();
   });
 
+  /**
+   * An `agents worker` whose own configuration names the server (AGENTS_MCP_SERVERS), its token in
+   * a variable of the operator's choosing: every run on it has the server.
+   */
   async function startWorkerProcess(): Promise<ChildProcess> {
+    const servers = [{ name: 'everything', url: everything.url, bearerTokenEnv: 'EVERYTHING_TOKEN' }];
     const child = await startCli(
       ['worker'],
-      { ...env.temporal.environment, [TOKEN_VARIABLE]: TOKEN },
+      { ...env.temporal.environment, AGENTS_MCP_SERVERS: JSON.stringify(servers), EVERYTHING_TOKEN: TOKEN },
       /Worker polling/,
     );
     workers.push(child);
     return child;
   }
 
-  it('a call under way when its worker is killed is not sent again: the model is told it may have run', async () => {
+  it("a call under way when its worker is killed is not sent again: the model is told it may have run (the worker's own server)", async () => {
     // This file's in-process worker would pick the retry up at once: only the worker processes run.
     await env.worker.stop();
     const first = await startWorkerProcess();
@@ -266,7 +261,7 @@ describe('MCP over HTTP when its server or worker goes away', () => {
           },
           { text: 'After the crash.' },
         ],
-        { maxIterations: 1, mcpServers: [server()] },
+        { maxIterations: 1 },
       ),
     );
     await waitFor(

@@ -4,10 +4,9 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { ToolBatchInput } from '../activities';
 import { workflowIdFor } from '../client/agents-client';
-import { auditEntries, type AuditEntry } from '../client/audit/audit-entries';
 import type { McpStdioServer } from '../common/mcp-servers';
 import { useAgentsEnvironment } from './helpers/environment';
-import { scheduledActivities } from './helpers/history';
+import { auditToolResults, scheduledActivities } from './helpers/history';
 import { MCP_PACKAGES } from './helpers/mcp-servers';
 import { scriptedRun, uniqueName } from './helpers/run-input';
 import { waitFor } from './helpers/wait';
@@ -37,12 +36,9 @@ function filesystemServer(name: string, allowed: string): McpStdioServer {
   return { name, command: ['node', FILESYSTEM_SERVER, allowed] };
 }
 
-type ToolResultEntry = Extract<AuditEntry, { kind: 'tool_result' }>;
-
-async function toolResults(name: string): Promise<ToolResultEntry[]> {
-  const entries: AuditEntry[] = [];
-  for await (const entry of auditEntries(env.temporal.client, workflowIdFor(name))) entries.push(entry);
-  return entries.filter((entry): entry is ToolResultEntry => entry.kind === 'tool_result');
+/** The run's tool results, as its audit records them. */
+function toolResults(name: string) {
+  return auditToolResults(env.temporal.client, name);
 }
 
 async function workspaceOf(name: string): Promise<string> {

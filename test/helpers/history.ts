@@ -1,7 +1,9 @@
-import type { WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import type { ModelTurnInput } from '../../activities';
+import { workflowIdFor } from '../../client/agents-client';
+import { auditEntries, type AuditEntry } from '../../client/audit/audit-entries';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
@@ -104,4 +106,16 @@ export async function activityStarts(
 /** The attempt on which each activity of `activityType` ended, in order: 1 when it was not retried. */
 export async function finalAttempts(handle: WorkflowHandle, activityType: string): Promise<number[]> {
   return (await activityStarts(handle, activityType)).map((started) => started.attempt ?? 1);
+}
+
+/** A tool result as the run's audit (`agents export`) records it. */
+export type AuditToolResult = Extract<AuditEntry, { kind: 'tool_result' }>;
+
+/** The tool results of a run's audit, in order. */
+export async function auditToolResults(client: Client, name: string): Promise<AuditToolResult[]> {
+  const results: AuditToolResult[] = [];
+  for await (const entry of auditEntries(client, workflowIdFor(name))) {
+    if (entry.kind === 'tool_result') results.push(entry);
+  }
+  return results;
 }
