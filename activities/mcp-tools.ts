@@ -11,7 +11,7 @@ import {
   type McpServer,
 } from '../common/mcp-servers';
 import { mcpFailure } from '../common/mcp-tool-results';
-import type { McpToolDescription } from '../common/mcp-tool-session';
+import { oneLine, type McpToolDescription } from '../common/mcp-tool-session';
 import type { ToolDefinition } from '../models/model-provider';
 import type { SandboxPolicy, ToolCall, ToolResult } from '../sandbox/tool-call';
 import type { McpHttpSessions } from './mcp-http-sessions';
@@ -80,7 +80,7 @@ export class McpTools {
           if (signal?.aborted === true) throw error;
           unlisted.add(server.name);
           this.options.warn(
-            `The tools of MCP server ${server.name} are not offered this turn: ${firstLine(error)}`,
+            `The tools of MCP server ${server.name} are not offered this turn: ${errorLine(error)}`,
           );
           return { server, tools: [] };
         }
@@ -173,7 +173,7 @@ export class McpTools {
       session = await this.options.http.session(trajectoryId, server, signal);
     } catch (error) {
       if (signal.aborted) throw error;
-      return mcpFailure(callId, server.name, tool, firstLine(error));
+      return mcpFailure(callId, server.name, tool, errorLine(error));
     }
     const timeoutS = server.timeoutS ?? DEFAULT_MCP_CALL_TIMEOUT_S;
     return session.tools.callTool(callId, tool, args, timeoutS, signal, onProgress);
@@ -205,7 +205,7 @@ export class McpTools {
   }
 }
 
-function firstLine(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return message.split('\n')[0] ?? '';
+/** An error's message on one line, for a warning or a result. */
+function errorLine(error: unknown): string {
+  return oneLine(error instanceof Error ? error.message : String(error), 500);
 }

@@ -13,6 +13,7 @@ import {
   clampTimeoutS,
   isSandboxTool,
   type SandboxPolicy,
+  toolResultSchema,
   type ToolCall,
   type ToolResult,
 } from '../sandbox/tool-call';
@@ -153,17 +154,7 @@ const toolBatchProgressSchema = z.object({
   /** Calls whose sandbox server broke the connection before answering them. */
   lostCallIds: z.array(z.string()),
   /** Results of calls to HTTP MCP servers, which no server stores for a retry. */
-  mcpAnswered: z
-    .array(
-      z.object({
-        callId: z.string(),
-        success: z.boolean(),
-        output: z.string(),
-        error: z.string().optional(),
-        metadata: z.record(z.string(), z.unknown()),
-      }),
-    )
-    .optional(),
+  mcpAnswered: z.array(toolResultSchema).optional(),
 });
 type ToolBatchProgress = z.infer<typeof toolBatchProgressSchema>;
 

@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import { z } from 'zod';
 import { describeZodError } from '../common/agent-input';
-import { clampTimeoutS, SandboxError, type ToolResult } from '../sandbox/tool-call';
+import { clampTimeoutS, SandboxError, toolResultSchema, type ToolResult } from '../sandbox/tool-call';
 import type { ExternalToolCall, ToolDescription } from '../sandbox/tool-server';
 
 export interface ToolServerClientOptions {
@@ -22,14 +22,6 @@ export interface ToolServerClientOptions {
 /** How long listing the tools may take. */
 const LIST_TIMEOUT_MS = 10_000;
 const DEFAULT_TIMEOUT_SLACK_MS = 10_000;
-
-const toolResultSchema = z.object({
-  callId: z.string(),
-  success: z.boolean(),
-  output: z.string(),
-  error: z.string().optional(),
-  metadata: z.record(z.string(), z.unknown()),
-});
 
 const toolListSchema = z.array(
   z.object({

@@ -98,9 +98,6 @@ const MCP_CPU_LIMIT_S = 3600;
 /** The identity the sandbox server's MCP client announces. */
 const CLIENT_INFO = { name: 'durable-agents-sandbox', version: '0.1.0' };
 
-/** A tool as its server lists it (see `common/mcp-tool-session.ts`). */
-export type McpToolListing = McpToolDescription;
-
 /** How a sandbox server runs its stdio MCP servers. */
 export interface McpSessionsOptions {
   /**
@@ -349,7 +346,7 @@ class McpSession {
    * The server's tools, listed once per session and again after it says they changed (see
    * `McpToolClient.listTools`). Rejects with an {@link McpServerUnavailableError}.
    */
-  async listTools(signal: AbortSignal): Promise<McpToolListing[]> {
+  async listTools(signal: AbortSignal): Promise<McpToolDescription[]> {
     try {
       return await this.tools.listTools(signal);
     } catch (error) {
@@ -465,7 +462,7 @@ export class McpSandboxSessions {
     workspace: string,
     policy: SandboxPolicy,
     signal: AbortSignal,
-  ): Promise<McpToolListing[]> {
+  ): Promise<McpToolDescription[]> {
     this.refuseUnsandboxed(server.name);
     let session: McpSession;
     try {

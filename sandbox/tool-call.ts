@@ -90,6 +90,15 @@ export interface ToolResult {
   metadata: ToolResultMetadata;
 }
 
+/** A result as it comes back over the wire (a tool server's answer, a batch's heartbeats). */
+export const toolResultSchema = z.object({
+  callId: z.string(),
+  success: z.boolean(),
+  output: z.string(),
+  error: z.string().optional(),
+  metadata: z.record(z.string(), z.unknown()),
+});
+
 /** Output limits (SEED-BEHAVIOURS 36). */
 export const MAX_STREAM_CHARS = 50_000;
 export const MAX_FILE_CHARS = 100_000;
