@@ -115,7 +115,8 @@ export class McpTools {
       definitions,
       check: (call) => {
         const named = parseMcpToolName(call.tool);
-        if (named === undefined || call.invalid !== undefined) return named === undefined ? undefined : call;
+        if (named === undefined) return undefined;
+        if (call.invalid !== undefined) return call;
         const names = offered.get(named.server);
         if (names === undefined) {
           const known = servers.map((server) => server.name);
